@@ -1,1 +1,383 @@
+//! Warden's store on SQLite.
+//!
+//! - One file in WAL mode with `synchronous = FULL` and foreign keys on; migrations embedded and the
+//!   schema version checked at open ([`schema`]).
+//! - **Group commit**: one writer thread owns the only write connection. It takes every job that is
+//!   waiting (up to [`MAX_BATCH`]), runs each inside its own `SAVEPOINT` — a failing job is rolled
+//!   back alone, including its audit events — then commits the batch once and only then hands each
+//!   job its result. One fsync is shared by the whole batch; nothing is acknowledged before it.
+//! - Readers come from a small pool of read-only connections and see the last committed state.
 
+mod read;
+pub mod schema;
+mod write;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use rusqlite::{Connection, ErrorCode, OpenFlags, params};
+use time::OffsetDateTime;
+use tokio::sync::oneshot;
+use warden_core::StoreError;
+use warden_core::audit::checkpoint_mac;
+use warden_core::ports::{ChainHead, JobOutput, JobReceipt, ReadStore, Store, WriteJob};
+use warden_crypto::KeyedHasher;
+
+use crate::write::SqliteTx;
+
+/// Most jobs committed in one transaction.
+pub const MAX_BATCH: usize = 512;
+/// Jobs that may wait for the writer before submissions are refused as overloaded.
+pub const QUEUE_DEPTH: usize = 16_384;
+const IDLE_READERS: usize = 16;
+
+pub(crate) fn db_err(e: rusqlite::Error) -> StoreError {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _) => match f.code {
+            ErrorCode::ConstraintViolation => StoreError::Conflict(e.to_string()),
+            ErrorCode::DatabaseBusy
+            | ErrorCode::DatabaseLocked
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::DiskFull
+            | ErrorCode::CannotOpen
+            | ErrorCode::OutOfMemory => StoreError::Unavailable(e.to_string()),
+            ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => StoreError::Corrupt(e.to_string()),
+            _ => StoreError::Internal(e.to_string()),
+        },
+        _ => StoreError::Internal(e.to_string()),
+    }
+}
+
+pub(crate) fn to_us(t: OffsetDateTime) -> i64 {
+    warden_core::audit::unix_micros(t)
+}
+
+pub(crate) fn opt_us(t: Option<OffsetDateTime>) -> Option<i64> {
+    t.map(to_us)
+}
+
+pub(crate) fn from_us(us: i64) -> Result<OffsetDateTime, StoreError> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1_000)
+        .map_err(|_| StoreError::Corrupt(format!("timestamp {us} out of range")))
+}
+
+pub(crate) fn opt_from_us(us: Option<i64>) -> Result<Option<OffsetDateTime>, StoreError> {
+    us.map(from_us).transpose()
+}
+
+pub(crate) fn parse_enum<T: std::str::FromStr<Err = String>>(s: &str) -> Result<T, StoreError> {
+    s.parse().map_err(StoreError::Corrupt)
+}
+
+fn configure(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA foreign_keys = ON;
+         PRAGMA busy_timeout = 5000;",
+    )
+    .map_err(db_err)
+}
+
+/// Counters the server exports as metrics.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    pub batches: AtomicU64,
+    pub jobs: AtomicU64,
+    pub failed_jobs: AtomicU64,
+    pub failed_commits: AtomicU64,
+}
+
+type Message = (WriteJob, oneshot::Sender<JobOutput>);
+
+struct Pool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl Pool {
+    fn get(&self) -> Result<Connection, StoreError> {
+        if let Some(c) = self.idle.lock().ok().and_then(|mut v| v.pop()) {
+            return Ok(c);
+        }
+        let c = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(db_err)?;
+        c.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;")
+            .map_err(db_err)?;
+        c.set_prepared_statement_cache_capacity(64);
+        Ok(c)
+    }
+
+    fn put(&self, c: Connection) {
+        if let Ok(mut v) = self.idle.lock() {
+            if v.len() < IDLE_READERS {
+                v.push(c);
+            }
+        }
+    }
+}
+
+/// A pooled read connection; returns to the pool when dropped.
+struct Reader<'a> {
+    conn: Option<Connection>,
+    pool: &'a Pool,
+}
+
+impl Reader<'_> {
+    fn conn(&self) -> &Connection {
+        // `conn` is `Some` from construction until `drop` takes it.
+        self.conn.as_ref().unwrap_or_else(|| unreachable!("reader used after drop"))
+    }
+}
+
+impl Drop for Reader<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.conn.take() {
+            self.pool.put(c);
+        }
+    }
+}
+
+read::impl_read_store!(Reader<'_>);
+
+/// The SQLite store. Cheap to share behind an `Arc`.
+pub struct SqliteStore {
+    pool: Pool,
+    sender: Mutex<Option<SyncSender<Message>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    stats: Arc<WriterStats>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.pool.path).finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, applies migrations, and starts the
+    /// writer. `checkpoint_key` signs the audit chain head at every commit.
+    pub fn open(path: &Path, checkpoint_key: KeyedHasher) -> Result<Self, StoreError> {
+        let mut conn = Connection::open(path).map_err(db_err)?;
+        configure(&conn)?;
+        schema::migrate(&mut conn)?;
+        conn.set_prepared_statement_cache_capacity(128);
+        let head = read::audit_head(&conn)?;
+        let (sender, receiver) = sync_channel::<Message>(QUEUE_DEPTH);
+        let stats = Arc::new(WriterStats::default());
+        let writer_stats = Arc::clone(&stats);
+        let handle = std::thread::Builder::new()
+            .name("warden-sqlite-writer".into())
+            .spawn(move || run_writer(conn, receiver, checkpoint_key, head, &writer_stats))
+            .map_err(|e| StoreError::Internal(format!("starting the writer thread: {e}")))?;
+        Ok(SqliteStore {
+            pool: Pool {
+                path: path.to_owned(),
+                idle: Mutex::new(Vec::new()),
+            },
+            sender: Mutex::new(Some(sender)),
+            writer: Mutex::new(Some(handle)),
+            stats,
+        })
+    }
+
+    /// Opens an existing database read-only for offline inspection (no writer, no migration);
+    /// refuses a schema this binary does not know.
+    pub fn open_read_only(path: &Path) -> Result<ReadOnlyStore, StoreError> {
+        if !path.exists() {
+            return Err(StoreError::Unavailable(format!("no database at {}", path.display())));
+        }
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(db_err)?;
+        conn.execute_batch("PRAGMA busy_timeout = 5000;").map_err(db_err)?;
+        let v = schema::version(&conn)?;
+        if v != schema::latest() {
+            return Err(StoreError::Schema(format!(
+                "the database has schema version {v}; this binary reads version {}",
+                schema::latest()
+            )));
+        }
+        Ok(ReadOnlyStore(conn))
+    }
+
+    pub fn stats(&self) -> &WriterStats {
+        &self.stats
+    }
+
+    /// Stops the writer after the jobs already queued; later submissions fail as unavailable.
+    pub fn close(&self) {
+        if let Ok(mut s) = self.sender.lock() {
+            s.take();
+        }
+        if let Some(h) = self.writer.lock().ok().and_then(|mut w| w.take()) {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// A read-only view of a database file, for `warden audit verify --data-dir`.
+pub struct ReadOnlyStore(Connection);
+
+impl ReadOnlyStore {
+    fn conn(&self) -> &Connection {
+        &self.0
+    }
+}
+
+read::impl_read_store!(ReadOnlyStore);
+
+impl Store for SqliteStore {
+    fn reader(&self) -> Result<Box<dyn ReadStore + Send + '_>, StoreError> {
+        Ok(Box::new(Reader {
+            conn: Some(self.pool.get()?),
+            pool: &self.pool,
+        }))
+    }
+
+    fn submit(&self, job: WriteJob) -> JobReceipt {
+        let (tx, rx) = oneshot::channel();
+        let sender = self.sender.lock().ok().and_then(|s| s.clone());
+        let Some(sender) = sender else {
+            let _ = tx.send(Err(StoreError::Unavailable("the store is closed".into()).into()));
+            return rx;
+        };
+        match sender.try_send((job, tx)) {
+            Ok(()) => {}
+            Err(TrySendError::Full((_, tx))) => {
+                let _ = tx.send(Err(StoreError::Unavailable("the store is overloaded; retry".into()).into()));
+            }
+            Err(TrySendError::Disconnected((_, tx))) => {
+                let _ = tx.send(Err(StoreError::Unavailable("the store's writer stopped".into()).into()));
+            }
+        }
+        rx
+    }
+
+    fn ready(&self) -> Result<(), StoreError> {
+        let r = Reader {
+            conn: Some(self.pool.get()?),
+            pool: &self.pool,
+        };
+        r.conn()
+            .query_row("SELECT 1", [], |_| Ok(()))
+            .map_err(db_err)?;
+        if self.sender.lock().map(|s| s.is_none()).unwrap_or(true) {
+            return Err(StoreError::Unavailable("the store is closed".into()));
+        }
+        Ok(())
+    }
+}
+
+fn run_writer(
+    conn: Connection,
+    receiver: Receiver<Message>,
+    checkpoint_key: KeyedHasher,
+    head: ChainHead,
+    stats: &WriterStats,
+) {
+    let mut head = Some(head);
+    while let Ok(first) = receiver.recv() {
+        let mut batch = Vec::with_capacity(64);
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+        head = run_batch(&conn, batch, &checkpoint_key, head, stats);
+    }
+}
+
+/// Runs one batch in one transaction; returns the chain head after it (`None` = unknown, re-read).
+fn run_batch(
+    conn: &Connection,
+    batch: Vec<Message>,
+    checkpoint_key: &KeyedHasher,
+    head: Option<ChainHead>,
+    stats: &WriterStats,
+) -> Option<ChainHead> {
+    let fail_all = |batch: Vec<(oneshot::Sender<JobOutput>, JobOutput)>, e: StoreError| {
+        for (reply, _) in batch {
+            let _ = reply.send(Err(e.clone().into()));
+        }
+    };
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        let e = db_err(e);
+        for (_, reply) in batch {
+            let _ = reply.send(Err(e.clone().into()));
+        }
+        stats.failed_commits.fetch_add(1, Ordering::Relaxed);
+        return None;
+    }
+    let start = head;
+    let mut tx = SqliteTx { conn, head };
+    let mut done = Vec::with_capacity(batch.len());
+    for (job, reply) in batch {
+        let out = match conn.execute_batch("SAVEPOINT job") {
+            Err(e) => Err(db_err(e).into()),
+            Ok(()) => {
+                let before = tx.head;
+                let out = match catch_unwind(AssertUnwindSafe(|| job(&mut tx))) {
+                    Ok(out) => out,
+                    Err(_) => Err(StoreError::Internal("a write job panicked".into()).into()),
+                };
+                let end = if out.is_ok() {
+                    "RELEASE job"
+                } else {
+                    tx.head = before;
+                    stats.failed_jobs.fetch_add(1, Ordering::Relaxed);
+                    "ROLLBACK TO job; RELEASE job"
+                };
+                match conn.execute_batch(end) {
+                    Ok(()) => out,
+                    Err(e) => Err(db_err(e).into()),
+                }
+            }
+        };
+        done.push((reply, out));
+    }
+    let mut result = Ok(());
+    if tx.head != start {
+        if let Some(h) = tx.head {
+            result = conn
+                .execute(
+                    "INSERT INTO audit_checkpoint (id, seq, hash, mac) VALUES (1, ?1, ?2, ?3)
+                     ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, mac = excluded.mac",
+                    params![i64::try_from(h.seq).unwrap_or(i64::MAX), h.hash.as_slice(), checkpoint_mac(checkpoint_key, &h)],
+                )
+                .map(|_| ())
+                .map_err(db_err);
+        }
+    }
+    let committed = result.and_then(|()| conn.execute_batch("COMMIT").map_err(db_err));
+    match committed {
+        Ok(()) => {
+            stats.batches.fetch_add(1, Ordering::Relaxed);
+            stats.jobs.fetch_add(done.len() as u64, Ordering::Relaxed);
+            let new_head = tx.head;
+            for (reply, out) in done {
+                let _ = reply.send(out);
+            }
+            new_head
+        }
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            stats.failed_commits.fetch_add(1, Ordering::Relaxed);
+            fail_all(done, e);
+            None
+        }
+    }
+}

@@ -263,6 +263,8 @@ pub struct ChangeRequest {
     pub privileged_scopes: Vec<String>,
     pub status: ChangeStatus,
     pub requested_by: String,
+    /// The requesting operator's id: they may not decide their own request.
+    pub requester_id: Uuid,
     #[serde(with = "time::serde::rfc3339")]
     pub requested_at: OffsetDateTime,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -386,4 +388,13 @@ pub enum WhoAmI {
         scopes: Vec<String>,
         credential_id: Uuid,
     },
+}
+
+/// The result of a create or update: the identity as it now is, and the change request that holds
+/// back whatever needs approval.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct IdentityChange {
+    pub identity: Identity,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_request: Option<ChangeRequest>,
 }

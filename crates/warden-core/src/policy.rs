@@ -1,0 +1,37 @@
+//! Guardrail settings the domain enforces, validated once from config.
+
+use time::Duration;
+use warden_types::CredentialKind;
+
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub max_ttl_api_key: Duration,
+    pub max_ttl_client_secret: Duration,
+    pub max_ttl_public_key: Duration,
+    /// How long a rotated-out credential stays valid by default.
+    pub default_rotation_overlap: Duration,
+    /// Scopes privileged beyond the built-in ones (`*`, `admin`, `*:*`, `res:*`).
+    pub extra_privileged_scopes: Vec<String>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            max_ttl_api_key: Duration::days(90),
+            max_ttl_client_secret: Duration::days(90),
+            max_ttl_public_key: Duration::days(365),
+            default_rotation_overlap: Duration::hours(24),
+            extra_privileged_scopes: Vec::new(),
+        }
+    }
+}
+
+impl Policy {
+    pub fn max_ttl(&self, kind: CredentialKind) -> Duration {
+        match kind {
+            CredentialKind::ApiKey => self.max_ttl_api_key,
+            CredentialKind::ClientSecret => self.max_ttl_client_secret,
+            CredentialKind::PublicKey => self.max_ttl_public_key,
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! The ports the domain needs. Backends implement them; the domain never names a backend.
+//!
+//! Writes are *jobs*: closures over a [`WriteTx`] that a backend runs inside a transaction. A backend
+//! may run several jobs in one transaction (group commit) as long as each job is isolated — a job
+//! that fails leaves no trace, not even in the audit chain — and no job's result is delivered before
+//! the transaction that holds it is durably committed.
+
+use std::any::Any;
+
+use time::OffsetDateTime;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+use warden_types::{
+    AuditEvent, AuditOutcome, ChangeRequest, ChangeStatus, Credential, Identity, IdentityKind,
+    IdentityStatus, Operator, Team,
+};
+
+use crate::error::{CoreError, StoreError};
+
+/// Filters for listing identities. Empty fields do not filter.
+#[derive(Debug, Clone, Default)]
+pub struct IdentityFilter {
+    /// Restrict to these owning teams (set for team members; `None` = all teams).
+    pub owner_in: Option<Vec<Uuid>>,
+    pub owner: Option<Uuid>,
+    pub kind: Option<IdentityKind>,
+    pub status: Option<IdentityStatus>,
+    pub environment: Option<String>,
+    pub name: Option<String>,
+    /// `(key, value)`; the identity must carry this label.
+    pub label: Option<(String, String)>,
+    pub privileged: Option<bool>,
+    pub expiring_before: Option<OffsetDateTime>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub target: Option<String>,
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub since: Option<OffsetDateTime>,
+    pub until: Option<OffsetDateTime>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ChangeFilter {
+    pub status: Option<ChangeStatus>,
+    pub identity: Option<Uuid>,
+    pub owner_in: Option<Vec<Uuid>>,
+}
+
+/// An operator record with what authentication needs.
+#[derive(Debug, Clone)]
+pub struct OperatorRecord {
+    pub operator: Operator,
+    pub team_ids: Vec<Uuid>,
+}
+
+/// The last link of the audit chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ChainHead {
+    pub seq: u64,
+    pub hash: [u8; 32],
+}
+
+/// A signed statement of the chain head, so that deleting events from the tail is detected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub head: ChainHead,
+    pub mac: Vec<u8>,
+}
+
+/// An audit event before the chain assigns it a place.
+#[derive(Debug, Clone)]
+pub struct NewAuditEvent {
+    pub actor: String,
+    pub action: &'static str,
+    pub target: String,
+    pub outcome: AuditOutcome,
+    pub request_id: String,
+    pub source: String,
+    /// Details as JSON text.
+    pub details: String,
+}
+
+/// An audit event exactly as stored: what the chain hash covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub seq: u64,
+    /// Unix time in microseconds.
+    pub time_us: i64,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub outcome: String,
+    pub request_id: String,
+    pub source: String,
+    /// JSON text.
+    pub details: String,
+    pub prev_hash: Vec<u8>,
+    pub hash: Vec<u8>,
+}
+
+/// Reads. Implementations answer from the latest committed state (or, inside a [`WriteTx`], from
+/// the transaction's own state).
+pub trait ReadStore {
+    fn identity(&self, id: Uuid) -> Result<Option<Identity>, StoreError>;
+    fn identities_named(&self, name: &str, environment: Option<&str>) -> Result<Vec<Identity>, StoreError>;
+    /// Identities ordered by id, after `after`, at most `limit`.
+    fn list_identities(
+        &self,
+        filter: &IdentityFilter,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<Identity>, StoreError>;
+
+    fn team(&self, id: Uuid) -> Result<Option<Team>, StoreError>;
+    fn team_named(&self, name: &str) -> Result<Option<Team>, StoreError>;
+    fn list_teams(&self) -> Result<Vec<Team>, StoreError>;
+
+    fn operator(&self, id: Uuid) -> Result<Option<OperatorRecord>, StoreError>;
+    fn operator_named(&self, name: &str) -> Result<Option<OperatorRecord>, StoreError>;
+    fn operator_by_token_hash(&self, hash: &[u8]) -> Result<Option<OperatorRecord>, StoreError>;
+    fn list_operators(&self) -> Result<Vec<Operator>, StoreError>;
+
+    fn credential(&self, id: Uuid) -> Result<Option<Credential>, StoreError>;
+    fn credentials_of(&self, identity: Uuid) -> Result<Vec<Credential>, StoreError>;
+    fn credential_by_secret_hash(&self, hash: &[u8]) -> Result<Option<Credential>, StoreError>;
+    /// Rotated-out credentials whose overlap ended at or before `now` and are not yet revoked.
+    fn overlaps_ended(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<Credential>, StoreError>;
+
+    fn change_request(&self, id: Uuid) -> Result<Option<ChangeRequest>, StoreError>;
+    fn list_change_requests(
+        &self,
+        filter: &ChangeFilter,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<ChangeRequest>, StoreError>;
+
+    /// Audit events matching `filter` with `seq > after`, ascending, at most `limit`.
+    fn list_audit(
+        &self,
+        filter: &AuditFilter,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, StoreError>;
+    /// Raw audit records with `seq > after`, ascending, at most `limit`, exactly as stored (for
+    /// verification).
+    fn audit_records(&self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError>;
+    fn audit_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError>;
+}
+
+/// Writes inside one transaction. Reads through a `WriteTx` see its own writes.
+pub trait WriteTx: ReadStore {
+    fn insert_team(&mut self, team: &Team) -> Result<(), StoreError>;
+    fn add_member(&mut self, team: Uuid, operator: Uuid) -> Result<(), StoreError>;
+    fn remove_member(&mut self, team: Uuid, operator: Uuid) -> Result<bool, StoreError>;
+    fn insert_operator(&mut self, operator: &Operator, token_hash: &[u8]) -> Result<(), StoreError>;
+
+    fn insert_identity(&mut self, identity: &Identity) -> Result<(), StoreError>;
+    fn update_identity(&mut self, identity: &Identity) -> Result<(), StoreError>;
+
+    fn insert_credential(
+        &mut self,
+        credential: &Credential,
+        secret_hash: Option<&[u8]>,
+    ) -> Result<(), StoreError>;
+    fn update_credential(&mut self, credential: &Credential) -> Result<(), StoreError>;
+    fn touch_last_used(
+        &mut self,
+        credential: Uuid,
+        identity: Uuid,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+
+    fn insert_change_request(&mut self, change: &ChangeRequest) -> Result<(), StoreError>;
+    fn update_change_request(&mut self, change: &ChangeRequest) -> Result<(), StoreError>;
+
+    /// The head of the audit chain as this transaction sees it.
+    fn audit_head(&mut self) -> Result<ChainHead, StoreError>;
+    /// Appends a fully formed event; `record.seq` must be `head.seq + 1`. The store keeps the
+    /// fields byte for byte and updates its head.
+    fn insert_audit_record(&mut self, record: &AuditRecord) -> Result<(), StoreError>;
+}
+
+/// What a write job returns, type-erased so that [`Store`] stays object-safe.
+pub type JobOutput = Result<Box<dyn Any + Send>, CoreError>;
+/// A unit of work the store runs in a transaction.
+pub type WriteJob = Box<dyn FnOnce(&mut dyn WriteTx) -> JobOutput + Send>;
+/// Where a job's result arrives, after commit.
+pub type JobReceipt = oneshot::Receiver<JobOutput>;
+
+/// A storage backend.
+pub trait Store: Send + Sync {
+    /// A reader over the latest committed state.
+    fn reader(&self) -> Result<Box<dyn ReadStore + Send + '_>, StoreError>;
+    /// Queues a write job. The receipt yields the job's result once its transaction is durably
+    /// committed, or the error that prevented it.
+    fn submit(&self, job: WriteJob) -> JobReceipt;
+    /// Whether the store is ready to serve (for `/readyz`).
+    fn ready(&self) -> Result<(), StoreError>;
+}

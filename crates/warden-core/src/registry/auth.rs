@@ -1,0 +1,236 @@
+//! Authentication of callers and of NHI credentials, and usage tracking.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use serde_json::json;
+use time::OffsetDateTime;
+use uuid::Uuid;
+use warden_crypto::token::{self, TokenKind};
+use warden_types::{AuditOutcome, CredentialKind, KeyVerification, WhoAmI};
+
+use super::Registry;
+use crate::actor::{Actor, Principal};
+use crate::error::CoreError;
+use crate::lifecycle::check_usable;
+use crate::ports::NewAuditEvent;
+
+/// `last_used_at` updates, collected in memory and written in one batch (no write per
+/// authentication).
+#[derive(Debug, Default)]
+pub struct UsageTracker(Mutex<HashMap<Uuid, (Uuid, OffsetDateTime)>>);
+
+impl UsageTracker {
+    fn record(&self, credential: Uuid, identity: Uuid, at: OffsetDateTime) {
+        if let Ok(mut m) = self.0.lock() {
+            m.insert(credential, (identity, at));
+        }
+    }
+
+    fn take(&self) -> HashMap<Uuid, (Uuid, OffsetDateTime)> {
+        match self.0.lock() {
+            Ok(mut m) => std::mem::take(&mut *m),
+            Err(_) => HashMap::new(),
+        }
+    }
+}
+
+/// The one message an unauthenticated caller gets, whatever check failed; the audit event says
+/// which.
+const AUTH_FAILED: &str = "invalid, expired or revoked credentials";
+
+impl Registry {
+    /// Authenticates a bearer token on `/v1`: an operator token, or an NHI's API key.
+    pub async fn authenticate(
+        &self,
+        bearer: &str,
+        request_id: &str,
+        source: &str,
+    ) -> Result<Actor, CoreError> {
+        let anonymous = Actor {
+            principal: Principal::Anonymous,
+            request_id: request_id.to_owned(),
+            source: source.to_owned(),
+        };
+        match token::parse(bearer) {
+            Ok(TokenKind::Operator) => {
+                let hash = self.secret_hasher.hash(bearer.as_bytes());
+                let found = self.reader()?.operator_by_token_hash(&hash)?;
+                match found {
+                    Some(r) if r.operator.disabled_at.is_none() => Ok(Actor {
+                        principal: Principal::Operator {
+                            id: r.operator.id,
+                            name: r.operator.name,
+                            role: r.operator.role,
+                            teams: r.team_ids,
+                        },
+                        request_id: request_id.to_owned(),
+                        source: source.to_owned(),
+                    }),
+                    Some(r) => {
+                        self.auth_failure(&anonymous, "operator.authenticate", format!("operator:{}", r.operator.id), "operator disabled").await?;
+                        Err(CoreError::Unauthenticated(AUTH_FAILED.into()))
+                    }
+                    None => {
+                        self.auth_failure(&anonymous, "operator.authenticate", "operator:unknown".into(), "unknown token").await?;
+                        Err(CoreError::Unauthenticated(AUTH_FAILED.into()))
+                    }
+                }
+            }
+            Ok(TokenKind::ApiKey) => {
+                let v = self.verify_key(&anonymous, bearer).await?;
+                match (v.valid, v.identity_id, v.credential_id, v.identity) {
+                    (true, Some(id), Some(credential_id), Some(name)) => Ok(Actor {
+                        principal: Principal::Identity { id, name, credential_id },
+                        request_id: request_id.to_owned(),
+                        source: source.to_owned(),
+                    }),
+                    _ => Err(CoreError::Unauthenticated(AUTH_FAILED.into())),
+                }
+            }
+            Ok(TokenKind::ClientSecret) => {
+                self.auth_failure(&anonymous, "operator.authenticate", "credential:unknown".into(), "client secret used as a bearer token").await?;
+                Err(CoreError::Unauthenticated(
+                    "a client secret is not a bearer token: use it at the token endpoint".into(),
+                ))
+            }
+            Err(e) => {
+                self.auth_failure(&anonymous, "operator.authenticate", "operator:unknown".into(), &e.to_string()).await?;
+                Err(CoreError::Unauthenticated(AUTH_FAILED.into()))
+            }
+        }
+    }
+
+    async fn auth_failure(&self, actor: &Actor, action: &'static str, target: String, why: &str) -> Result<(), CoreError> {
+        let event = NewAuditEvent {
+            actor: actor.label(),
+            action,
+            target,
+            outcome: AuditOutcome::Failure,
+            request_id: actor.request_id.clone(),
+            source: actor.source.clone(),
+            details: json!({ "reason": why }).to_string(),
+        };
+        self.write(move |tx, job| Ok(crate::audit::append(tx, job.now(), event)?)).await?;
+        Ok(())
+    }
+
+    /// Checks an NHI API key for a resource server. Every attempt, valid or not, is audited before
+    /// the answer is returned; `last_used_at` is updated in the background.
+    pub async fn verify_key(&self, caller: &Actor, key: &str) -> Result<KeyVerification, CoreError> {
+        let invalid = KeyVerification {
+            valid: false,
+            identity_id: None,
+            identity: None,
+            environment: None,
+            owner: None,
+            scopes: None,
+            credential_id: None,
+            expires_at: None,
+        };
+        let (answer, target, why) = match token::parse(key) {
+            Ok(TokenKind::ApiKey) => {
+                let hash = self.secret_hasher.hash(key.as_bytes());
+                let now = self.now();
+                let store = self.reader()?;
+                match store.credential_by_secret_hash(&hash)? {
+                    None => (invalid, "credential:unknown".to_owned(), "unknown key"),
+                    Some(c) if c.kind != CredentialKind::ApiKey => (invalid, format!("credential:{}", c.id), "not an api key"),
+                    Some(c) => {
+                        let target = format!("credential:{}", c.id);
+                        match store.identity(c.identity_id)? {
+                            None => (invalid, target, "identity missing"),
+                            Some(i) => match check_usable(&c, &i, now) {
+                                Err(why) => (invalid, target, why),
+                                Ok(()) => {
+                                    self.usage.record(c.id, i.id, now);
+                                    (
+                                        KeyVerification {
+                                            valid: true,
+                                            identity_id: Some(i.id),
+                                            identity: Some(i.name),
+                                            environment: Some(i.environment),
+                                            owner: Some(i.owner),
+                                            scopes: Some(i.scopes),
+                                            credential_id: Some(c.id),
+                                            expires_at: Some(c.expires_at),
+                                        },
+                                        target,
+                                        "",
+                                    )
+                                }
+                            },
+                        }
+                    }
+                }
+            }
+            Ok(_) => (invalid, "credential:unknown".to_owned(), "not an api key"),
+            Err(e) => (invalid, "credential:unknown".to_owned(), match e {
+                token::TokenError::Checksum => "checksum mismatch",
+                _ => "malformed key",
+            }),
+        };
+        let event = NewAuditEvent {
+            actor: match answer.identity_id {
+                Some(id) => format!("identity:{id}"),
+                None => "anonymous".into(),
+            },
+            action: "credential.authenticate",
+            target,
+            outcome: if answer.valid { AuditOutcome::Success } else { AuditOutcome::Failure },
+            request_id: caller.request_id.clone(),
+            source: caller.source.clone(),
+            details: if answer.valid {
+                json!({ "verifier": caller.label() }).to_string()
+            } else {
+                json!({ "verifier": caller.label(), "reason": why }).to_string()
+            },
+        };
+        self.write(move |tx, job| Ok(crate::audit::append(tx, job.now(), event)?)).await?;
+        Ok(answer)
+    }
+
+    pub fn whoami(&self, actor: &Actor) -> Result<WhoAmI, CoreError> {
+        match &actor.principal {
+            Principal::Operator { id, name, role, .. } => {
+                let teams = self
+                    .reader()?
+                    .operator(*id)?
+                    .map(|r| r.operator.teams)
+                    .unwrap_or_default();
+                Ok(WhoAmI::Operator { id: *id, name: name.clone(), role: *role, teams })
+            }
+            Principal::Identity { id, credential_id, .. } => {
+                let i = self
+                    .reader()?
+                    .identity(*id)?
+                    .ok_or_else(|| CoreError::Unauthenticated(AUTH_FAILED.into()))?;
+                Ok(WhoAmI::Identity {
+                    id: i.id,
+                    name: i.name,
+                    environment: i.environment,
+                    owner: i.owner,
+                    scopes: i.scopes,
+                    credential_id: *credential_id,
+                })
+            }
+            _ => Err(CoreError::Unauthenticated(AUTH_FAILED.into())),
+        }
+    }
+
+    /// Writes the collected `last_used_at` updates in one job. Returns how many credentials.
+    pub async fn flush_usage(&self) -> Result<usize, CoreError> {
+        let batch = self.usage.take();
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let n = batch.len();
+        self.write(move |tx, _job| {
+            for (credential, (identity, at)) in batch {
+                tx.touch_last_used(credential, identity, at)?;
+            }
+            Ok(n)
+        })
+        .await
+    }
+}

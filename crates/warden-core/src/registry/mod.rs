@@ -1,0 +1,226 @@
+//! The use cases of the registry. Every mutation runs as one store job: authorisation, the change
+//! and its audit event commit together or not at all.
+
+mod approvals;
+mod auth;
+mod credentials;
+mod identities;
+mod teams;
+
+use std::any::Any;
+use std::sync::Arc;
+
+use serde_json::Value;
+use time::OffsetDateTime;
+use uuid::Uuid;
+use warden_crypto::{KeyedHasher, ServerKey};
+use warden_types::{AuditOutcome, AuditVerifyReport, Identity};
+
+pub use auth::UsageTracker;
+
+use crate::actor::Actor;
+use crate::audit;
+use crate::clock::Clock;
+use crate::error::{CoreError, StoreError};
+use crate::policy::Policy;
+use crate::ports::{AuditFilter, NewAuditEvent, ReadStore, Store, WriteTx};
+
+/// Purpose labels of the subkeys derived from the server key.
+pub const SECRET_HASH_LABEL: &str = "warden.secret-hash.v1";
+pub const CHECKPOINT_LABEL: &str = "warden.audit-checkpoint.v1";
+
+/// The registry's use cases over a store and a clock.
+pub struct Registry {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    policy: Arc<Policy>,
+    secret_hasher: KeyedHasher,
+    checkpoint_hasher: KeyedHasher,
+    usage: UsageTracker,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").field("policy", &self.policy).finish_non_exhaustive()
+    }
+}
+
+impl Registry {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, policy: Policy, key: &ServerKey) -> Self {
+        Registry {
+            store,
+            clock,
+            policy: Arc::new(policy),
+            secret_hasher: key.hasher(SECRET_HASH_LABEL),
+            checkpoint_hasher: key.hasher(CHECKPOINT_LABEL),
+            usage: UsageTracker::default(),
+        }
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    pub fn now(&self) -> OffsetDateTime {
+        self.clock.now()
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    fn reader(&self) -> Result<Box<dyn ReadStore + Send + '_>, CoreError> {
+        Ok(self.store.reader()?)
+    }
+
+    /// Runs `f` as a store job and returns its typed result after commit.
+    async fn write<T, F>(&self, f: F) -> Result<T, CoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut dyn WriteTx, &Job) -> Result<T, CoreError> + Send + 'static,
+    {
+        let job = Job {
+            clock: Arc::clone(&self.clock),
+            policy: Arc::clone(&self.policy),
+        };
+        let receipt = self.store.submit(Box::new(move |tx| {
+            f(tx, &job).map(|v| Box::new(v) as Box<dyn Any + Send>)
+        }));
+        let out = receipt
+            .await
+            .map_err(|_| StoreError::Unavailable("the store's writer stopped".into()))??;
+        out.downcast::<T>()
+            .map(|b| *b)
+            .map_err(|_| CoreError::Store(StoreError::Internal("job returned an unexpected type".into())))
+    }
+
+    /// Audit events, for admins and auditors.
+    pub fn list_audit(
+        &self,
+        actor: &Actor,
+        filter: &AuditFilter,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<warden_types::AuditEvent>, CoreError> {
+        if !actor.can_read_audit() {
+            return Err(CoreError::Forbidden("reading the audit log needs the admin or auditor role".into()));
+        }
+        Ok(self.reader()?.list_audit(filter, after, limit)?)
+    }
+
+    /// Walks the audit chain, for admins and auditors.
+    pub fn verify_audit(&self, actor: &Actor) -> Result<AuditVerifyReport, CoreError> {
+        if !actor.can_read_audit() {
+            return Err(CoreError::Forbidden("verifying the audit log needs the admin or auditor role".into()));
+        }
+        Ok(audit::verify(&*self.reader()?, &self.checkpoint_hasher)?)
+    }
+
+    /// Walks the audit chain of a store directly (offline verification, no actor).
+    pub fn verify_store(store: &dyn ReadStore, key: &ServerKey) -> Result<AuditVerifyReport, StoreError> {
+        audit::verify(store, &key.hasher(CHECKPOINT_LABEL))
+    }
+}
+
+/// What a job closure gets besides the transaction.
+pub struct Job {
+    clock: Arc<dyn Clock>,
+    policy: Arc<Policy>,
+}
+
+impl Job {
+    pub fn now(&self) -> OffsetDateTime {
+        self.clock.now()
+    }
+
+    /// Appends an audit event for `actor` inside the job's transaction.
+    fn record(
+        &self,
+        tx: &mut dyn WriteTx,
+        actor: &Actor,
+        action: &'static str,
+        target: String,
+        outcome: AuditOutcome,
+        details: Value,
+    ) -> Result<(), CoreError> {
+        audit::append(
+            tx,
+            self.clock.now(),
+            NewAuditEvent {
+                actor: actor.label(),
+                action,
+                target,
+                outcome,
+                request_id: actor.request_id.clone(),
+                source: actor.source.clone(),
+                details: details.to_string(),
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Records a refused action and returns the error to give the caller. The job must return
+    /// `Ok(Err(..))` with it so that the refusal's audit event commits.
+    fn deny(
+        &self,
+        tx: &mut dyn WriteTx,
+        actor: &Actor,
+        action: &'static str,
+        target: String,
+        error: CoreError,
+    ) -> Result<CoreError, CoreError> {
+        self.record(
+            tx,
+            actor,
+            action,
+            target,
+            AuditOutcome::Denied,
+            serde_json::json!({ "reason": error.to_string() }),
+        )?;
+        Ok(error)
+    }
+}
+
+pub(crate) fn identity_target(id: Uuid) -> String {
+    format!("identity:{id}")
+}
+
+/// Resolves `reference` — an id, `ENV/NAME`, or a `NAME` unique across the environments the actor
+/// can see — to an identity the actor may read. Invisible identities are reported as not found.
+pub fn resolve_identity(
+    store: &dyn ReadStore,
+    actor: &Actor,
+    reference: &str,
+) -> Result<Identity, CoreError> {
+    let not_found = || CoreError::NotFound(format!("identity {reference:?}"));
+    let candidates = if let Ok(id) = Uuid::parse_str(reference) {
+        store.identity(id)?.into_iter().collect::<Vec<_>>()
+    } else if let Some((env, name)) = reference.split_once('/') {
+        store.identities_named(name, Some(env))?
+    } else {
+        store.identities_named(reference, None)?
+    };
+    let mut visible: Vec<Identity> = candidates
+        .into_iter()
+        .filter(|i| actor.can_read_team(i.owner_id))
+        .collect();
+    match visible.len() {
+        0 => Err(not_found()),
+        1 => Ok(visible.remove(0)),
+        _ => {
+            let envs: Vec<String> = visible.iter().map(|i| i.environment.clone()).collect();
+            Err(CoreError::Ambiguous(format!(
+                "identity {reference:?} exists in several environments ({}); use ENV/NAME or the id",
+                envs.join(", ")
+            )))
+        }
+    }
+}
+
+/// Maps a uniqueness conflict from the store to the domain's `AlreadyExists`.
+fn conflict_as_exists(e: StoreError, what: impl FnOnce() -> String) -> CoreError {
+    match e {
+        StoreError::Conflict(_) => CoreError::AlreadyExists(what()),
+        other => CoreError::Store(other),
+    }
+}

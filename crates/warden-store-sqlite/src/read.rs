@@ -1,0 +1,521 @@
+//! Read queries, shared by readers and write transactions.
+
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
+use time::OffsetDateTime;
+use uuid::Uuid;
+use warden_core::StoreError;
+use warden_core::ports::{
+    AuditFilter, AuditRecord, ChainHead, ChangeFilter, Checkpoint, IdentityFilter,
+    OperatorRecord,
+};
+use warden_types::{
+    AuditEvent, ChangeRequest, Credential, Identity, Operator, Team,
+};
+
+use crate::{db_err, from_us, opt_from_us, parse_enum, to_us};
+
+pub(crate) fn uuid_of(bytes: Vec<u8>) -> Result<Uuid, StoreError> {
+    Uuid::from_slice(&bytes).map_err(|_| StoreError::Corrupt("an id is not 16 bytes".into()))
+}
+
+fn json_col<T: serde::de::DeserializeOwned>(s: &str, what: &str) -> Result<T, StoreError> {
+    serde_json::from_str(s).map_err(|_| StoreError::Corrupt(format!("{what} is not valid JSON")))
+}
+
+/// Maps a rusqlite row to a value, turning decode problems into `Corrupt`.
+fn get<T: rusqlite::types::FromSql>(row: &Row<'_>, i: usize) -> Result<T, StoreError> {
+    row.get(i).map_err(db_err)
+}
+
+const IDENTITY_COLS: &str = "i.id, i.name, i.environment, i.kind, i.owner_id, t.name, i.purpose, i.status, \
+    i.status_reason, i.scopes, i.privileged, i.audiences, i.constraints, i.labels, i.parent_id, i.origin, \
+    i.created_at, i.updated_at, i.last_used_at, i.expires_at";
+
+fn identity_row(row: &Row<'_>) -> Result<Identity, StoreError> {
+    let id = uuid_of(get(row, 0)?)?;
+    let parent: Option<Vec<u8>> = get(row, 14)?;
+    Ok(Identity {
+        id,
+        name: get(row, 1)?,
+        environment: get(row, 2)?,
+        kind: parse_enum(&get::<String>(row, 3)?)?,
+        owner_id: uuid_of(get(row, 4)?)?,
+        owner: get(row, 5)?,
+        purpose: get(row, 6)?,
+        status: parse_enum(&get::<String>(row, 7)?)?,
+        status_reason: get(row, 8)?,
+        scopes: json_col(&get::<String>(row, 9)?, "scopes")?,
+        privileged: get::<i64>(row, 10)? != 0,
+        audiences: json_col(&get::<String>(row, 11)?, "audiences")?,
+        constraints: json_col(&get::<String>(row, 12)?, "constraints")?,
+        labels: json_col(&get::<String>(row, 13)?, "labels")?,
+        parent_id: parent.map(uuid_of).transpose()?,
+        origin: parse_enum(&get::<String>(row, 15)?)?,
+        client_id: id.to_string(),
+        created_at: from_us(get(row, 16)?)?,
+        updated_at: from_us(get(row, 17)?)?,
+        last_used_at: opt_from_us(get(row, 18)?)?,
+        expires_at: opt_from_us(get(row, 19)?)?,
+    })
+}
+
+fn collect<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    map: impl Fn(&Row<'_>) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql).map_err(db_err)?;
+    let mut rows = stmt.query(params).map_err(db_err)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(db_err)? {
+        out.push(map(row)?);
+    }
+    Ok(out)
+}
+
+fn one<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    map: impl Fn(&Row<'_>) -> Result<T, StoreError>,
+) -> Result<Option<T>, StoreError> {
+    Ok(collect(conn, sql, params, map)?.into_iter().next())
+}
+
+pub(crate) fn identity(conn: &Connection, id: Uuid) -> Result<Option<Identity>, StoreError> {
+    let sql = format!("SELECT {IDENTITY_COLS} FROM identities i JOIN teams t ON t.id = i.owner_id WHERE i.id = ?1");
+    one(conn, &sql, [id.as_bytes().as_slice()], identity_row)
+}
+
+pub(crate) fn identities_named(
+    conn: &Connection,
+    name: &str,
+    env: Option<&str>,
+) -> Result<Vec<Identity>, StoreError> {
+    match env {
+        Some(env) => {
+            let sql = format!("SELECT {IDENTITY_COLS} FROM identities i JOIN teams t ON t.id = i.owner_id WHERE i.name = ?1 AND i.environment = ?2");
+            collect(conn, &sql, params![name, env], identity_row)
+        }
+        None => {
+            let sql = format!("SELECT {IDENTITY_COLS} FROM identities i JOIN teams t ON t.id = i.owner_id WHERE i.name = ?1 ORDER BY i.environment");
+            collect(conn, &sql, params![name], identity_row)
+        }
+    }
+}
+
+pub(crate) fn list_identities(
+    conn: &Connection,
+    f: &IdentityFilter,
+    after: Option<Uuid>,
+    limit: usize,
+) -> Result<Vec<Identity>, StoreError> {
+    let mut sql = format!("SELECT {IDENTITY_COLS} FROM identities i JOIN teams t ON t.id = i.owner_id");
+    let mut conds: Vec<String> = Vec::new();
+    let mut args: Vec<SqlValue> = Vec::new();
+    let arg = |v: SqlValue, args: &mut Vec<SqlValue>| {
+        args.push(v);
+        format!("?{}", args.len())
+    };
+    if let Some((k, v)) = &f.label {
+        let (pk, pv) = (arg(k.clone().into(), &mut args), arg(v.clone().into(), &mut args));
+        conds.push(format!(
+            "i.id IN (SELECT identity_id FROM identity_labels WHERE key = {pk} AND value = {pv})"
+        ));
+    }
+    if let Some(teams) = &f.owner_in {
+        if teams.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list: Vec<String> = teams
+            .iter()
+            .map(|t| arg(t.as_bytes().to_vec().into(), &mut args))
+            .collect();
+        conds.push(format!("i.owner_id IN ({})", list.join(", ")));
+    }
+    if let Some(o) = f.owner {
+        conds.push(format!("i.owner_id = {}", arg(o.as_bytes().to_vec().into(), &mut args)));
+    }
+    if let Some(k) = f.kind {
+        conds.push(format!("i.kind = {}", arg(k.as_str().to_owned().into(), &mut args)));
+    }
+    if let Some(s) = f.status {
+        conds.push(format!("i.status = {}", arg(s.as_str().to_owned().into(), &mut args)));
+    }
+    if let Some(e) = &f.environment {
+        conds.push(format!("i.environment = {}", arg(e.clone().into(), &mut args)));
+    }
+    if let Some(n) = &f.name {
+        conds.push(format!("i.name = {}", arg(n.clone().into(), &mut args)));
+    }
+    if let Some(p) = f.privileged {
+        conds.push(format!("i.privileged = {}", arg(i64::from(p).into(), &mut args)));
+    }
+    if let Some(t) = f.expiring_before {
+        conds.push(format!(
+            "i.expires_at IS NOT NULL AND i.expires_at < {}",
+            arg(to_us(t).into(), &mut args)
+        ));
+    }
+    if let Some(a) = after {
+        conds.push(format!("i.id > {}", arg(a.as_bytes().to_vec().into(), &mut args)));
+    }
+    if !conds.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&conds.join(" AND "));
+    }
+    sql.push_str(&format!(" ORDER BY i.id LIMIT {limit}"));
+    collect(conn, &sql, params_from_iter(args), identity_row)
+}
+
+fn team_row(conn: &Connection, row: &Row<'_>) -> Result<Team, StoreError> {
+    let id = uuid_of(get(row, 0)?)?;
+    let members = collect(
+        conn,
+        "SELECT o.name FROM team_members m JOIN operators o ON o.id = m.operator_id WHERE m.team_id = ?1 ORDER BY o.name",
+        [id.as_bytes().as_slice()],
+        |r| get::<String>(r, 0),
+    )?;
+    Ok(Team {
+        id,
+        name: get(row, 1)?,
+        description: get(row, 2)?,
+        members,
+        created_at: from_us(get(row, 3)?)?,
+    })
+}
+
+pub(crate) fn team(conn: &Connection, id: Uuid) -> Result<Option<Team>, StoreError> {
+    one(conn, "SELECT id, name, description, created_at FROM teams WHERE id = ?1", [id.as_bytes().as_slice()], |r| team_row(conn, r))
+}
+
+pub(crate) fn team_named(conn: &Connection, name: &str) -> Result<Option<Team>, StoreError> {
+    one(conn, "SELECT id, name, description, created_at FROM teams WHERE name = ?1", [name], |r| team_row(conn, r))
+}
+
+pub(crate) fn list_teams(conn: &Connection) -> Result<Vec<Team>, StoreError> {
+    collect(conn, "SELECT id, name, description, created_at FROM teams ORDER BY name", [], |r| team_row(conn, r))
+}
+
+fn operator_row(conn: &Connection, row: &Row<'_>) -> Result<OperatorRecord, StoreError> {
+    let id = uuid_of(get(row, 0)?)?;
+    let teams = collect(
+        conn,
+        "SELECT t.id, t.name FROM team_members m JOIN teams t ON t.id = m.team_id WHERE m.operator_id = ?1 ORDER BY t.name",
+        [id.as_bytes().as_slice()],
+        |r| Ok((uuid_of(get(r, 0)?)?, get::<String>(r, 1)?)),
+    )?;
+    Ok(OperatorRecord {
+        operator: Operator {
+            id,
+            name: get(row, 1)?,
+            role: parse_enum(&get::<String>(row, 2)?)?,
+            teams: teams.iter().map(|(_, n)| n.clone()).collect(),
+            created_at: from_us(get(row, 3)?)?,
+            disabled_at: opt_from_us(get(row, 4)?)?,
+        },
+        team_ids: teams.into_iter().map(|(id, _)| id).collect(),
+    })
+}
+
+const OPERATOR_COLS: &str = "id, name, role, created_at, disabled_at";
+
+pub(crate) fn operator(conn: &Connection, id: Uuid) -> Result<Option<OperatorRecord>, StoreError> {
+    let sql = format!("SELECT {OPERATOR_COLS} FROM operators WHERE id = ?1");
+    one(conn, &sql, [id.as_bytes().as_slice()], |r| operator_row(conn, r))
+}
+
+pub(crate) fn operator_named(conn: &Connection, name: &str) -> Result<Option<OperatorRecord>, StoreError> {
+    let sql = format!("SELECT {OPERATOR_COLS} FROM operators WHERE name = ?1");
+    one(conn, &sql, [name], |r| operator_row(conn, r))
+}
+
+pub(crate) fn operator_by_token_hash(conn: &Connection, hash: &[u8]) -> Result<Option<OperatorRecord>, StoreError> {
+    let sql = format!("SELECT {OPERATOR_COLS} FROM operators WHERE token_hash = ?1");
+    one(conn, &sql, [hash], |r| operator_row(conn, r))
+}
+
+pub(crate) fn list_operators(conn: &Connection) -> Result<Vec<Operator>, StoreError> {
+    let sql = format!("SELECT {OPERATOR_COLS} FROM operators ORDER BY name");
+    collect(conn, &sql, [], |r| Ok(operator_row(conn, r)?.operator))
+}
+
+const CREDENTIAL_COLS: &str = "id, identity_id, kind, hint, description, thumbprint, public_jwk, created_at, \
+    expires_at, last_used_at, revoked_at, revoke_reason, rotated_from, replaced_by, created_by";
+
+fn credential_row(row: &Row<'_>) -> Result<Credential, StoreError> {
+    let jwk: Option<String> = get(row, 6)?;
+    let rotated_from: Option<Vec<u8>> = get(row, 12)?;
+    let replaced_by: Option<Vec<u8>> = get(row, 13)?;
+    Ok(Credential {
+        id: uuid_of(get(row, 0)?)?,
+        identity_id: uuid_of(get(row, 1)?)?,
+        kind: parse_enum(&get::<String>(row, 2)?)?,
+        hint: get(row, 3)?,
+        description: get(row, 4)?,
+        thumbprint: get(row, 5)?,
+        public_jwk: jwk.map(|j| json_col(&j, "public_jwk")).transpose()?,
+        created_at: from_us(get(row, 7)?)?,
+        expires_at: from_us(get(row, 8)?)?,
+        last_used_at: opt_from_us(get(row, 9)?)?,
+        revoked_at: opt_from_us(get(row, 10)?)?,
+        revoke_reason: get(row, 11)?,
+        rotated_from: rotated_from.map(uuid_of).transpose()?,
+        replaced_by: replaced_by.map(uuid_of).transpose()?,
+        created_by: get(row, 14)?,
+    })
+}
+
+pub(crate) fn credential(conn: &Connection, id: Uuid) -> Result<Option<Credential>, StoreError> {
+    let sql = format!("SELECT {CREDENTIAL_COLS} FROM credentials WHERE id = ?1");
+    one(conn, &sql, [id.as_bytes().as_slice()], credential_row)
+}
+
+pub(crate) fn credentials_of(conn: &Connection, identity: Uuid) -> Result<Vec<Credential>, StoreError> {
+    let sql = format!("SELECT {CREDENTIAL_COLS} FROM credentials WHERE identity_id = ?1 ORDER BY id");
+    collect(conn, &sql, [identity.as_bytes().as_slice()], credential_row)
+}
+
+pub(crate) fn credential_by_secret_hash(conn: &Connection, hash: &[u8]) -> Result<Option<Credential>, StoreError> {
+    let sql = format!("SELECT {CREDENTIAL_COLS} FROM credentials WHERE secret_hash = ?1");
+    one(conn, &sql, [hash], credential_row)
+}
+
+pub(crate) fn overlaps_ended(conn: &Connection, now: OffsetDateTime, limit: usize) -> Result<Vec<Credential>, StoreError> {
+    let sql = format!(
+        "SELECT {CREDENTIAL_COLS} FROM credentials WHERE replaced_by IS NOT NULL AND revoked_at IS NULL AND expires_at <= ?1 ORDER BY expires_at LIMIT {limit}"
+    );
+    collect(conn, &sql, [to_us(now)], credential_row)
+}
+
+const CHANGE_COLS: &str = "c.id, c.identity_id, i.name, i.environment, c.kind, c.scopes, c.privileged_scopes, \
+    c.status, c.requested_by, c.requester_id, c.requested_at, c.decided_by, c.decided_at, c.decision_reason";
+
+fn change_row(row: &Row<'_>) -> Result<ChangeRequest, StoreError> {
+    Ok(ChangeRequest {
+        id: uuid_of(get(row, 0)?)?,
+        identity_id: uuid_of(get(row, 1)?)?,
+        identity_name: get(row, 2)?,
+        environment: get(row, 3)?,
+        kind: parse_enum(&get::<String>(row, 4)?)?,
+        scopes: json_col(&get::<String>(row, 5)?, "scopes")?,
+        privileged_scopes: json_col(&get::<String>(row, 6)?, "privileged_scopes")?,
+        status: parse_enum(&get::<String>(row, 7)?)?,
+        requested_by: get(row, 8)?,
+        requester_id: uuid_of(get(row, 9)?)?,
+        requested_at: from_us(get(row, 10)?)?,
+        decided_by: get(row, 11)?,
+        decided_at: opt_from_us(get(row, 12)?)?,
+        decision_reason: get(row, 13)?,
+    })
+}
+
+pub(crate) fn change_request(conn: &Connection, id: Uuid) -> Result<Option<ChangeRequest>, StoreError> {
+    let sql = format!("SELECT {CHANGE_COLS} FROM change_requests c JOIN identities i ON i.id = c.identity_id WHERE c.id = ?1");
+    one(conn, &sql, [id.as_bytes().as_slice()], change_row)
+}
+
+pub(crate) fn list_change_requests(
+    conn: &Connection,
+    f: &ChangeFilter,
+    after: Option<Uuid>,
+    limit: usize,
+) -> Result<Vec<ChangeRequest>, StoreError> {
+    let mut sql = format!("SELECT {CHANGE_COLS} FROM change_requests c JOIN identities i ON i.id = c.identity_id");
+    let mut conds = Vec::new();
+    let mut args: Vec<SqlValue> = Vec::new();
+    if let Some(s) = f.status {
+        args.push(s.as_str().to_owned().into());
+        conds.push(format!("c.status = ?{}", args.len()));
+    }
+    if let Some(i) = f.identity {
+        args.push(i.as_bytes().to_vec().into());
+        conds.push(format!("c.identity_id = ?{}", args.len()));
+    }
+    if let Some(teams) = &f.owner_in {
+        if teams.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut list = Vec::new();
+        for t in teams {
+            args.push(t.as_bytes().to_vec().into());
+            list.push(format!("?{}", args.len()));
+        }
+        conds.push(format!("i.owner_id IN ({})", list.join(", ")));
+    }
+    if let Some(a) = after {
+        args.push(a.as_bytes().to_vec().into());
+        conds.push(format!("c.id > ?{}", args.len()));
+    }
+    if !conds.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&conds.join(" AND "));
+    }
+    sql.push_str(&format!(" ORDER BY c.id LIMIT {limit}"));
+    collect(conn, &sql, params_from_iter(args), change_row)
+}
+
+const AUDIT_COLS: &str = "seq, time_us, actor, action, target, outcome, request_id, source, details, prev_hash, hash";
+
+fn audit_record_row(row: &Row<'_>) -> Result<AuditRecord, StoreError> {
+    Ok(AuditRecord {
+        seq: u64::try_from(get::<i64>(row, 0)?).map_err(|_| StoreError::Corrupt("negative seq".into()))?,
+        time_us: get(row, 1)?,
+        actor: get(row, 2)?,
+        action: get(row, 3)?,
+        target: get(row, 4)?,
+        outcome: get(row, 5)?,
+        request_id: get(row, 6)?,
+        source: get(row, 7)?,
+        details: get(row, 8)?,
+        prev_hash: get(row, 9)?,
+        hash: get(row, 10)?,
+    })
+}
+
+fn to_event(r: AuditRecord) -> Result<AuditEvent, StoreError> {
+    Ok(AuditEvent {
+        seq: r.seq,
+        time: from_us(r.time_us)?,
+        details: json_col(&r.details, "audit details")?,
+        actor: r.actor,
+        action: r.action,
+        target: r.target,
+        outcome: parse_enum(&r.outcome)?,
+        request_id: r.request_id,
+        source: r.source,
+        prev_hash: warden_crypto::hex(&r.prev_hash),
+        hash: warden_crypto::hex(&r.hash),
+    })
+}
+
+pub(crate) fn list_audit(
+    conn: &Connection,
+    f: &AuditFilter,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<AuditEvent>, StoreError> {
+    let mut args: Vec<SqlValue> = vec![SqlValue::Integer(i64::try_from(after).unwrap_or(i64::MAX))];
+    let mut conds = vec!["seq > ?1".to_owned()];
+    for (col, v) in [("target", &f.target), ("actor", &f.actor), ("action", &f.action)] {
+        if let Some(v) = v {
+            args.push(v.clone().into());
+            conds.push(format!("{col} = ?{}", args.len()));
+        }
+    }
+    if let Some(t) = f.since {
+        args.push(to_us(t).into());
+        conds.push(format!("time_us >= ?{}", args.len()));
+    }
+    if let Some(t) = f.until {
+        args.push(to_us(t).into());
+        conds.push(format!("time_us < ?{}", args.len()));
+    }
+    let sql = format!(
+        "SELECT {AUDIT_COLS} FROM audit_events WHERE {} ORDER BY seq LIMIT {limit}",
+        conds.join(" AND ")
+    );
+    collect(conn, &sql, params_from_iter(args), |r| to_event(audit_record_row(r)?))
+}
+
+pub(crate) fn audit_records(conn: &Connection, after: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+    let sql = format!("SELECT {AUDIT_COLS} FROM audit_events WHERE seq > ?1 ORDER BY seq LIMIT {limit}");
+    collect(conn, &sql, [i64::try_from(after).unwrap_or(i64::MAX)], audit_record_row)
+}
+
+pub(crate) fn audit_checkpoint(conn: &Connection) -> Result<Option<Checkpoint>, StoreError> {
+    one(conn, "SELECT seq, hash, mac FROM audit_checkpoint WHERE id = 1", [], |r| {
+        let hash: Vec<u8> = get(r, 1)?;
+        Ok(Checkpoint {
+            head: ChainHead {
+                seq: u64::try_from(get::<i64>(r, 0)?).map_err(|_| StoreError::Corrupt("negative seq".into()))?,
+                hash: hash.try_into().map_err(|_| StoreError::Corrupt("checkpoint hash is not 32 bytes".into()))?,
+            },
+            mac: get(r, 2)?,
+        })
+    })
+}
+
+pub(crate) fn audit_head(conn: &Connection) -> Result<ChainHead, StoreError> {
+    let head = conn
+        .query_row("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1", [], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })
+        .optional()
+        .map_err(db_err)?;
+    match head {
+        None => Ok(ChainHead::default()),
+        Some((seq, hash)) => Ok(ChainHead {
+            seq: u64::try_from(seq).map_err(|_| StoreError::Corrupt("negative seq".into()))?,
+            hash: hash.try_into().map_err(|_| StoreError::Corrupt("audit hash is not 32 bytes".into()))?,
+        }),
+    }
+}
+
+/// Implements `ReadStore` for a type with a `conn(&self) -> &Connection` method.
+macro_rules! impl_read_store {
+    ($t:ty) => {
+        impl warden_core::ports::ReadStore for $t {
+            fn identity(&self, id: uuid::Uuid) -> Result<Option<warden_types::Identity>, warden_core::StoreError> {
+                crate::read::identity(self.conn(), id)
+            }
+            fn identities_named(&self, name: &str, env: Option<&str>) -> Result<Vec<warden_types::Identity>, warden_core::StoreError> {
+                crate::read::identities_named(self.conn(), name, env)
+            }
+            fn list_identities(&self, f: &warden_core::ports::IdentityFilter, after: Option<uuid::Uuid>, limit: usize) -> Result<Vec<warden_types::Identity>, warden_core::StoreError> {
+                crate::read::list_identities(self.conn(), f, after, limit)
+            }
+            fn team(&self, id: uuid::Uuid) -> Result<Option<warden_types::Team>, warden_core::StoreError> {
+                crate::read::team(self.conn(), id)
+            }
+            fn team_named(&self, name: &str) -> Result<Option<warden_types::Team>, warden_core::StoreError> {
+                crate::read::team_named(self.conn(), name)
+            }
+            fn list_teams(&self) -> Result<Vec<warden_types::Team>, warden_core::StoreError> {
+                crate::read::list_teams(self.conn())
+            }
+            fn operator(&self, id: uuid::Uuid) -> Result<Option<warden_core::ports::OperatorRecord>, warden_core::StoreError> {
+                crate::read::operator(self.conn(), id)
+            }
+            fn operator_named(&self, name: &str) -> Result<Option<warden_core::ports::OperatorRecord>, warden_core::StoreError> {
+                crate::read::operator_named(self.conn(), name)
+            }
+            fn operator_by_token_hash(&self, hash: &[u8]) -> Result<Option<warden_core::ports::OperatorRecord>, warden_core::StoreError> {
+                crate::read::operator_by_token_hash(self.conn(), hash)
+            }
+            fn list_operators(&self) -> Result<Vec<warden_types::Operator>, warden_core::StoreError> {
+                crate::read::list_operators(self.conn())
+            }
+            fn credential(&self, id: uuid::Uuid) -> Result<Option<warden_types::Credential>, warden_core::StoreError> {
+                crate::read::credential(self.conn(), id)
+            }
+            fn credentials_of(&self, identity: uuid::Uuid) -> Result<Vec<warden_types::Credential>, warden_core::StoreError> {
+                crate::read::credentials_of(self.conn(), identity)
+            }
+            fn credential_by_secret_hash(&self, hash: &[u8]) -> Result<Option<warden_types::Credential>, warden_core::StoreError> {
+                crate::read::credential_by_secret_hash(self.conn(), hash)
+            }
+            fn overlaps_ended(&self, now: time::OffsetDateTime, limit: usize) -> Result<Vec<warden_types::Credential>, warden_core::StoreError> {
+                crate::read::overlaps_ended(self.conn(), now, limit)
+            }
+            fn change_request(&self, id: uuid::Uuid) -> Result<Option<warden_types::ChangeRequest>, warden_core::StoreError> {
+                crate::read::change_request(self.conn(), id)
+            }
+            fn list_change_requests(&self, f: &warden_core::ports::ChangeFilter, after: Option<uuid::Uuid>, limit: usize) -> Result<Vec<warden_types::ChangeRequest>, warden_core::StoreError> {
+                crate::read::list_change_requests(self.conn(), f, after, limit)
+            }
+            fn list_audit(&self, f: &warden_core::ports::AuditFilter, after: u64, limit: usize) -> Result<Vec<warden_types::AuditEvent>, warden_core::StoreError> {
+                crate::read::list_audit(self.conn(), f, after, limit)
+            }
+            fn audit_records(&self, after: u64, limit: usize) -> Result<Vec<warden_core::ports::AuditRecord>, warden_core::StoreError> {
+                crate::read::audit_records(self.conn(), after, limit)
+            }
+            fn audit_checkpoint(&self) -> Result<Option<warden_core::ports::Checkpoint>, warden_core::StoreError> {
+                crate::read::audit_checkpoint(self.conn())
+            }
+        }
+    };
+}
+pub(crate) use impl_read_store;

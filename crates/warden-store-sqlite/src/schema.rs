@@ -1,0 +1,177 @@
+//! Embedded migrations. Never edit a released migration: append a new one.
+
+use rusqlite::{Connection, OptionalExtension};
+use warden_core::StoreError;
+
+use crate::db_err;
+
+/// Migrations in order; the schema version is the number applied.
+pub const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE teams (
+    id BLOB PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    description TEXT,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE operators (
+    id BLOB PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    role TEXT NOT NULL,
+    token_hash BLOB NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL,
+    disabled_at INTEGER
+);
+CREATE TABLE team_members (
+    team_id BLOB NOT NULL REFERENCES teams(id),
+    operator_id BLOB NOT NULL REFERENCES operators(id),
+    PRIMARY KEY (team_id, operator_id)
+) WITHOUT ROWID;
+CREATE INDEX team_members_operator ON team_members(operator_id);
+CREATE TABLE identities (
+    id BLOB PRIMARY KEY,
+    name TEXT NOT NULL,
+    environment TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    owner_id BLOB NOT NULL REFERENCES teams(id),
+    purpose TEXT NOT NULL,
+    status TEXT NOT NULL,
+    status_reason TEXT,
+    scopes TEXT NOT NULL,
+    privileged INTEGER NOT NULL,
+    audiences TEXT NOT NULL,
+    constraints TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    parent_id BLOB REFERENCES identities(id),
+    origin TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    last_used_at INTEGER,
+    expires_at INTEGER,
+    UNIQUE (environment, name)
+);
+CREATE INDEX identities_name ON identities(name);
+CREATE INDEX identities_owner ON identities(owner_id, id);
+CREATE INDEX identities_kind ON identities(kind, id);
+CREATE INDEX identities_status ON identities(status, id);
+CREATE INDEX identities_env ON identities(environment, id);
+CREATE INDEX identities_privileged ON identities(privileged, id);
+CREATE INDEX identities_expires ON identities(expires_at) WHERE expires_at IS NOT NULL;
+CREATE TABLE identity_labels (
+    identity_id BLOB NOT NULL REFERENCES identities(id),
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (identity_id, key)
+) WITHOUT ROWID;
+CREATE INDEX identity_labels_kv ON identity_labels(key, value, identity_id);
+CREATE TABLE credentials (
+    id BLOB PRIMARY KEY,
+    identity_id BLOB NOT NULL REFERENCES identities(id),
+    kind TEXT NOT NULL,
+    secret_hash BLOB UNIQUE,
+    hint TEXT NOT NULL,
+    description TEXT,
+    thumbprint TEXT,
+    public_jwk TEXT,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    last_used_at INTEGER,
+    revoked_at INTEGER,
+    revoke_reason TEXT,
+    rotated_from BLOB,
+    replaced_by BLOB,
+    created_by TEXT NOT NULL
+);
+CREATE INDEX credentials_identity ON credentials(identity_id);
+CREATE INDEX credentials_overlap ON credentials(expires_at)
+    WHERE replaced_by IS NOT NULL AND revoked_at IS NULL;
+CREATE TABLE change_requests (
+    id BLOB PRIMARY KEY,
+    identity_id BLOB NOT NULL REFERENCES identities(id),
+    kind TEXT NOT NULL,
+    scopes TEXT NOT NULL,
+    privileged_scopes TEXT NOT NULL,
+    status TEXT NOT NULL,
+    requested_by TEXT NOT NULL,
+    requester_id BLOB NOT NULL,
+    requested_at INTEGER NOT NULL,
+    decided_by TEXT,
+    decided_at INTEGER,
+    decision_reason TEXT
+);
+CREATE INDEX change_requests_status ON change_requests(status, id);
+CREATE INDEX change_requests_identity ON change_requests(identity_id);
+CREATE TABLE audit_events (
+    seq INTEGER PRIMARY KEY,
+    time_us INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    source TEXT NOT NULL,
+    details TEXT NOT NULL,
+    prev_hash BLOB NOT NULL,
+    hash BLOB NOT NULL
+);
+CREATE INDEX audit_target ON audit_events(target, seq);
+CREATE INDEX audit_actor ON audit_events(actor, seq);
+CREATE INDEX audit_action ON audit_events(action, seq);
+CREATE TABLE audit_checkpoint (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    seq INTEGER NOT NULL,
+    hash BLOB NOT NULL,
+    mac BLOB NOT NULL
+);
+"#];
+
+/// The schema version this binary writes.
+pub fn latest() -> u32 {
+    MIGRATIONS.len() as u32
+}
+
+fn current(conn: &Connection) -> Result<u32, StoreError> {
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        .map_err(db_err)?;
+    let v: Option<String> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
+        .optional()
+        .map_err(db_err)?;
+    match v {
+        None => Ok(0),
+        Some(s) => s
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("schema_version {s:?} is not a number"))),
+    }
+}
+
+/// The schema version of a database, without changing it.
+pub fn version(conn: &Connection) -> Result<u32, StoreError> {
+    current(conn)
+}
+
+/// Applies pending migrations in one transaction; refuses a database newer than this binary.
+/// Returns `(from, to)`.
+pub fn migrate(conn: &mut Connection) -> Result<(u32, u32), StoreError> {
+    let from = current(conn)?;
+    let to = latest();
+    if from > to {
+        return Err(StoreError::Schema(format!(
+            "the database has schema version {from}, newer than this binary knows ({to}); upgrade warden"
+        )));
+    }
+    if from == to {
+        return Ok((from, to));
+    }
+    let tx = conn.transaction().map_err(db_err)?;
+    for sql in &MIGRATIONS[from as usize..] {
+        tx.execute_batch(sql).map_err(db_err)?;
+    }
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [to.to_string()],
+    )
+    .map_err(db_err)?;
+    tx.commit().map_err(db_err)?;
+    Ok((from, to))
+}

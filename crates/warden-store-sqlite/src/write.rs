@@ -1,0 +1,224 @@
+//! The write transaction a job sees.
+
+use rusqlite::{Connection, params};
+use time::OffsetDateTime;
+use uuid::Uuid;
+use warden_core::StoreError;
+use warden_core::ports::{AuditRecord, ChainHead, WriteTx};
+use warden_types::{ChangeRequest, Credential, Identity, Operator, Team};
+
+use crate::read::impl_read_store;
+use crate::{db_err, opt_us, to_us};
+
+/// A job's view of the open transaction. `head` caches the audit chain head so appends need no
+/// query; the writer restores it when a job's savepoint is rolled back.
+pub(crate) struct SqliteTx<'c> {
+    pub(crate) conn: &'c Connection,
+    pub(crate) head: Option<ChainHead>,
+}
+
+impl SqliteTx<'_> {
+    fn conn(&self) -> &Connection {
+        self.conn
+    }
+}
+
+impl_read_store!(SqliteTx<'_>);
+
+fn json(v: &impl serde::Serialize) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| StoreError::Internal(format!("encoding JSON: {e}")))
+}
+
+fn b(id: Uuid) -> Vec<u8> {
+    id.as_bytes().to_vec()
+}
+
+fn ob(id: Option<Uuid>) -> Option<Vec<u8>> {
+    id.map(b)
+}
+
+fn exec(conn: &Connection, sql: &str, p: impl rusqlite::Params) -> Result<usize, StoreError> {
+    conn.prepare_cached(sql).map_err(db_err)?.execute(p).map_err(db_err)
+}
+
+impl SqliteTx<'_> {
+    fn write_labels(&self, identity: &Identity) -> Result<(), StoreError> {
+        exec(self.conn, "DELETE FROM identity_labels WHERE identity_id = ?1", [b(identity.id)])?;
+        for (k, v) in &identity.labels {
+            exec(
+                self.conn,
+                "INSERT INTO identity_labels (identity_id, key, value) VALUES (?1, ?2, ?3)",
+                params![b(identity.id), k, v],
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl WriteTx for SqliteTx<'_> {
+    fn insert_team(&mut self, t: &Team) -> Result<(), StoreError> {
+        exec(
+            self.conn,
+            "INSERT INTO teams (id, name, description, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![b(t.id), t.name, t.description, to_us(t.created_at)],
+        )?;
+        Ok(())
+    }
+
+    fn add_member(&mut self, team: Uuid, operator: Uuid) -> Result<(), StoreError> {
+        exec(
+            self.conn,
+            "INSERT OR IGNORE INTO team_members (team_id, operator_id) VALUES (?1, ?2)",
+            [b(team), b(operator)],
+        )?;
+        Ok(())
+    }
+
+    fn remove_member(&mut self, team: Uuid, operator: Uuid) -> Result<bool, StoreError> {
+        Ok(exec(
+            self.conn,
+            "DELETE FROM team_members WHERE team_id = ?1 AND operator_id = ?2",
+            [b(team), b(operator)],
+        )? > 0)
+    }
+
+    fn insert_operator(&mut self, o: &Operator, token_hash: &[u8]) -> Result<(), StoreError> {
+        exec(
+            self.conn,
+            "INSERT INTO operators (id, name, role, token_hash, created_at, disabled_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![b(o.id), o.name, o.role.as_str(), token_hash, to_us(o.created_at), opt_us(o.disabled_at)],
+        )?;
+        Ok(())
+    }
+
+    fn insert_identity(&mut self, i: &Identity) -> Result<(), StoreError> {
+        exec(
+            self.conn,
+            "INSERT INTO identities (id, name, environment, kind, owner_id, purpose, status, status_reason, scopes, \
+             privileged, audiences, constraints, labels, parent_id, origin, created_at, updated_at, last_used_at, expires_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+            params![
+                b(i.id), i.name, i.environment, i.kind.as_str(), b(i.owner_id), i.purpose, i.status.as_str(),
+                i.status_reason, json(&i.scopes)?, i.privileged, json(&i.audiences)?, json(&i.constraints)?,
+                json(&i.labels)?, ob(i.parent_id), i.origin.as_str(), to_us(i.created_at), to_us(i.updated_at),
+                opt_us(i.last_used_at), opt_us(i.expires_at)
+            ],
+        )?;
+        self.write_labels(i)
+    }
+
+    fn update_identity(&mut self, i: &Identity) -> Result<(), StoreError> {
+        let n = exec(
+            self.conn,
+            "UPDATE identities SET purpose = ?2, status = ?3, status_reason = ?4, scopes = ?5, privileged = ?6, \
+             audiences = ?7, constraints = ?8, labels = ?9, updated_at = ?10, expires_at = ?11 WHERE id = ?1",
+            params![
+                b(i.id), i.purpose, i.status.as_str(), i.status_reason, json(&i.scopes)?, i.privileged,
+                json(&i.audiences)?, json(&i.constraints)?, json(&i.labels)?, to_us(i.updated_at), opt_us(i.expires_at)
+            ],
+        )?;
+        if n != 1 {
+            return Err(StoreError::Internal("identity to update does not exist".into()));
+        }
+        self.write_labels(i)
+    }
+
+    fn insert_credential(&mut self, c: &Credential, secret_hash: Option<&[u8]>) -> Result<(), StoreError> {
+        let jwk = c.public_jwk.as_ref().map(json).transpose()?;
+        exec(
+            self.conn,
+            "INSERT INTO credentials (id, identity_id, kind, secret_hash, hint, description, thumbprint, public_jwk, \
+             created_at, expires_at, last_used_at, revoked_at, revoke_reason, rotated_from, replaced_by, created_by) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+            params![
+                b(c.id), b(c.identity_id), c.kind.as_str(), secret_hash, c.hint, c.description, c.thumbprint, jwk,
+                to_us(c.created_at), to_us(c.expires_at), opt_us(c.last_used_at), opt_us(c.revoked_at),
+                c.revoke_reason, ob(c.rotated_from), ob(c.replaced_by), c.created_by
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn update_credential(&mut self, c: &Credential) -> Result<(), StoreError> {
+        exec(
+            self.conn,
+            "UPDATE credentials SET expires_at = ?2, revoked_at = ?3, revoke_reason = ?4, replaced_by = ?5, \
+             description = ?6 WHERE id = ?1",
+            params![b(c.id), to_us(c.expires_at), opt_us(c.revoked_at), c.revoke_reason, ob(c.replaced_by), c.description],
+        )?;
+        Ok(())
+    }
+
+    fn touch_last_used(&mut self, credential: Uuid, identity: Uuid, at: OffsetDateTime) -> Result<(), StoreError> {
+        let t = to_us(at);
+        exec(
+            self.conn,
+            "UPDATE credentials SET last_used_at = max(coalesce(last_used_at, 0), ?2) WHERE id = ?1",
+            params![b(credential), t],
+        )?;
+        exec(
+            self.conn,
+            "UPDATE identities SET last_used_at = max(coalesce(last_used_at, 0), ?2) WHERE id = ?1",
+            params![b(identity), t],
+        )?;
+        Ok(())
+    }
+
+    fn insert_change_request(&mut self, c: &ChangeRequest) -> Result<(), StoreError> {
+        exec(
+            self.conn,
+            "INSERT INTO change_requests (id, identity_id, kind, scopes, privileged_scopes, status, requested_by, \
+             requester_id, requested_at, decided_by, decided_at, decision_reason) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            params![
+                b(c.id), b(c.identity_id), c.kind.as_str(), json(&c.scopes)?, json(&c.privileged_scopes)?,
+                c.status.as_str(), c.requested_by, b(c.requester_id), to_us(c.requested_at), c.decided_by,
+                opt_us(c.decided_at), c.decision_reason
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn update_change_request(&mut self, c: &ChangeRequest) -> Result<(), StoreError> {
+        exec(
+            self.conn,
+            "UPDATE change_requests SET status = ?2, decided_by = ?3, decided_at = ?4, decision_reason = ?5 WHERE id = ?1",
+            params![b(c.id), c.status.as_str(), c.decided_by, opt_us(c.decided_at), c.decision_reason],
+        )?;
+        Ok(())
+    }
+
+    fn audit_head(&mut self) -> Result<ChainHead, StoreError> {
+        match self.head {
+            Some(h) => Ok(h),
+            None => {
+                let h = crate::read::audit_head(self.conn)?;
+                self.head = Some(h);
+                Ok(h)
+            }
+        }
+    }
+
+    fn insert_audit_record(&mut self, r: &AuditRecord) -> Result<(), StoreError> {
+        let head = self.audit_head()?;
+        if r.seq != head.seq + 1 || r.prev_hash.as_slice() != head.hash.as_slice() {
+            return Err(StoreError::Internal("audit record does not extend the chain head".into()));
+        }
+        let hash: [u8; 32] = r
+            .hash
+            .as_slice()
+            .try_into()
+            .map_err(|_| StoreError::Internal("audit hash is not 32 bytes".into()))?;
+        exec(
+            self.conn,
+            "INSERT INTO audit_events (seq, time_us, actor, action, target, outcome, request_id, source, details, prev_hash, hash) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![
+                i64::try_from(r.seq).map_err(|_| StoreError::Internal("seq overflow".into()))?,
+                r.time_us, r.actor, r.action, r.target, r.outcome, r.request_id, r.source, r.details, r.prev_hash, r.hash
+            ],
+        )?;
+        self.head = Some(ChainHead { seq: r.seq, hash });
+        Ok(())
+    }
+}
