@@ -1,1 +1,265 @@
+//! A typed client for the Warden HTTP API. The CLI's client subcommands go through it, so they can
+//! do nothing the API would not let the same token do.
 
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+use warden_types::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with a problem.
+    #[error("{} ({}): {}", .0.title, .0.code, .0.detail)]
+    Api(Problem),
+    /// The server could not be reached.
+    #[error("cannot reach the warden server at {url}: {reason}")]
+    Connect { url: String, reason: String },
+    /// The server answered with something that is not what the API promises.
+    #[error("unexpected response from the server: {0}")]
+    Decode(String),
+}
+
+impl ClientError {
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Api(p) => Some(p.code),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, ClientError>;
+
+/// Percent-encodes one path segment (identity references may contain `/`).
+pub fn segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Filters for [`Client::list_identities`].
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct IdentityQuery {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<IdentityKind>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<IdentityStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub privileged: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expiring_before: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AuditQuery {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+}
+
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("base", &self.base).finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    pub fn new(base: &str, token: &str) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .map_err(|e| ClientError::Connect { url: base.to_owned(), reason: e.to_string() })?;
+        Ok(Client {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            token: token.to_owned(),
+        })
+    }
+
+    async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T> {
+        let res = req
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| ClientError::Connect { url: self.base.clone(), reason: e.to_string() })?;
+        let status = res.status();
+        let bytes = res
+            .bytes()
+            .await
+            .map_err(|e| ClientError::Decode(e.to_string()))?;
+        if status.is_success() {
+            serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
+        } else {
+            match serde_json::from_slice::<Problem>(&bytes) {
+                Ok(p) => Err(ClientError::Api(p)),
+                Err(_) => Err(ClientError::Decode(format!(
+                    "status {status}: {}",
+                    String::from_utf8_lossy(&bytes).chars().take(200).collect::<String>()
+                ))),
+            }
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.send(self.http.get(self.url(path))).await
+    }
+
+    async fn get_q<T: DeserializeOwned, Q: Serialize>(&self, path: &str, q: &Q) -> Result<T> {
+        self.send(self.http.get(self.url(path)).query(q)).await
+    }
+
+    async fn post<T: DeserializeOwned, B: Serialize>(&self, path: &str, body: &B) -> Result<T> {
+        self.send(self.http.post(self.url(path)).json(body)).await
+    }
+
+    pub async fn whoami(&self) -> Result<WhoAmI> {
+        self.get("/v1/whoami").await
+    }
+
+    pub async fn verify_key(&self, key: &str) -> Result<KeyVerification> {
+        self.post("/v1/keys/verify", &VerifyKeyRequest { key: key.to_owned() }).await
+    }
+
+    pub async fn create_team(&self, req: &CreateTeamRequest) -> Result<Team> {
+        self.post("/v1/teams", req).await
+    }
+
+    pub async fn list_teams(&self) -> Result<TeamList> {
+        self.get("/v1/teams").await
+    }
+
+    pub async fn team(&self, team: &str) -> Result<Team> {
+        self.get(&format!("/v1/teams/{}", segment(team))).await
+    }
+
+    pub async fn add_member(&self, team: &str, operator: &str) -> Result<Team> {
+        let body = TeamMemberRequest { operator: operator.to_owned() };
+        self.post(&format!("/v1/teams/{}/members", segment(team)), &body).await
+    }
+
+    pub async fn remove_member(&self, team: &str, operator: &str) -> Result<Team> {
+        let url = self.url(&format!("/v1/teams/{}/members/{}", segment(team), segment(operator)));
+        self.send(self.http.delete(url)).await
+    }
+
+    pub async fn create_operator(&self, req: &CreateOperatorRequest) -> Result<CreatedOperator> {
+        self.post("/v1/operators", req).await
+    }
+
+    pub async fn list_operators(&self) -> Result<OperatorList> {
+        self.get("/v1/operators").await
+    }
+
+    pub async fn create_identity(&self, req: &CreateIdentityRequest) -> Result<IdentityChange> {
+        self.post("/v1/identities", req).await
+    }
+
+    pub async fn identity(&self, reference: &str) -> Result<Identity> {
+        self.get(&format!("/v1/identities/{}", segment(reference))).await
+    }
+
+    pub async fn list_identities(&self, q: &IdentityQuery) -> Result<IdentityPage> {
+        self.get_q("/v1/identities", q).await
+    }
+
+    pub async fn update_identity(&self, reference: &str, req: &UpdateIdentityRequest) -> Result<IdentityChange> {
+        let url = self.url(&format!("/v1/identities/{}", segment(reference)));
+        self.send(self.http.patch(url).json(req)).await
+    }
+
+    /// `action` is `suspend`, `resume` or `retire`.
+    pub async fn transition(&self, reference: &str, action: &str, reason: Option<String>) -> Result<Identity> {
+        self.post(
+            &format!("/v1/identities/{}/{}", segment(reference), segment(action)),
+            &TransitionRequest { reason },
+        )
+        .await
+    }
+
+    pub async fn issue_credential(&self, reference: &str, req: &IssueCredentialRequest) -> Result<IssuedCredential> {
+        self.post(&format!("/v1/identities/{}/credentials", segment(reference)), req).await
+    }
+
+    pub async fn list_credentials(&self, reference: &str) -> Result<CredentialList> {
+        self.get(&format!("/v1/identities/{}/credentials", segment(reference))).await
+    }
+
+    pub async fn rotate_credential(&self, id: Uuid, req: &RotateCredentialRequest) -> Result<IssuedCredential> {
+        self.post(&format!("/v1/credentials/{id}/rotate"), req).await
+    }
+
+    pub async fn revoke_credential(&self, id: Uuid, reason: Option<String>) -> Result<Credential> {
+        self.post(&format!("/v1/credentials/{id}/revoke"), &RevokeCredentialRequest { reason }).await
+    }
+
+    pub async fn list_approvals(&self, status: Option<ChangeStatus>) -> Result<ChangeRequestPage> {
+        #[derive(Serialize)]
+        struct Q {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            status: Option<ChangeStatus>,
+        }
+        self.get_q("/v1/approvals", &Q { status }).await
+    }
+
+    pub async fn decide(&self, id: Uuid, approve: bool, reason: &str) -> Result<ChangeRequest> {
+        let verb = if approve { "approve" } else { "deny" };
+        self.post(&format!("/v1/approvals/{id}/{verb}"), &DecisionRequest { reason: reason.to_owned() }).await
+    }
+
+    pub async fn list_audit(&self, q: &AuditQuery) -> Result<AuditPage> {
+        self.get_q("/v1/audit", q).await
+    }
+
+    pub async fn verify_audit(&self) -> Result<AuditVerifyReport> {
+        self.get("/v1/audit/verify").await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn segments_are_percent_encoded() {
+        assert_eq!(super::segment("prod/billing-worker"), "prod%2Fbilling-worker");
+        assert_eq!(super::segment("a b?#"), "a%20b%3F%23");
+    }
+}

@@ -1,1 +1,116 @@
+//! Warden's HTTP server: the `/v1` API, caller authentication, error mapping, metrics, and the
+//! background jobs. Build the router with [`app`]; run it with [`serve`].
 
+mod auth;
+pub mod error;
+mod metrics;
+mod openapi;
+mod routes;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use warden_core::Registry;
+
+pub use auth::Caller;
+pub use metrics::Metrics;
+
+/// Largest request body accepted, in bytes.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub registry: Arc<Registry>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    pub fn new(registry: Arc<Registry>) -> Self {
+        AppState {
+            registry,
+            metrics: Arc::new(Metrics::default()),
+        }
+    }
+}
+
+/// The whole HTTP surface.
+pub fn app(state: AppState) -> Router {
+    use routes::*;
+    let v1 = Router::new()
+        .route("/openapi.json", get(openapi::document))
+        .route("/whoami", get(whoami))
+        .route("/keys/verify", post(verify_key))
+        .route("/teams", get(list_teams).post(create_team))
+        .route("/teams/{team}", get(get_team))
+        .route("/teams/{team}/members", post(add_member))
+        .route("/teams/{team}/members/{operator}", axum::routing::delete(remove_member))
+        .route("/operators", get(list_operators).post(create_operator))
+        .route("/identities", get(list_identities).post(create_identity))
+        .route("/identities/{identity}", get(get_identity).patch(update_identity))
+        .route("/identities/{identity}/suspend", post(suspend_identity))
+        .route("/identities/{identity}/resume", post(resume_identity))
+        .route("/identities/{identity}/retire", post(retire_identity))
+        .route("/identities/{identity}/credentials", get(list_credentials).post(issue_credential))
+        .route("/credentials/{id}", get(get_credential))
+        .route("/credentials/{id}/rotate", post(rotate_credential))
+        .route("/credentials/{id}/revoke", post(revoke_credential))
+        .route("/approvals", get(list_approvals))
+        .route("/approvals/{id}", get(get_approval))
+        .route("/approvals/{id}/approve", post(approve))
+        .route("/approvals/{id}/deny", post(deny))
+        .route("/audit", get(list_audit))
+        .route("/audit/verify", get(verify_audit));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::render))
+        .nest("/v1", v1)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+/// Periodic work inside `warden serve`: flushing `last_used_at`, ending rotation overlaps.
+pub fn spawn_jobs(registry: Arc<Registry>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut n: u64 = 0;
+        loop {
+            tick.tick().await;
+            n += 1;
+            if let Err(e) = registry.flush_usage().await {
+                tracing::warn!(error = %e, "flushing last_used_at failed");
+            }
+            if n % 10 == 0 {
+                match registry.end_overlaps().await {
+                    Ok(0) => {}
+                    Ok(k) => tracing::info!(revoked = k, "rotation overlaps ended"),
+                    Err(e) => tracing::warn!(error = %e, "ending rotation overlaps failed"),
+                }
+            }
+        }
+    })
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}

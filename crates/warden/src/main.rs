@@ -1,1 +1,161 @@
-fn main() {}
+//! `warden`: the one binary. `serve`, `init` and `quickstart` run the server; every other
+//! subcommand is a client of its HTTP API (through `warden-client`).
+
+mod cmd_approval;
+mod cmd_audit;
+mod cmd_credential;
+mod cmd_identity;
+mod cmd_server;
+mod cmd_team;
+mod config;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use warden_client::{Client, ClientError};
+
+#[derive(Debug, Parser)]
+#[command(name = "warden", version, about = "Govern non-human identities: inventory, credentials, approvals, audit.")]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+/// How client subcommands reach the server: flags, else environment, else the client config file.
+#[derive(Debug, Args)]
+struct Global {
+    /// Server URL [env: WARDEN_URL]
+    #[arg(long, global = true)]
+    server: Option<String>,
+    /// Operator token or API key [env: WARDEN_TOKEN]
+    #[arg(long, global = true)]
+    token: Option<String>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Initialise ./warden-data if absent and serve on 127.0.0.1:8640.
+    Quickstart(cmd_server::QuickstartArgs),
+    /// Create a data dir: server key, database, bootstrap admin token (printed once).
+    Init(cmd_server::InitArgs),
+    /// Run the server.
+    Serve(cmd_server::ServeArgs),
+    /// Non-human identities.
+    #[command(subcommand)]
+    Identity(cmd_identity::IdentityCmd),
+    /// Credentials of identities.
+    #[command(subcommand)]
+    Credential(cmd_credential::CredentialCmd),
+    /// Changes held for four-eyes approval.
+    #[command(subcommand)]
+    Approval(cmd_approval::ApprovalCmd),
+    /// Teams that own identities.
+    #[command(subcommand)]
+    Team(cmd_team::TeamCmd),
+    /// Operators (humans using Warden).
+    #[command(subcommand)]
+    Operator(cmd_team::OperatorCmd),
+    /// The tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(cmd_audit::AuditCmd),
+    /// API keys.
+    #[command(subcommand)]
+    Key(cmd_credential::KeyCmd),
+    /// Show who the token belongs to.
+    Whoami,
+}
+
+/// The client config file: `$WARDEN_CLIENT_CONFIG`, else `~/.config/warden/client.toml`.
+#[derive(Debug, Default, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientFile {
+    pub server: Option<String>,
+    pub token: Option<String>,
+}
+
+pub fn client_file_path() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("WARDEN_CLIENT_CONFIG") {
+        return Some(PathBuf::from(p));
+    }
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    Some(base.join("warden").join("client.toml"))
+}
+
+fn client(g: &Global) -> Result<Client> {
+    let file: ClientFile = match client_file_path() {
+        Some(p) if p.exists() => {
+            let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+            toml::from_str(&text).with_context(|| format!("parsing {}", p.display()))?
+        }
+        _ => ClientFile::default(),
+    };
+    let server = g
+        .server
+        .clone()
+        .or_else(|| std::env::var("WARDEN_URL").ok())
+        .or(file.server)
+        .unwrap_or_else(|| format!("http://{}", config::DEFAULT_LISTEN));
+    let Some(token) = g
+        .token
+        .clone()
+        .or_else(|| std::env::var("WARDEN_TOKEN").ok())
+        .or(file.token)
+    else {
+        bail!("no token: pass --token, set WARDEN_TOKEN, or run `warden quickstart` (it prints one)");
+    };
+    Ok(Client::new(&server, &token)?)
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    let json = cli.global.json;
+    match cli.cmd {
+        Cmd::Quickstart(a) => cmd_server::quickstart(a).await,
+        Cmd::Init(a) => cmd_server::init(a, json).await,
+        Cmd::Serve(a) => cmd_server::serve(a).await,
+        Cmd::Identity(c) => cmd_identity::run(&client(&cli.global)?, c, json).await,
+        Cmd::Credential(c) => cmd_credential::run(&client(&cli.global)?, c, json).await,
+        Cmd::Key(c) => cmd_credential::run_key(&client(&cli.global)?, c, json).await,
+        Cmd::Approval(c) => cmd_approval::run(&client(&cli.global)?, c, json).await,
+        Cmd::Team(c) => cmd_team::run_team(&client(&cli.global)?, c, json).await,
+        Cmd::Operator(c) => cmd_team::run_operator(&client(&cli.global)?, c, json).await,
+        Cmd::Audit(c) => cmd_audit::run(&cli.global, c, json).await,
+        Cmd::Whoami => {
+            let w = client(&cli.global)?.whoami().await?;
+            output::print(json, &w, || format!("{w:?}"))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            match e.downcast_ref::<ClientError>() {
+                Some(ClientError::Api(p)) => {
+                    eprintln!("error: {} ({}): {}", p.title, p.code, p.detail);
+                }
+                _ => eprintln!("error: {e:#}"),
+            }
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! The OpenAPI document, generated from the handlers' annotations and the wire types.
+
+use axum::Json;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+
+use crate::routes;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        if let Some(c) = openapi.components.as_mut() {
+            c.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+        }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Warden API", description = "Govern non-human identities: inventory, credentials, approvals, audit."),
+    paths(
+        routes::whoami, routes::verify_key,
+        routes::list_teams, routes::create_team, routes::get_team, routes::add_member, routes::remove_member,
+        routes::list_operators, routes::create_operator,
+        routes::list_identities, routes::create_identity, routes::get_identity, routes::update_identity,
+        routes::suspend_identity, routes::resume_identity, routes::retire_identity,
+        routes::list_credentials, routes::issue_credential, routes::get_credential,
+        routes::rotate_credential, routes::revoke_credential,
+        routes::list_approvals, routes::get_approval, routes::approve, routes::deny,
+        routes::list_audit, routes::verify_audit,
+    ),
+    components(schemas(warden_types::ErrorCode, warden_types::Problem)),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+pub struct ApiDoc;
+
+pub(crate) async fn document() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

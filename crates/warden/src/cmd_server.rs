@@ -1,0 +1,221 @@
+//! `warden init`, `warden serve`, `warden quickstart`.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use tokio::net::TcpListener;
+use warden_core::registry::CHECKPOINT_LABEL;
+use warden_core::{Registry, SystemClock};
+use warden_crypto::ServerKey;
+use warden_server::AppState;
+use warden_store_sqlite::SqliteStore;
+
+use crate::config::{DEFAULT_LISTEN, EXAMPLE, ServerConfig};
+
+pub const DB_FILE: &str = "warden.db";
+pub const KEY_FILE: &str = "server.key";
+const LOCK_FILE: &str = "warden.lock";
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Where Warden keeps its database, keys and config.
+    #[arg(long, env = "WARDEN_DATA_DIR", default_value = "./warden-data")]
+    pub data_dir: PathBuf,
+    /// Name of the bootstrap admin operator.
+    #[arg(long, default_value = "admin")]
+    pub admin_name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[arg(long, env = "WARDEN_DATA_DIR", default_value = "./warden-data")]
+    pub data_dir: PathBuf,
+    /// Address to listen on (port 0 = any free port) [default: 127.0.0.1:8640]
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Config file [default: DATA_DIR/warden.toml]
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct QuickstartArgs {
+    #[arg(long, default_value = "./warden-data")]
+    pub data_dir: PathBuf,
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    pub listen: String,
+}
+
+#[cfg(unix)]
+fn private_file(path: &Path) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))
+}
+
+#[cfg(not(unix))]
+fn private_file(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))
+}
+
+fn load_key(dir: &Path) -> Result<ServerKey> {
+    let path = dir.join(KEY_FILE);
+    let bytes = std::fs::read(&path).with_context(|| {
+        format!("reading the server key {} (run `warden init` first)", path.display())
+    })?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            bail!("{} is readable by others (mode {:o}); run chmod 600 on it", path.display(), mode & 0o777);
+        }
+    }
+    ServerKey::from_bytes(&bytes).with_context(|| format!("{} is not a 32-byte key", path.display()))
+}
+
+/// What `init` produced.
+#[derive(Debug, serde::Serialize)]
+pub struct InitOutput {
+    pub data_dir: String,
+    pub admin: String,
+    pub admin_token: String,
+}
+
+async fn initialise(dir: &Path, admin: &str) -> Result<InitOutput> {
+    if dir.join(KEY_FILE).exists() || dir.join(DB_FILE).exists() {
+        bail!("{} is already initialised; the bootstrap token was printed when it was", dir.display());
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    let key = ServerKey::generate();
+    let mut f = private_file(&dir.join(KEY_FILE))?;
+    f.write_all(key.as_bytes())?;
+    f.sync_all()?;
+    let config = dir.join("warden.toml");
+    if !config.exists() {
+        std::fs::write(&config, EXAMPLE)?;
+    }
+    let store = Arc::new(SqliteStore::open(&dir.join(DB_FILE), key.hasher(CHECKPOINT_LABEL))?);
+    let cfg = ServerConfig::load(dir, None, None)?;
+    let registry = Registry::new(store.clone(), Arc::new(SystemClock), cfg.policy, &key);
+    let created = registry.bootstrap_admin(admin).await?;
+    store.close();
+    Ok(InitOutput {
+        data_dir: dir.display().to_string(),
+        admin: created.operator.name,
+        admin_token: created.token,
+    })
+}
+
+pub async fn init(a: InitArgs, json: bool) -> Result<ExitCode> {
+    let out = initialise(&a.data_dir, &a.admin_name).await?;
+    crate::output::print(json, &out, || {
+        format!(
+            "Initialised {}.\nBootstrap admin operator: {}\nAdmin token (shown once, store it safely):\n  {}\n",
+            out.data_dir, out.admin, out.admin_token
+        )
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init_tracing(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+async fn run_server(cfg: ServerConfig, on_bound: impl FnOnce(&str)) -> Result<ExitCode> {
+    init_tracing(&cfg.log);
+    let dir = &cfg.data_dir;
+    let key = load_key(dir)?;
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(LOCK_FILE))
+        .with_context(|| format!("opening the lock file in {}", dir.display()))?;
+    if lock.try_lock().is_err() {
+        bail!("another warden server is using {}", dir.display());
+    }
+    let store = Arc::new(SqliteStore::open(&dir.join(DB_FILE), key.hasher(CHECKPOINT_LABEL))?);
+    let registry = Arc::new(Registry::new(store.clone(), Arc::new(SystemClock), cfg.policy.clone(), &key));
+    drop(key);
+    let listener = TcpListener::bind(&cfg.listen)
+        .await
+        .with_context(|| format!("binding {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(address = %addr, data_dir = %dir.display(), "warden listening on http://{addr}");
+    on_bound(&format!("http://{addr}"));
+    let jobs = warden_server::spawn_jobs(registry.clone());
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
+    };
+    warden_server::serve(listener, AppState::new(registry.clone()), shutdown).await?;
+    jobs.abort();
+    let _ = registry.flush_usage().await;
+    store.close();
+    drop(lock);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn serve(a: ServeArgs) -> Result<ExitCode> {
+    let cfg = ServerConfig::load(&a.data_dir, a.config.as_deref(), a.listen.as_deref())?;
+    run_server(cfg, |url| println!("warden listening on {url}")).await
+}
+
+pub async fn quickstart(a: QuickstartArgs) -> Result<ExitCode> {
+    let fresh = if a.data_dir.join(KEY_FILE).exists() {
+        None
+    } else {
+        Some(initialise(&a.data_dir, "admin").await?)
+    };
+    let cfg = ServerConfig::load(&a.data_dir, None, Some(&a.listen))?;
+    run_server(cfg, |url| {
+        println!("Warden is running at {url} (data in {}).", a.data_dir.display());
+        match &fresh {
+            Some(out) => {
+                println!("Bootstrap admin token (shown once, store it safely):\n  {}", out.admin_token);
+                println!("In another shell:\n  export WARDEN_URL={url}\n  export WARDEN_TOKEN={}", out.admin_token);
+                println!("  warden team create payments");
+            }
+            None => println!(
+                "{} was already initialised; use the admin token printed when it was.",
+                a.data_dir.display()
+            ),
+        }
+        println!("Press Ctrl-C to stop.");
+    })
+    .await
+}
+
+/// Offline access for `warden audit verify --data-dir`.
+pub fn open_offline(dir: &Path) -> Result<(warden_store_sqlite::ReadOnlyStore, ServerKey)> {
+    let key = load_key(dir)?;
+    let store = SqliteStore::open_read_only(&dir.join(DB_FILE))?;
+    Ok((store, key))
+}

@@ -1,0 +1,159 @@
+//! Server configuration: defaults < TOML file < `WARDEN_*` environment < flags, validated once.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+use warden_core::Policy;
+
+/// The annotated example written by `warden init` and tested to parse.
+pub const EXAMPLE: &str = include_str!("../warden.example.toml");
+
+/// The config file as written: every field optional, unknown fields refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub log: Option<String>,
+    pub credentials: Option<CredentialFile>,
+    pub guardrails: Option<GuardrailFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialFile {
+    pub max_ttl_api_key: Option<String>,
+    pub max_ttl_client_secret: Option<String>,
+    pub max_ttl_public_key: Option<String>,
+    pub rotation_overlap: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardrailFile {
+    pub privileged_scopes: Option<Vec<String>>,
+}
+
+/// The validated, immutable server configuration.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub listen: String,
+    pub log: String,
+    pub policy: Policy,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8640";
+
+pub fn parse_duration(field: &str, v: &str) -> Result<time::Duration> {
+    let d = humantime::parse_duration(v)
+        .with_context(|| format!("{field}: {v:?} is not a duration like 30d, 12h or 90m"))?;
+    let d = time::Duration::try_from(d).with_context(|| format!("{field}: {v:?} is too long"))?;
+    if d <= time::Duration::ZERO {
+        bail!("{field}: must be greater than zero");
+    }
+    Ok(d)
+}
+
+impl ServerConfig {
+    /// Loads the config for `data_dir`: `config` if given, else `DATA_DIR/warden.toml` if present;
+    /// then the environment; then `listen_flag`.
+    pub fn load(data_dir: &Path, config: Option<&Path>, listen_flag: Option<&str>) -> Result<Self> {
+        let path = config
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| data_dir.join("warden.toml"));
+        let file: FileConfig = if path.exists() {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+        } else if config.is_some() {
+            bail!("config file {} does not exist", path.display());
+        } else {
+            FileConfig::default()
+        };
+        Self::from_parts(data_dir, file, |k| std::env::var(k).ok(), listen_flag)
+    }
+
+    pub fn from_parts(
+        data_dir: &Path,
+        file: FileConfig,
+        env: impl Fn(&str) -> Option<String>,
+        listen_flag: Option<&str>,
+    ) -> Result<Self> {
+        let mut policy = Policy::default();
+        let creds = file.credentials.unwrap_or_default();
+        let pick = |file_v: Option<String>, env_key: &str| env(env_key).or(file_v);
+        if let Some(v) = pick(creds.max_ttl_api_key, "WARDEN_MAX_TTL_API_KEY") {
+            policy.max_ttl_api_key = parse_duration("credentials.max_ttl_api_key", &v)?;
+        }
+        if let Some(v) = pick(creds.max_ttl_client_secret, "WARDEN_MAX_TTL_CLIENT_SECRET") {
+            policy.max_ttl_client_secret = parse_duration("credentials.max_ttl_client_secret", &v)?;
+        }
+        if let Some(v) = pick(creds.max_ttl_public_key, "WARDEN_MAX_TTL_PUBLIC_KEY") {
+            policy.max_ttl_public_key = parse_duration("credentials.max_ttl_public_key", &v)?;
+        }
+        if let Some(v) = pick(creds.rotation_overlap, "WARDEN_ROTATION_OVERLAP") {
+            policy.default_rotation_overlap = parse_duration("credentials.rotation_overlap", &v)?;
+        }
+        let mut privileged = file.guardrails.and_then(|g| g.privileged_scopes).unwrap_or_default();
+        if let Some(v) = env("WARDEN_PRIVILEGED_SCOPES") {
+            privileged = v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
+        }
+        for s in &privileged {
+            warden_core::scope::check(s).map_err(|e| anyhow::anyhow!("guardrails.privileged_scopes: {e}"))?;
+        }
+        policy.extra_privileged_scopes = privileged;
+        let listen = listen_flag
+            .map(str::to_owned)
+            .or_else(|| env("WARDEN_LISTEN"))
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        listen
+            .parse::<std::net::SocketAddr>()
+            .with_context(|| format!("listen: {listen:?} is not an address like 127.0.0.1:8640"))?;
+        let log = env("WARDEN_LOG").or(file.log).unwrap_or_else(|| "info".to_owned());
+        Ok(ServerConfig {
+            data_dir: data_dir.to_owned(),
+            listen,
+            log,
+            policy,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_example_parses_and_validates() {
+        let file: FileConfig = toml::from_str(EXAMPLE).unwrap();
+        let c = ServerConfig::from_parts(Path::new("/tmp/x"), file, |_| None, None).unwrap();
+        assert_eq!(c.listen, DEFAULT_LISTEN);
+        assert_eq!(c.policy.max_ttl_api_key, time::Duration::days(90));
+        assert_eq!(c.policy.extra_privileged_scopes, vec!["billing:refund".to_owned()]);
+    }
+
+    #[test]
+    fn precedence_is_file_then_env_then_flag() {
+        let file: FileConfig = toml::from_str("listen = \"127.0.0.1:1\"\n[credentials]\nmax_ttl_api_key = \"10d\"").unwrap();
+        let env = |k: &str| match k {
+            "WARDEN_LISTEN" => Some("127.0.0.1:2".to_owned()),
+            "WARDEN_MAX_TTL_API_KEY" => Some("5d".to_owned()),
+            _ => None,
+        };
+        let c = ServerConfig::from_parts(Path::new("/d"), file, env, Some("127.0.0.1:3")).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:3");
+        assert_eq!(c.policy.max_ttl_api_key, time::Duration::days(5));
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_values_are_refused() {
+        assert!(toml::from_str::<FileConfig>("lisen = \"x\"").is_err());
+        let file: FileConfig = toml::from_str("[credentials]\nmax_ttl_api_key = \"soon\"").unwrap();
+        let err = ServerConfig::from_parts(Path::new("/d"), file, |_| None, None).unwrap_err();
+        assert!(format!("{err:#}").contains("max_ttl_api_key"));
+        let file = FileConfig::default();
+        assert!(ServerConfig::from_parts(Path::new("/d"), file, |_| None, Some("nowhere")).is_err());
+    }
+}
