@@ -1,1 +1,456 @@
-fn main() {}
+//! Load harness for `warden serve`: durable identity creations, list/filter latency at scale, and
+//! `POST /v1/keys/verify` against a hello-world axum baseline measured in the same run.
+//!
+//! ```text
+//! cargo build --release -p warden -p warden-bench
+//! target/release/warden-bench --warden target/release/warden --runs 3
+//! ```
+//!
+//! The driver keeps one HTTP/1.1 keep-alive connection per client task (hyper's low-level client,
+//! no pooling layer), so it costs little next to the server; both share this machine's cores.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+
+#[derive(Debug, Parser)]
+#[command(about = "Load harness for warden serve")]
+struct Args {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    /// The warden binary to benchmark.
+    #[arg(long, default_value = "target/release/warden")]
+    warden: PathBuf,
+    /// Identities to create per run.
+    #[arg(long, default_value_t = 100_000)]
+    identities: usize,
+    /// Concurrent connections for creations and key verification.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Concurrent connections for list/filter queries.
+    #[arg(long, default_value_t = 8)]
+    list_connections: usize,
+    /// Seconds per timed phase (hello, list, verify).
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Serve the hello-world baseline and print its address.
+    Hello {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+    },
+}
+
+/// One phase's result.
+#[derive(Debug, Clone)]
+struct Phase {
+    requests: u64,
+    errors: u64,
+    secs: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+impl Phase {
+    fn rate(&self) -> f64 {
+        self.requests as f64 / self.secs
+    }
+}
+
+/// A request a client task sends: method, path, body. Chosen per request by the phase.
+type MakeRequest = Arc<dyn Fn(usize) -> (Method, String, Option<Vec<u8>>) + Send + Sync>;
+
+/// Drives `connections` keep-alive connections, each sending requests from `make` until `stop`
+/// (a request count shared by all, or a deadline). Every response must have `expect` status.
+async fn drive(
+    addr: SocketAddr,
+    token: &str,
+    connections: usize,
+    total: Option<usize>,
+    seconds: Option<u64>,
+    expect: u16,
+    make: MakeRequest,
+) -> Result<Phase> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let deadline = seconds.map(|s| start + Duration::from_secs(s));
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let (next, make, token) = (next.clone(), make.clone(), token.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new(3)?;
+            let mut errors = 0u64;
+            let stream = TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(conn);
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if total.is_some_and(|t| i >= t) || deadline.is_some_and(|d| Instant::now() >= d) {
+                    break;
+                }
+                let (method, path, body) = make(i);
+                let mut req = Request::builder()
+                    .method(method)
+                    .uri(path)
+                    .header("host", "bench")
+                    .header("authorization", format!("Bearer {token}"));
+                if body.is_some() {
+                    req = req.header("content-type", "application/json");
+                }
+                let req = req.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
+                let t0 = Instant::now();
+                sender.ready().await?;
+                let res = sender.send_request(req).await?;
+                let status = res.status().as_u16();
+                let _ = res.into_body().collect().await?;
+                hist.record(u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX))?;
+                if status != expect {
+                    errors += 1;
+                }
+            }
+            anyhow::Ok((hist, errors))
+        }));
+    }
+    let mut hist = Histogram::<u64>::new(3)?;
+    let mut errors = 0;
+    for t in tasks {
+        let (h, e) = t.await??;
+        hist.add(h)?;
+        errors += e;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    Ok(Phase {
+        requests: hist.len(),
+        errors,
+        secs,
+        p50_ms: hist.value_at_quantile(0.50) as f64 / 1000.0,
+        p99_ms: hist.value_at_quantile(0.99) as f64 / 1000.0,
+    })
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Spawns a process that prints `<prefix><url>` as its first stdout line.
+fn spawn_url(mut cmd: Command, prefix: &str) -> Result<(Proc, SocketAddr)> {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?;
+    let mut line = String::new();
+    let out = child.stdout.take().context("no stdout")?;
+    BufReader::new(out).read_line(&mut line)?;
+    let url = line
+        .trim()
+        .strip_prefix(prefix)
+        .with_context(|| format!("unexpected line {line:?}"))?;
+    let addr = url.trim_start_matches("http://").parse()?;
+    Ok((Proc(child), addr))
+}
+
+async fn call(
+    addr: SocketAddr,
+    token: &str,
+    method: Method,
+    path: &str,
+    body: Value,
+) -> Result<Value> {
+    let stream = TcpStream::connect(addr).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "bench")
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(serde_json::to_vec(&body)?)))?;
+    let res = sender.send_request(req).await?;
+    let status = res.status();
+    let bytes = res.into_body().collect().await?.to_bytes();
+    if !status.is_success() {
+        bail!("{path}: {status}: {}", String::from_utf8_lossy(&bytes));
+    }
+    Ok(serde_json::from_slice(&bytes)?)
+}
+
+struct RunResult {
+    hello: Phase,
+    create: Phase,
+    list: Phase,
+    verify: Phase,
+}
+
+const KINDS: [&str; 5] = [
+    "service_account",
+    "workload",
+    "ci_pipeline",
+    "ai_agent",
+    "bot",
+];
+
+async fn one_run(a: &Args, warden: &Path) -> Result<RunResult> {
+    // Baseline: hello world, same machine, same connection count.
+    let me = std::env::current_exe()?;
+    let mut hello_cmd = Command::new(&me);
+    hello_cmd.args(["hello"]);
+    let (hello_proc, hello_addr) = spawn_url(hello_cmd, "hello listening on ")?;
+    let hello = drive(
+        hello_addr,
+        "x",
+        a.connections,
+        None,
+        Some(a.seconds),
+        200,
+        Arc::new(|_| (Method::GET, "/".to_owned(), None)),
+    )
+    .await?;
+    drop(hello_proc);
+
+    let dir = tempfile_dir()?;
+    let out = Command::new(warden)
+        .args(["init", "--json", "--data-dir"])
+        .arg(&dir)
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "warden init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let token = serde_json::from_slice::<Value>(&out.stdout)?["admin_token"]
+        .as_str()
+        .context("no admin_token")?
+        .to_owned();
+    let mut serve = Command::new(warden);
+    serve
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&dir)
+        .env("WARDEN_LOG", "warn");
+    let (server, addr) = spawn_url(serve, "warden listening on ")?;
+
+    for t in 0..20 {
+        call(
+            addr,
+            &token,
+            Method::POST,
+            "/v1/teams",
+            json!({"name": format!("team-{t}")}),
+        )
+        .await?;
+    }
+
+    // Durable creations: each 201 means the identity and its audit event are committed.
+    let create = drive(
+        addr,
+        &token,
+        a.connections,
+        Some(a.identities),
+        None,
+        201,
+        Arc::new(|i| {
+            let body = json!({
+                "name": format!("nhi-{i}"),
+                "kind": KINDS[i % KINDS.len()],
+                "owner": format!("team-{}", i % 20),
+                "purpose": "Benchmark identity created by warden-bench",
+                "environment": if i % 4 == 0 { "staging" } else { "prod" },
+                "scopes": [format!("svc{}:read", i % 50)],
+                "labels": {"tier": format!("t{}", i % 10)},
+            });
+            (
+                Method::POST,
+                "/v1/identities".to_owned(),
+                Some(body.to_string().into_bytes()),
+            )
+        }),
+    )
+    .await?;
+
+    // List and filter at full size.
+    let list = drive(
+        addr,
+        &token,
+        a.list_connections,
+        None,
+        Some(a.seconds),
+        200,
+        Arc::new(|i| {
+            let q = match i % 7 {
+                0 => "/v1/identities?limit=100".to_owned(),
+                1 => "/v1/identities?kind=ai_agent&limit=100".to_owned(),
+                2 => format!("/v1/identities?owner=team-{}&limit=100", i % 20),
+                3 => "/v1/identities?environment=staging&limit=100".to_owned(),
+                4 => format!("/v1/identities?label=tier%3Dt{}&limit=100", i % 10),
+                5 => "/v1/identities?status=active&kind=bot&environment=prod&limit=100".to_owned(),
+                _ => format!("/v1/identities?name=nhi-{}", i % 100_000),
+            };
+            (Method::GET, q, None)
+        }),
+    )
+    .await?;
+
+    // API keys to verify: 256 identities, one key each.
+    let mut keys = Vec::new();
+    for i in 0..256 {
+        let v = call(
+            addr,
+            &token,
+            Method::POST,
+            &format!("/v1/identities/prod%2Fnhi-{}/credentials", i * 4 + 1),
+            json!({"kind": "api_key"}),
+        )
+        .await?;
+        keys.push(v["secret"].as_str().context("no secret")?.to_owned());
+    }
+    let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
+        keys.iter()
+            .map(|k| json!({"key": k}).to_string().into_bytes())
+            .collect(),
+    );
+    let verify = drive(
+        addr,
+        &token,
+        a.connections,
+        None,
+        Some(a.seconds),
+        200,
+        Arc::new(move |i| {
+            (
+                Method::POST,
+                "/v1/keys/verify".to_owned(),
+                Some(bodies[i % bodies.len()].clone()),
+            )
+        }),
+    )
+    .await?;
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(RunResult {
+        hello,
+        create,
+        list,
+        verify,
+    })
+}
+
+fn tempfile_dir() -> Result<PathBuf> {
+    let base = std::env::temp_dir().join(format!(
+        "warden-bench-{}-{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos()
+    ));
+    let mut p = base.clone();
+    let mut n = 0;
+    while p.exists() {
+        n += 1;
+        p = base.with_extension(n.to_string());
+    }
+    Ok(p)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn hello_server(listen: &str) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let app = axum::Router::new().route("/", axum::routing::get(|| async { "Hello, World!" }));
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        println!("hello listening on http://{}", listener.local_addr()?);
+        axum::serve(listener, app).await?;
+        anyhow::Ok(())
+    })
+}
+
+fn main() -> Result<()> {
+    let a = Args::parse();
+    if let Some(Cmd::Hello { listen }) = &a.cmd {
+        return hello_server(listen);
+    }
+    let warden = a.warden.canonicalize().with_context(|| {
+        format!(
+            "{} (build it with cargo build --release -p warden)",
+            a.warden.display()
+        )
+    })?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let mut results = Vec::new();
+    for r in 0..a.runs {
+        eprintln!("run {}/{} …", r + 1, a.runs);
+        let res = rt.block_on(one_run(&a, &warden))?;
+        let row = |name: &str, p: &Phase| {
+            eprintln!(
+                "  {name:<22} {:>10.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  ({} requests, {} errors)",
+                p.rate(),
+                p.p50_ms,
+                p.p99_ms,
+                p.requests,
+                p.errors
+            )
+        };
+        row("hello-world baseline", &res.hello);
+        row("identity creations", &res.create);
+        row("list/filter", &res.list);
+        row("keys/verify", &res.verify);
+        for (what, p) in [
+            ("creations", &res.create),
+            ("list", &res.list),
+            ("verify", &res.verify),
+        ] {
+            if p.errors > 0 {
+                bail!("{what}: {} requests got an unexpected status", p.errors);
+            }
+        }
+        results.push(res);
+    }
+    let m = |f: &dyn Fn(&RunResult) -> f64| median(results.iter().map(f).collect());
+    let hello = m(&|r| r.hello.rate());
+    let verify = m(&|r| r.verify.rate());
+    let summary = json!({
+        "runs": a.runs,
+        "identities": a.identities,
+        "connections": a.connections,
+        "hello_rps_median": hello,
+        "create_per_s_median": m(&|r| r.create.rate()),
+        "create_p99_ms_median": m(&|r| r.create.p99_ms),
+        "list_rps_median": m(&|r| r.list.rate()),
+        "list_p50_ms_median": m(&|r| r.list.p50_ms),
+        "list_p99_ms_median": m(&|r| r.list.p99_ms),
+        "verify_rps_median": verify,
+        "verify_p99_ms_median": m(&|r| r.verify.p99_ms),
+        "verify_over_hello_median": m(&|r| r.verify.rate() / r.hello.rate()),
+    });
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    Ok(())
+}

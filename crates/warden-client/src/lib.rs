@@ -10,7 +10,7 @@ use warden_types::*;
 pub enum ClientError {
     /// The server answered with a problem.
     #[error("{} ({}): {}", .0.title, .0.code, .0.detail)]
-    Api(Problem),
+    Api(Box<Problem>),
     /// The server could not be reached.
     #[error("cannot reach the warden server at {url}: {reason}")]
     Connect { url: String, reason: String },
@@ -95,7 +95,9 @@ pub struct Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client").field("base", &self.base).finish_non_exhaustive()
+        f.debug_struct("Client")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
     }
 }
 
@@ -104,7 +106,10 @@ impl Client {
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(30))
             .build()
-            .map_err(|e| ClientError::Connect { url: base.to_owned(), reason: e.to_string() })?;
+            .map_err(|e| ClientError::Connect {
+                url: base.to_owned(),
+                reason: e.to_string(),
+            })?;
         Ok(Client {
             http,
             base: base.trim_end_matches('/').to_owned(),
@@ -117,7 +122,10 @@ impl Client {
             .bearer_auth(&self.token)
             .send()
             .await
-            .map_err(|e| ClientError::Connect { url: self.base.clone(), reason: e.to_string() })?;
+            .map_err(|e| ClientError::Connect {
+                url: self.base.clone(),
+                reason: e.to_string(),
+            })?;
         let status = res.status();
         let bytes = res
             .bytes()
@@ -127,10 +135,13 @@ impl Client {
             serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
         } else {
             match serde_json::from_slice::<Problem>(&bytes) {
-                Ok(p) => Err(ClientError::Api(p)),
+                Ok(p) => Err(ClientError::Api(Box::new(p))),
                 Err(_) => Err(ClientError::Decode(format!(
                     "status {status}: {}",
-                    String::from_utf8_lossy(&bytes).chars().take(200).collect::<String>()
+                    String::from_utf8_lossy(&bytes)
+                        .chars()
+                        .take(200)
+                        .collect::<String>()
                 ))),
             }
         }
@@ -157,7 +168,13 @@ impl Client {
     }
 
     pub async fn verify_key(&self, key: &str) -> Result<KeyVerification> {
-        self.post("/v1/keys/verify", &VerifyKeyRequest { key: key.to_owned() }).await
+        self.post(
+            "/v1/keys/verify",
+            &VerifyKeyRequest {
+                key: key.to_owned(),
+            },
+        )
+        .await
     }
 
     pub async fn create_team(&self, req: &CreateTeamRequest) -> Result<Team> {
@@ -173,12 +190,19 @@ impl Client {
     }
 
     pub async fn add_member(&self, team: &str, operator: &str) -> Result<Team> {
-        let body = TeamMemberRequest { operator: operator.to_owned() };
-        self.post(&format!("/v1/teams/{}/members", segment(team)), &body).await
+        let body = TeamMemberRequest {
+            operator: operator.to_owned(),
+        };
+        self.post(&format!("/v1/teams/{}/members", segment(team)), &body)
+            .await
     }
 
     pub async fn remove_member(&self, team: &str, operator: &str) -> Result<Team> {
-        let url = self.url(&format!("/v1/teams/{}/members/{}", segment(team), segment(operator)));
+        let url = self.url(&format!(
+            "/v1/teams/{}/members/{}",
+            segment(team),
+            segment(operator)
+        ));
         self.send(self.http.delete(url)).await
     }
 
@@ -195,20 +219,30 @@ impl Client {
     }
 
     pub async fn identity(&self, reference: &str) -> Result<Identity> {
-        self.get(&format!("/v1/identities/{}", segment(reference))).await
+        self.get(&format!("/v1/identities/{}", segment(reference)))
+            .await
     }
 
     pub async fn list_identities(&self, q: &IdentityQuery) -> Result<IdentityPage> {
         self.get_q("/v1/identities", q).await
     }
 
-    pub async fn update_identity(&self, reference: &str, req: &UpdateIdentityRequest) -> Result<IdentityChange> {
+    pub async fn update_identity(
+        &self,
+        reference: &str,
+        req: &UpdateIdentityRequest,
+    ) -> Result<IdentityChange> {
         let url = self.url(&format!("/v1/identities/{}", segment(reference)));
         self.send(self.http.patch(url).json(req)).await
     }
 
     /// `action` is `suspend`, `resume` or `retire`.
-    pub async fn transition(&self, reference: &str, action: &str, reason: Option<String>) -> Result<Identity> {
+    pub async fn transition(
+        &self,
+        reference: &str,
+        action: &str,
+        reason: Option<String>,
+    ) -> Result<Identity> {
         self.post(
             &format!("/v1/identities/{}/{}", segment(reference), segment(action)),
             &TransitionRequest { reason },
@@ -216,20 +250,41 @@ impl Client {
         .await
     }
 
-    pub async fn issue_credential(&self, reference: &str, req: &IssueCredentialRequest) -> Result<IssuedCredential> {
-        self.post(&format!("/v1/identities/{}/credentials", segment(reference)), req).await
+    pub async fn issue_credential(
+        &self,
+        reference: &str,
+        req: &IssueCredentialRequest,
+    ) -> Result<IssuedCredential> {
+        self.post(
+            &format!("/v1/identities/{}/credentials", segment(reference)),
+            req,
+        )
+        .await
     }
 
     pub async fn list_credentials(&self, reference: &str) -> Result<CredentialList> {
-        self.get(&format!("/v1/identities/{}/credentials", segment(reference))).await
+        self.get(&format!(
+            "/v1/identities/{}/credentials",
+            segment(reference)
+        ))
+        .await
     }
 
-    pub async fn rotate_credential(&self, id: Uuid, req: &RotateCredentialRequest) -> Result<IssuedCredential> {
-        self.post(&format!("/v1/credentials/{id}/rotate"), req).await
+    pub async fn rotate_credential(
+        &self,
+        id: Uuid,
+        req: &RotateCredentialRequest,
+    ) -> Result<IssuedCredential> {
+        self.post(&format!("/v1/credentials/{id}/rotate"), req)
+            .await
     }
 
     pub async fn revoke_credential(&self, id: Uuid, reason: Option<String>) -> Result<Credential> {
-        self.post(&format!("/v1/credentials/{id}/revoke"), &RevokeCredentialRequest { reason }).await
+        self.post(
+            &format!("/v1/credentials/{id}/revoke"),
+            &RevokeCredentialRequest { reason },
+        )
+        .await
     }
 
     pub async fn list_approvals(&self, status: Option<ChangeStatus>) -> Result<ChangeRequestPage> {
@@ -243,7 +298,13 @@ impl Client {
 
     pub async fn decide(&self, id: Uuid, approve: bool, reason: &str) -> Result<ChangeRequest> {
         let verb = if approve { "approve" } else { "deny" };
-        self.post(&format!("/v1/approvals/{id}/{verb}"), &DecisionRequest { reason: reason.to_owned() }).await
+        self.post(
+            &format!("/v1/approvals/{id}/{verb}"),
+            &DecisionRequest {
+                reason: reason.to_owned(),
+            },
+        )
+        .await
     }
 
     pub async fn list_audit(&self, q: &AuditQuery) -> Result<AuditPage> {
@@ -259,7 +320,10 @@ impl Client {
 mod tests {
     #[test]
     fn segments_are_percent_encoded() {
-        assert_eq!(super::segment("prod/billing-worker"), "prod%2Fbilling-worker");
+        assert_eq!(
+            super::segment("prod/billing-worker"),
+            "prod%2Fbilling-worker"
+        );
         assert_eq!(super::segment("a b?#"), "a%20b%3F%23");
     }
 }

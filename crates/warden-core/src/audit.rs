@@ -59,7 +59,9 @@ pub fn append(
 
 /// The MAC of a checkpoint over `head`.
 pub fn checkpoint_mac(hasher: &KeyedHasher, head: &ChainHead) -> Vec<u8> {
-    hasher.hash(&checkpoint_message(head.seq, &head.hash)).to_vec()
+    hasher
+        .hash(&checkpoint_message(head.seq, &head.hash))
+        .to_vec()
 }
 
 /// Walks the whole chain and reports the first event that was edited, deleted, inserted or
@@ -82,17 +84,20 @@ pub fn verify(
         problem: Some(problem),
         checkpoint_seq,
     };
-    if let Some(c) = &checkpoint {
-        if !warden_crypto::ct_eq(&checkpoint_mac(checkpoint_key, &c.head), &c.mac) {
-            return Ok(AuditVerifyReport {
-                ok: false,
-                events_checked: 0,
-                last_good_seq: 0,
-                first_bad_seq: None,
-                problem: Some("the checkpoint's signature is invalid: it was altered or written with another key".into()),
-                checkpoint_seq,
-            });
-        }
+    if let Some(c) = &checkpoint
+        && !warden_crypto::ct_eq(&checkpoint_mac(checkpoint_key, &c.head), &c.mac)
+    {
+        return Ok(AuditVerifyReport {
+            ok: false,
+            events_checked: 0,
+            last_good_seq: 0,
+            first_bad_seq: None,
+            problem: Some(
+                "the checkpoint's signature is invalid: it was altered or written with another key"
+                    .into(),
+            ),
+            checkpoint_seq,
+        });
     }
     loop {
         let page = store.audit_records(expected - 1, PAGE)?;
@@ -102,7 +107,10 @@ pub fn verify(
                 return Ok(fail(
                     checked,
                     expected,
-                    format!("event {expected} is missing (the next stored event is {})", r.seq),
+                    format!(
+                        "event {expected} is missing (the next stored event is {})",
+                        r.seq
+                    ),
                 ));
             }
             if r.prev_hash.as_slice() != prev.as_slice() {
@@ -120,10 +128,16 @@ pub fn verify(
                 return Ok(fail(
                     checked,
                     r.seq,
-                    format!("event {} was edited: its content does not match its hash", r.seq),
+                    format!(
+                        "event {} was edited: its content does not match its hash",
+                        r.seq
+                    ),
                 ));
             }
-            if checkpoint.as_ref().is_some_and(|c| c.head.seq == r.seq && c.head.hash != computed) {
+            if checkpoint
+                .as_ref()
+                .is_some_and(|c| c.head.seq == r.seq && c.head.hash != computed)
+            {
                 return Ok(fail(
                     checked,
                     r.seq,
@@ -139,6 +153,18 @@ pub fn verify(
         }
     }
     let last = expected - 1;
+    if checkpoint.is_none() && last > 0 {
+        return Ok(AuditVerifyReport {
+            ok: false,
+            events_checked: checked,
+            last_good_seq: last,
+            first_bad_seq: None,
+            problem: Some(
+                "the signed checkpoint is missing: events may have been cut from the tail".into(),
+            ),
+            checkpoint_seq,
+        });
+    }
     if last < checkpoint_seq {
         return Ok(fail(
             checked,

@@ -58,19 +58,16 @@ pub fn credential_expiry(
     let ttl = match ttl_seconds {
         None => max,
         Some(0) => return Err(CoreError::field("ttl_seconds", "must be greater than zero")),
-        Some(s) => {
-            let ttl = i64::try_from(s)
-                .ok()
-                .map(Duration::seconds)
-                .filter(|d| *d <= max)
-                .ok_or_else(|| {
-                    CoreError::TtlTooLong(format!(
-                        "ttl {s}s exceeds the maximum for {kind} ({}s)",
-                        max.whole_seconds()
-                    ))
-                })?;
-            ttl
-        }
+        Some(s) => i64::try_from(s)
+            .ok()
+            .map(Duration::seconds)
+            .filter(|d| *d <= max)
+            .ok_or_else(|| {
+                CoreError::TtlTooLong(format!(
+                    "ttl {s}s exceeds the maximum for {kind} ({}s)",
+                    max.whole_seconds()
+                ))
+            })?,
     };
     let exp = now + ttl;
     Ok(match identity_expires {
@@ -122,13 +119,21 @@ mod tests {
     #[test]
     fn lifecycle_graph() {
         use IdentityStatus::*;
-        assert_eq!(next_status(PendingApproval, Transition::Activate).unwrap(), Active);
+        assert_eq!(
+            next_status(PendingApproval, Transition::Activate).unwrap(),
+            Active
+        );
         assert_eq!(next_status(Active, Transition::Suspend).unwrap(), Suspended);
         assert_eq!(next_status(Suspended, Transition::Resume).unwrap(), Active);
         for s in [PendingApproval, Active, Suspended] {
             assert_eq!(next_status(s, Transition::Retire).unwrap(), Retired);
         }
-        for t in [Transition::Activate, Transition::Suspend, Transition::Resume, Transition::Retire] {
+        for t in [
+            Transition::Activate,
+            Transition::Suspend,
+            Transition::Resume,
+            Transition::Retire,
+        ] {
             assert!(next_status(Retired, t).is_err(), "retired is terminal");
         }
         assert!(next_status(Active, Transition::Resume).is_err());
@@ -142,7 +147,8 @@ mod tests {
         let now = datetime!(2026-01-01 00:00 UTC);
         let exp = credential_expiry(&p, CredentialKind::ApiKey, now, None, None).unwrap();
         assert_eq!(exp, now + Duration::days(90));
-        let exp = credential_expiry(&p, CredentialKind::ApiKey, now, Some(30 * 86400), None).unwrap();
+        let exp =
+            credential_expiry(&p, CredentialKind::ApiKey, now, Some(30 * 86400), None).unwrap();
         assert_eq!(exp, now + Duration::days(30));
         let err = credential_expiry(&p, CredentialKind::ApiKey, now, Some(91 * 86400), None);
         assert!(matches!(err, Err(CoreError::TtlTooLong(_))));
@@ -165,7 +171,10 @@ mod tests {
     fn overlap_never_extends_a_credential() {
         let now = datetime!(2026-01-01 00:00 UTC);
         let old = now + Duration::days(10);
-        assert_eq!(overlap_expiry(now, old, Duration::hours(24)), now + Duration::hours(24));
+        assert_eq!(
+            overlap_expiry(now, old, Duration::hours(24)),
+            now + Duration::hours(24)
+        );
         let soon = now + Duration::hours(1);
         assert_eq!(overlap_expiry(now, soon, Duration::hours(24)), soon);
     }

@@ -105,7 +105,11 @@ pub struct AuditRecord {
 /// the transaction's own state).
 pub trait ReadStore {
     fn identity(&self, id: Uuid) -> Result<Option<Identity>, StoreError>;
-    fn identities_named(&self, name: &str, environment: Option<&str>) -> Result<Vec<Identity>, StoreError>;
+    fn identities_named(
+        &self,
+        name: &str,
+        environment: Option<&str>,
+    ) -> Result<Vec<Identity>, StoreError>;
     /// Identities ordered by id, after `after`, at most `limit`.
     fn list_identities(
         &self,
@@ -127,7 +131,11 @@ pub trait ReadStore {
     fn credentials_of(&self, identity: Uuid) -> Result<Vec<Credential>, StoreError>;
     fn credential_by_secret_hash(&self, hash: &[u8]) -> Result<Option<Credential>, StoreError>;
     /// Rotated-out credentials whose overlap ended at or before `now` and are not yet revoked.
-    fn overlaps_ended(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<Credential>, StoreError>;
+    fn overlaps_ended(
+        &self,
+        now: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<Credential>, StoreError>;
 
     fn change_request(&self, id: Uuid) -> Result<Option<ChangeRequest>, StoreError>;
     fn list_change_requests(
@@ -155,7 +163,8 @@ pub trait WriteTx: ReadStore {
     fn insert_team(&mut self, team: &Team) -> Result<(), StoreError>;
     fn add_member(&mut self, team: Uuid, operator: Uuid) -> Result<(), StoreError>;
     fn remove_member(&mut self, team: Uuid, operator: Uuid) -> Result<bool, StoreError>;
-    fn insert_operator(&mut self, operator: &Operator, token_hash: &[u8]) -> Result<(), StoreError>;
+    fn insert_operator(&mut self, operator: &Operator, token_hash: &[u8])
+    -> Result<(), StoreError>;
 
     fn insert_identity(&mut self, identity: &Identity) -> Result<(), StoreError>;
     fn update_identity(&mut self, identity: &Identity) -> Result<(), StoreError>;

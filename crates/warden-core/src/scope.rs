@@ -11,7 +11,9 @@ fn valid_part(s: &str) -> bool {
     s == "*"
         || (!s.is_empty()
             && s.bytes().all(|b| {
-                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.' | b'/')
+                b.is_ascii_lowercase()
+                    || b.is_ascii_digit()
+                    || matches!(b, b'_' | b'-' | b'.' | b'/')
             }))
 }
 
@@ -95,7 +97,15 @@ mod tests {
         for ok in ["ledger:write", "a.b/c:d-e_f", "*", "admin", "x:*"] {
             assert!(check(ok).is_ok(), "{ok}");
         }
-        for bad in ["ledger", "Ledger:write", ":write", "ledger:", "a:b:c", "a b:c", ""] {
+        for bad in [
+            "ledger",
+            "Ledger:write",
+            ":write",
+            "ledger:",
+            "a:b:c",
+            "a b:c",
+            "",
+        ] {
             assert!(check(bad).is_err(), "{bad}");
         }
         assert!(check(&format!("a:{}", "b".repeat(200))).is_err());

@@ -55,7 +55,11 @@ pub fn purpose(value: &str) -> Result<String, CoreError> {
 }
 
 /// A free-text reason (for transitions and decisions): 1–500 characters, one line.
-pub fn reason(field: &str, value: Option<&str>, required: bool) -> Result<Option<String>, CoreError> {
+pub fn reason(
+    field: &str,
+    value: Option<&str>,
+    required: bool,
+) -> Result<Option<String>, CoreError> {
     match value.map(str::trim).filter(|v| !v.is_empty()) {
         None if required => Err(CoreError::field(field, "required: say why")),
         None => Ok(None),
@@ -82,7 +86,9 @@ pub fn labels(labels: &BTreeMap<String, String>) -> Result<(), CoreError> {
         let key_ok = !k.is_empty()
             && k.len() <= 63
             && k.bytes().all(|b| {
-                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.' | b'/')
+                b.is_ascii_lowercase()
+                    || b.is_ascii_digit()
+                    || matches!(b, b'-' | b'_' | b'.' | b'/')
             });
         if !key_ok {
             return Err(CoreError::field(
@@ -178,9 +184,15 @@ mod tests {
     #[test]
     fn purpose_must_be_one_line_of_10_to_200_chars() {
         assert!(purpose("Posts invoices to the ledger API").is_ok());
-        assert_eq!(purpose("  trimmed purpose text  ").unwrap(), "trimmed purpose text");
+        assert_eq!(
+            purpose("  trimmed purpose text  ").unwrap(),
+            "trimmed purpose text"
+        );
         let missing = purpose("   ").unwrap_err().to_string();
-        assert!(missing.contains("purpose") && missing.contains("required"), "{missing}");
+        assert!(
+            missing.contains("purpose") && missing.contains("required"),
+            "{missing}"
+        );
         assert!(purpose("short").is_err());
         assert!(purpose(&"x".repeat(201)).is_err());
         assert!(purpose("two\nlines are not allowed").is_err());

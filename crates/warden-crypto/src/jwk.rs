@@ -133,10 +133,7 @@ mod tests {
     #[test]
     fn private_material_is_refused() {
         let jwk = json!({"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","d":"nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A"});
-        assert_eq!(
-            check_public_jwk(&jwk),
-            Err(JwkError::PrivateMaterial("d"))
-        );
+        assert_eq!(check_public_jwk(&jwk), Err(JwkError::PrivateMaterial("d")));
         let sym = json!({"kty":"oct","k":"c2VjcmV0"});
         assert_eq!(check_public_jwk(&sym), Err(JwkError::PrivateMaterial("k")));
     }

@@ -147,7 +147,11 @@ mod tests {
 
     #[test]
     fn generated_tokens_parse_and_have_the_documented_shape() {
-        for kind in [TokenKind::ApiKey, TokenKind::ClientSecret, TokenKind::Operator] {
+        for kind in [
+            TokenKind::ApiKey,
+            TokenKind::ClientSecret,
+            TokenKind::Operator,
+        ] {
             let t = generate(kind);
             assert_eq!(t.expose().len(), TOKEN_LEN);
             assert!(t.expose().starts_with(&format!("wdn_{}_", kind.tag())));
@@ -179,7 +183,10 @@ mod tests {
         let s = t.expose();
         assert_eq!(parse("ghp_abc"), Err(TokenError::Prefix));
         assert_eq!(parse(&s[..s.len() - 1]), Err(TokenError::Length));
-        assert_eq!(parse(&s.replacen("wdn_ak", "wdn_zz", 1)), Err(TokenError::Tag));
+        assert_eq!(
+            parse(&s.replacen("wdn_ak", "wdn_zz", 1)),
+            Err(TokenError::Tag)
+        );
         let mut bad = s.to_owned();
         bad.replace_range(12..13, "-");
         assert_eq!(parse(&bad), Err(TokenError::Charset));

@@ -41,7 +41,10 @@ impl FromRequestParts<AppState> for Caller {
         let header = parts.headers.get(header::AUTHORIZATION);
         let bearer = header
             .and_then(|h| h.to_str().ok())
-            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
             .map(str::trim);
         let Some(token) = bearer else {
             let mut p = ApiError::from(CoreError::Unauthenticated(
@@ -53,7 +56,10 @@ impl FromRequestParts<AppState> for Caller {
         match state.registry.authenticate(token, &rid, &src).await {
             Ok(actor) => Ok(Caller(actor)),
             Err(e) => {
-                state.metrics.auth_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                state
+                    .metrics
+                    .auth_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let mut p = ApiError::from(e);
                 p.0.request_id = Some(rid);
                 Err(p)

@@ -11,11 +11,11 @@ use warden_types::{ErrorCode, Problem};
 
 /// An error on its way to becoming a problem response.
 #[derive(Debug)]
-pub struct ApiError(pub Problem);
+pub struct ApiError(pub Box<Problem>);
 
 impl ApiError {
     pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
-        ApiError(Problem::new(code, detail))
+        ApiError(Box::new(Problem::new(code, detail)))
     }
 }
 
@@ -23,9 +23,11 @@ impl ApiError {
 impl From<CoreError> for ApiError {
     fn from(e: CoreError) -> Self {
         let (code, detail, field) = match e {
-            CoreError::InvalidField { field, reason } => {
-                (ErrorCode::InvalidField, format!("{field}: {reason}"), Some(field))
-            }
+            CoreError::InvalidField { field, reason } => (
+                ErrorCode::InvalidField,
+                format!("{field}: {reason}"),
+                Some(field),
+            ),
             CoreError::NotFound(what) => (ErrorCode::NotFound, format!("{what} not found"), None),
             CoreError::AlreadyExists(m) => (ErrorCode::AlreadyExists, m, None),
             CoreError::Ambiguous(m) => (ErrorCode::Ambiguous, m, None),
@@ -36,26 +38,39 @@ impl From<CoreError> for ApiError {
             CoreError::TtlTooLong(m) => (ErrorCode::TtlTooLong, m, Some("ttl_seconds".into())),
             CoreError::Store(StoreError::Unavailable(m)) => {
                 tracing::warn!(cause = %m, "store unavailable");
-                (ErrorCode::Unavailable, "the store is unavailable; retry shortly".into(), None)
+                (
+                    ErrorCode::Unavailable,
+                    "the store is unavailable; retry shortly".into(),
+                    None,
+                )
             }
             CoreError::Store(StoreError::Conflict(m)) => {
                 tracing::warn!(cause = %m, "unexpected store conflict");
-                (ErrorCode::AlreadyExists, "a conflicting record exists".into(), None)
+                (
+                    ErrorCode::AlreadyExists,
+                    "a conflicting record exists".into(),
+                    None,
+                )
             }
             CoreError::Store(e) => {
                 tracing::error!(cause = %e, "store failure");
-                (ErrorCode::Internal, "internal error; see the server log".into(), None)
+                (
+                    ErrorCode::Internal,
+                    "internal error; see the server log".into(),
+                    None,
+                )
             }
         };
         let mut p = Problem::new(code, detail);
         p.field = field;
-        ApiError(p)
+        ApiError(Box::new(p))
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::to_vec(&self.0).unwrap_or_default();
         let mut res = (status, body).into_response();
         res.headers_mut().insert(
@@ -79,14 +94,19 @@ fn json_rejection(r: JsonRejection) -> ApiError {
             "send the body as JSON with `Content-Type: application/json`",
         ),
         JsonRejection::BytesRejection(b) if b.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::new(ErrorCode::PayloadTooLarge, "the request body exceeds the size limit")
+            ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                "the request body exceeds the size limit",
+            )
         }
-        JsonRejection::JsonDataError(e) => {
-            ApiError::new(ErrorCode::MalformedRequest, format!("the body does not fit the schema: {}", e.body_text()))
-        }
-        JsonRejection::JsonSyntaxError(e) => {
-            ApiError::new(ErrorCode::MalformedRequest, format!("the body is not valid JSON: {}", e.body_text()))
-        }
+        JsonRejection::JsonDataError(e) => ApiError::new(
+            ErrorCode::MalformedRequest,
+            format!("the body does not fit the schema: {}", e.body_text()),
+        ),
+        JsonRejection::JsonSyntaxError(e) => ApiError::new(
+            ErrorCode::MalformedRequest,
+            format!("the body is not valid JSON: {}", e.body_text()),
+        ),
         other => ApiError::new(ErrorCode::MalformedRequest, other.body_text()),
     }
 }
@@ -116,7 +136,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
             .await
             .map(|q| Params(q.0))
             .map_err(|r: QueryRejection| {
-                ApiError::new(ErrorCode::MalformedRequest, format!("invalid query: {}", r.body_text()))
+                ApiError::new(
+                    ErrorCode::MalformedRequest,
+                    format!("invalid query: {}", r.body_text()),
+                )
             })
     }
 }
@@ -132,7 +155,10 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathArg
             .await
             .map(|p| PathArg(p.0))
             .map_err(|r: PathRejection| {
-                ApiError::new(ErrorCode::InvalidField, format!("invalid path parameter: {}", r.body_text()))
+                ApiError::new(
+                    ErrorCode::InvalidField,
+                    format!("invalid path parameter: {}", r.body_text()),
+                )
             })
     }
 }

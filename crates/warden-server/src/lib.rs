@@ -50,14 +50,23 @@ pub fn app(state: AppState) -> Router {
         .route("/teams", get(list_teams).post(create_team))
         .route("/teams/{team}", get(get_team))
         .route("/teams/{team}/members", post(add_member))
-        .route("/teams/{team}/members/{operator}", axum::routing::delete(remove_member))
+        .route(
+            "/teams/{team}/members/{operator}",
+            axum::routing::delete(remove_member),
+        )
         .route("/operators", get(list_operators).post(create_operator))
         .route("/identities", get(list_identities).post(create_identity))
-        .route("/identities/{identity}", get(get_identity).patch(update_identity))
+        .route(
+            "/identities/{identity}",
+            get(get_identity).patch(update_identity),
+        )
         .route("/identities/{identity}/suspend", post(suspend_identity))
         .route("/identities/{identity}/resume", post(resume_identity))
         .route("/identities/{identity}/retire", post(retire_identity))
-        .route("/identities/{identity}/credentials", get(list_credentials).post(issue_credential))
+        .route(
+            "/identities/{identity}/credentials",
+            get(list_credentials).post(issue_credential),
+        )
         .route("/credentials/{id}", get(get_credential))
         .route("/credentials/{id}/rotate", post(rotate_credential))
         .route("/credentials/{id}/revoke", post(revoke_credential))
@@ -74,7 +83,10 @@ pub fn app(state: AppState) -> Router {
         .nest("/v1", v1)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
@@ -90,7 +102,7 @@ pub fn spawn_jobs(registry: Arc<Registry>) -> tokio::task::JoinHandle<()> {
             if let Err(e) = registry.flush_usage().await {
                 tracing::warn!(error = %e, "flushing last_used_at failed");
             }
-            if n % 10 == 0 {
+            if n.is_multiple_of(10) {
                 match registry.end_overlaps().await {
                     Ok(0) => {}
                     Ok(k) => tracing::info!(revoked = k, "rotation overlaps ended"),

@@ -43,13 +43,41 @@ pub(crate) async fn render(State(state): State<AppState>) -> Response {
     let m = &state.metrics;
     let mut out = String::new();
     let mut counter = |name: &str, help: &str, labels: &str, v: u64| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name}{labels} {v}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name}{labels} {v}"
+        );
     };
-    counter("warden_http_requests_total", "HTTP requests served.", "", m.requests.load(Ordering::Relaxed));
-    counter("warden_http_responses_2xx_total", "Responses with status 2xx/3xx.", "", m.status_2xx.load(Ordering::Relaxed));
-    counter("warden_http_responses_4xx_total", "Responses with status 4xx.", "", m.status_4xx.load(Ordering::Relaxed));
-    counter("warden_http_responses_5xx_total", "Responses with status 5xx.", "", m.status_5xx.load(Ordering::Relaxed));
-    counter("warden_auth_failures_total", "Failed authentications of callers.", "", m.auth_failures.load(Ordering::Relaxed));
+    counter(
+        "warden_http_requests_total",
+        "HTTP requests served.",
+        "",
+        m.requests.load(Ordering::Relaxed),
+    );
+    counter(
+        "warden_http_responses_2xx_total",
+        "Responses with status 2xx/3xx.",
+        "",
+        m.status_2xx.load(Ordering::Relaxed),
+    );
+    counter(
+        "warden_http_responses_4xx_total",
+        "Responses with status 4xx.",
+        "",
+        m.status_4xx.load(Ordering::Relaxed),
+    );
+    counter(
+        "warden_http_responses_5xx_total",
+        "Responses with status 5xx.",
+        "",
+        m.status_5xx.load(Ordering::Relaxed),
+    );
+    counter(
+        "warden_auth_failures_total",
+        "Failed authentications of callers.",
+        "",
+        m.auth_failures.load(Ordering::Relaxed),
+    );
     counter(
         "warden_http_request_duration_microseconds_total",
         "Sum of request durations.",

@@ -17,7 +17,10 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, Body, Params, PathArg};
 
 fn bad_query(field: &str, reason: impl Into<String>) -> ApiError {
-    let mut e = ApiError::new(ErrorCode::InvalidField, format!("{field}: {}", reason.into()));
+    let mut e = ApiError::new(
+        ErrorCode::InvalidField,
+        format!("{field}: {}", reason.into()),
+    );
     e.0.field = Some(field.to_owned());
     e
 }
@@ -25,15 +28,18 @@ fn bad_query(field: &str, reason: impl Into<String>) -> ApiError {
 fn parse_time(field: &str, v: &Option<String>) -> ApiResult<Option<OffsetDateTime>> {
     v.as_deref()
         .map(|s| {
-            OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-                .map_err(|_| bad_query(field, "expected an RFC 3339 time like 2026-01-31T00:00:00Z"))
+            OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).map_err(|_| {
+                bad_query(field, "expected an RFC 3339 time like 2026-01-31T00:00:00Z")
+            })
         })
         .transpose()
 }
 
 fn parse_cursor(v: &Option<String>) -> ApiResult<Option<Uuid>> {
     v.as_deref()
-        .map(|c| Uuid::parse_str(c).map_err(|_| bad_query("cursor", "not a cursor returned by this API")))
+        .map(|c| {
+            Uuid::parse_str(c).map_err(|_| bad_query("cursor", "not a cursor returned by this API"))
+        })
         .transpose()
 }
 
@@ -49,16 +55,25 @@ pub(crate) async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
 }
 
 pub(crate) async fn not_found(uri: Uri) -> ApiError {
-    ApiError::new(ErrorCode::RouteNotFound, format!("no route for {}", uri.path()))
+    ApiError::new(
+        ErrorCode::RouteNotFound,
+        format!("no route for {}", uri.path()),
+    )
 }
 
 pub(crate) async fn method_not_allowed(uri: Uri) -> ApiError {
-    ApiError::new(ErrorCode::MethodNotAllowed, format!("method not allowed on {}", uri.path()))
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        format!("method not allowed on {}", uri.path()),
+    )
 }
 
 /// Who the caller is.
 #[utoipa::path(get, path = "/v1/whoami", responses((status = 200, body = WhoAmI), (status = 401, body = Problem)))]
-pub(crate) async fn whoami(State(s): State<AppState>, Caller(a): Caller) -> ApiResult<Json<WhoAmI>> {
+pub(crate) async fn whoami(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+) -> ApiResult<Json<WhoAmI>> {
     Ok(Json(s.registry.whoami(&a)?))
 }
 
@@ -74,8 +89,13 @@ pub(crate) async fn verify_key(
 }
 
 #[utoipa::path(get, path = "/v1/teams", responses((status = 200, body = TeamList)))]
-pub(crate) async fn list_teams(State(s): State<AppState>, Caller(a): Caller) -> ApiResult<Json<TeamList>> {
-    Ok(Json(TeamList { items: s.registry.list_teams(&a)? }))
+pub(crate) async fn list_teams(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+) -> ApiResult<Json<TeamList>> {
+    Ok(Json(TeamList {
+        items: s.registry.list_teams(&a)?,
+    }))
 }
 
 #[utoipa::path(post, path = "/v1/teams", request_body = CreateTeamRequest,
@@ -85,7 +105,10 @@ pub(crate) async fn create_team(
     Caller(a): Caller,
     Body(req): Body<CreateTeamRequest>,
 ) -> ApiResult<(StatusCode, Json<Team>)> {
-    Ok((StatusCode::CREATED, Json(s.registry.create_team(&a, req).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(s.registry.create_team(&a, req).await?),
+    ))
 }
 
 #[utoipa::path(get, path = "/v1/teams/{team}", params(("team" = String, Path, description = "team name or id")),
@@ -106,7 +129,11 @@ pub(crate) async fn add_member(
     PathArg(team): PathArg<String>,
     Body(req): Body<TeamMemberRequest>,
 ) -> ApiResult<Json<Team>> {
-    Ok(Json(s.registry.set_membership(&a, &team, &req.operator, true).await?))
+    Ok(Json(
+        s.registry
+            .set_membership(&a, &team, &req.operator, true)
+            .await?,
+    ))
 }
 
 #[utoipa::path(delete, path = "/v1/teams/{team}/members/{operator}",
@@ -116,12 +143,21 @@ pub(crate) async fn remove_member(
     Caller(a): Caller,
     PathArg((team, operator)): PathArg<(String, String)>,
 ) -> ApiResult<Json<Team>> {
-    Ok(Json(s.registry.set_membership(&a, &team, &operator, false).await?))
+    Ok(Json(
+        s.registry
+            .set_membership(&a, &team, &operator, false)
+            .await?,
+    ))
 }
 
 #[utoipa::path(get, path = "/v1/operators", responses((status = 200, body = OperatorList)))]
-pub(crate) async fn list_operators(State(s): State<AppState>, Caller(a): Caller) -> ApiResult<Json<OperatorList>> {
-    Ok(Json(OperatorList { items: s.registry.list_operators(&a)? }))
+pub(crate) async fn list_operators(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+) -> ApiResult<Json<OperatorList>> {
+    Ok(Json(OperatorList {
+        items: s.registry.list_operators(&a)?,
+    }))
 }
 
 /// Create an operator; the token is in the response once.
@@ -132,7 +168,10 @@ pub(crate) async fn create_operator(
     Caller(a): Caller,
     Body(req): Body<CreateOperatorRequest>,
 ) -> ApiResult<(StatusCode, Json<CreatedOperator>)> {
-    Ok((StatusCode::CREATED, Json(s.registry.create_operator(&a, req).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(s.registry.create_operator(&a, req).await?),
+    ))
 }
 
 /// Filters for listing identities.
@@ -169,7 +208,9 @@ pub(crate) async fn list_identities(
     let label = match &q.label {
         None => None,
         Some(l) => {
-            let (k, v) = l.split_once('=').ok_or_else(|| bad_query("label", "expected key=value"))?;
+            let (k, v) = l
+                .split_once('=')
+                .ok_or_else(|| bad_query("label", "expected key=value"))?;
             Some((k.to_owned(), v.to_owned()))
         }
     };
@@ -184,8 +225,13 @@ pub(crate) async fn list_identities(
         privileged: q.privileged,
         expiring_before: parse_time("expiring_before", &q.expiring_before)?,
     };
-    let (items, next) = s.registry.list_identities(&a, filter, parse_cursor(&q.cursor)?, q.limit.unwrap_or(100))?;
-    Ok(Json(IdentityPage { items, next_cursor: next.map(|u| u.to_string()) }))
+    let (items, next) =
+        s.registry
+            .list_identities(&a, filter, parse_cursor(&q.cursor)?, q.limit.unwrap_or(100))?;
+    Ok(Json(IdentityPage {
+        items,
+        next_cursor: next.map(|u| u.to_string()),
+    }))
 }
 
 /// Create an identity. Privileged scopes put it in `pending_approval` with a change request.
@@ -196,7 +242,10 @@ pub(crate) async fn create_identity(
     Caller(a): Caller,
     Body(req): Body<CreateIdentityRequest>,
 ) -> ApiResult<(StatusCode, Json<IdentityChange>)> {
-    Ok((StatusCode::CREATED, Json(s.registry.create_identity(&a, req).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(s.registry.create_identity(&a, req).await?),
+    ))
 }
 
 #[utoipa::path(get, path = "/v1/identities/{identity}",
@@ -221,7 +270,13 @@ pub(crate) async fn update_identity(
     Ok(Json(s.registry.update_identity(&a, &r, req).await?))
 }
 
-async fn transition(s: AppState, a: warden_core::Actor, r: String, t: Transition, req: TransitionRequest) -> ApiResult<Json<Identity>> {
+async fn transition(
+    s: AppState,
+    a: warden_core::Actor,
+    r: String,
+    t: Transition,
+    req: TransitionRequest,
+) -> ApiResult<Json<Identity>> {
     Ok(Json(s.registry.transition(&a, &r, t, req.reason).await?))
 }
 
@@ -266,7 +321,9 @@ pub(crate) async fn list_credentials(
     Caller(a): Caller,
     PathArg(r): PathArg<String>,
 ) -> ApiResult<Json<CredentialList>> {
-    Ok(Json(CredentialList { items: s.registry.list_credentials(&a, &r)? }))
+    Ok(Json(CredentialList {
+        items: s.registry.list_credentials(&a, &r)?,
+    }))
 }
 
 /// Issue a credential; a secret is in the response once.
@@ -278,7 +335,10 @@ pub(crate) async fn issue_credential(
     PathArg(r): PathArg<String>,
     Body(req): Body<IssueCredentialRequest>,
 ) -> ApiResult<(StatusCode, Json<IssuedCredential>)> {
-    Ok((StatusCode::CREATED, Json(s.registry.issue_credential(&a, &r, req).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(s.registry.issue_credential(&a, &r, req).await?),
+    ))
 }
 
 #[utoipa::path(get, path = "/v1/credentials/{id}", params(("id" = Uuid, Path)), responses((status = 200, body = Credential)))]
@@ -298,7 +358,10 @@ pub(crate) async fn rotate_credential(
     PathArg(id): PathArg<Uuid>,
     Body(req): Body<RotateCredentialRequest>,
 ) -> ApiResult<(StatusCode, Json<IssuedCredential>)> {
-    Ok((StatusCode::CREATED, Json(s.registry.rotate_credential(&a, id, req).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(s.registry.rotate_credential(&a, id, req).await?),
+    ))
 }
 
 #[utoipa::path(post, path = "/v1/credentials/{id}/revoke", request_body = RevokeCredentialRequest,
@@ -309,7 +372,9 @@ pub(crate) async fn revoke_credential(
     PathArg(id): PathArg<Uuid>,
     Body(req): Body<RevokeCredentialRequest>,
 ) -> ApiResult<Json<Credential>> {
-    Ok(Json(s.registry.revoke_credential(&a, id, req.reason).await?))
+    Ok(Json(
+        s.registry.revoke_credential(&a, id, req.reason).await?,
+    ))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -326,8 +391,16 @@ pub(crate) async fn list_approvals(
     Caller(a): Caller,
     Params(q): Params<ApprovalQuery>,
 ) -> ApiResult<Json<ChangeRequestPage>> {
-    let (items, next) = s.registry.list_changes(&a, q.status, parse_cursor(&q.cursor)?, q.limit.unwrap_or(100))?;
-    Ok(Json(ChangeRequestPage { items, next_cursor: next.map(|u| u.to_string()) }))
+    let (items, next) = s.registry.list_changes(
+        &a,
+        q.status,
+        parse_cursor(&q.cursor)?,
+        q.limit.unwrap_or(100),
+    )?;
+    Ok(Json(ChangeRequestPage {
+        items,
+        next_cursor: next.map(|u| u.to_string()),
+    }))
 }
 
 #[utoipa::path(get, path = "/v1/approvals/{id}", params(("id" = Uuid, Path)), responses((status = 200, body = ChangeRequest)))]
@@ -391,19 +464,27 @@ pub(crate) async fn list_audit(
         until: parse_time("until", &q.until)?,
     };
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let mut items = s.registry.list_audit(&a, &filter, q.cursor.unwrap_or(0), limit + 1)?;
+    let mut items = s
+        .registry
+        .list_audit(&a, &filter, q.cursor.unwrap_or(0), limit + 1)?;
     let next = if items.len() > limit {
         items.truncate(limit);
         items.last().map(|e| e.seq.to_string())
     } else {
         None
     };
-    Ok(Json(AuditPage { items, next_cursor: next }))
+    Ok(Json(AuditPage {
+        items,
+        next_cursor: next,
+    }))
 }
 
 /// Walk the audit chain and report the first tampered event.
 #[utoipa::path(get, path = "/v1/audit/verify", responses((status = 200, body = AuditVerifyReport)))]
-pub(crate) async fn verify_audit(State(s): State<AppState>, Caller(a): Caller) -> ApiResult<Json<AuditVerifyReport>> {
+pub(crate) async fn verify_audit(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+) -> ApiResult<Json<AuditVerifyReport>> {
     let reg = s.registry.clone();
     let report = tokio::task::spawn_blocking(move || reg.verify_audit(&a))
         .await

@@ -45,7 +45,9 @@ pub(crate) fn db_err(e: rusqlite::Error) -> StoreError {
             | ErrorCode::DiskFull
             | ErrorCode::CannotOpen
             | ErrorCode::OutOfMemory => StoreError::Unavailable(e.to_string()),
-            ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => StoreError::Corrupt(e.to_string()),
+            ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => {
+                StoreError::Corrupt(e.to_string())
+            }
             _ => StoreError::Internal(e.to_string()),
         },
         _ => StoreError::Internal(e.to_string()),
@@ -116,10 +118,10 @@ impl Pool {
     }
 
     fn put(&self, c: Connection) {
-        if let Ok(mut v) = self.idle.lock() {
-            if v.len() < IDLE_READERS {
-                v.push(c);
-            }
+        if let Ok(mut v) = self.idle.lock()
+            && v.len() < IDLE_READERS
+        {
+            v.push(c);
         }
     }
 }
@@ -133,7 +135,9 @@ struct Reader<'a> {
 impl Reader<'_> {
     fn conn(&self) -> &Connection {
         // `conn` is `Some` from construction until `drop` takes it.
-        self.conn.as_ref().unwrap_or_else(|| unreachable!("reader used after drop"))
+        self.conn
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("reader used after drop"))
     }
 }
 
@@ -157,7 +161,9 @@ pub struct SqliteStore {
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore").field("path", &self.pool.path).finish_non_exhaustive()
+        f.debug_struct("SqliteStore")
+            .field("path", &self.pool.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -192,10 +198,15 @@ impl SqliteStore {
     /// refuses a schema this binary does not know.
     pub fn open_read_only(path: &Path) -> Result<ReadOnlyStore, StoreError> {
         if !path.exists() {
-            return Err(StoreError::Unavailable(format!("no database at {}", path.display())));
+            return Err(StoreError::Unavailable(format!(
+                "no database at {}",
+                path.display()
+            )));
         }
-        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(db_err)?;
-        conn.execute_batch("PRAGMA busy_timeout = 5000;").map_err(db_err)?;
+        let conn =
+            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(db_err)?;
+        conn.execute_batch("PRAGMA busy_timeout = 5000;")
+            .map_err(db_err)?;
         let v = schema::version(&conn)?;
         if v != schema::latest() {
             return Err(StoreError::Schema(format!(
@@ -250,16 +261,24 @@ impl Store for SqliteStore {
         let (tx, rx) = oneshot::channel();
         let sender = self.sender.lock().ok().and_then(|s| s.clone());
         let Some(sender) = sender else {
-            let _ = tx.send(Err(StoreError::Unavailable("the store is closed".into()).into()));
+            let _ = tx.send(Err(
+                StoreError::Unavailable("the store is closed".into()).into()
+            ));
             return rx;
         };
         match sender.try_send((job, tx)) {
             Ok(()) => {}
             Err(TrySendError::Full((_, tx))) => {
-                let _ = tx.send(Err(StoreError::Unavailable("the store is overloaded; retry".into()).into()));
+                let _ = tx.send(Err(StoreError::Unavailable(
+                    "the store is overloaded; retry".into(),
+                )
+                .into()));
             }
             Err(TrySendError::Disconnected((_, tx))) => {
-                let _ = tx.send(Err(StoreError::Unavailable("the store's writer stopped".into()).into()));
+                let _ = tx.send(Err(StoreError::Unavailable(
+                    "the store's writer stopped".into(),
+                )
+                .into()));
             }
         }
         rx
@@ -350,9 +369,10 @@ fn run_batch(
         done.push((reply, out));
     }
     let mut result = Ok(());
-    if tx.head != start {
-        if let Some(h) = tx.head {
-            result = conn
+    if tx.head != start
+        && let Some(h) = tx.head
+    {
+        result = conn
                 .execute(
                     "INSERT INTO audit_checkpoint (id, seq, hash, mac) VALUES (1, ?1, ?2, ?3)
                      ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, mac = excluded.mac",
@@ -360,7 +380,6 @@ fn run_batch(
                 )
                 .map(|_| ())
                 .map_err(db_err);
-        }
     }
     let committed = result.and_then(|()| conn.execute_batch("COMMIT").map_err(db_err));
     match committed {

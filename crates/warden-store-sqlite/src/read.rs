@@ -6,12 +6,9 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 use warden_core::StoreError;
 use warden_core::ports::{
-    AuditFilter, AuditRecord, ChainHead, ChangeFilter, Checkpoint, IdentityFilter,
-    OperatorRecord,
+    AuditFilter, AuditRecord, ChainHead, ChangeFilter, Checkpoint, IdentityFilter, OperatorRecord,
 };
-use warden_types::{
-    AuditEvent, ChangeRequest, Credential, Identity, Operator, Team,
-};
+use warden_types::{AuditEvent, ChangeRequest, Credential, Identity, Operator, Team};
 
 use crate::{db_err, from_us, opt_from_us, parse_enum, to_us};
 
@@ -85,7 +82,9 @@ fn one<T>(
 }
 
 pub(crate) fn identity(conn: &Connection, id: Uuid) -> Result<Option<Identity>, StoreError> {
-    let sql = format!("SELECT {IDENTITY_COLS} FROM identities i JOIN teams t ON t.id = i.owner_id WHERE i.id = ?1");
+    let sql = format!(
+        "SELECT {IDENTITY_COLS} FROM identities i JOIN teams t ON t.id = i.owner_id WHERE i.id = ?1"
+    );
     one(conn, &sql, [id.as_bytes().as_slice()], identity_row)
 }
 
@@ -96,11 +95,15 @@ pub(crate) fn identities_named(
 ) -> Result<Vec<Identity>, StoreError> {
     match env {
         Some(env) => {
-            let sql = format!("SELECT {IDENTITY_COLS} FROM identities i JOIN teams t ON t.id = i.owner_id WHERE i.name = ?1 AND i.environment = ?2");
+            let sql = format!(
+                "SELECT {IDENTITY_COLS} FROM identities i JOIN teams t ON t.id = i.owner_id WHERE i.name = ?1 AND i.environment = ?2"
+            );
             collect(conn, &sql, params![name, env], identity_row)
         }
         None => {
-            let sql = format!("SELECT {IDENTITY_COLS} FROM identities i JOIN teams t ON t.id = i.owner_id WHERE i.name = ?1 ORDER BY i.environment");
+            let sql = format!(
+                "SELECT {IDENTITY_COLS} FROM identities i JOIN teams t ON t.id = i.owner_id WHERE i.name = ?1 ORDER BY i.environment"
+            );
             collect(conn, &sql, params![name], identity_row)
         }
     }
@@ -112,7 +115,8 @@ pub(crate) fn list_identities(
     after: Option<Uuid>,
     limit: usize,
 ) -> Result<Vec<Identity>, StoreError> {
-    let mut sql = format!("SELECT {IDENTITY_COLS} FROM identities i JOIN teams t ON t.id = i.owner_id");
+    let mut sql =
+        format!("SELECT {IDENTITY_COLS} FROM identities i JOIN teams t ON t.id = i.owner_id");
     let mut conds: Vec<String> = Vec::new();
     let mut args: Vec<SqlValue> = Vec::new();
     let arg = |v: SqlValue, args: &mut Vec<SqlValue>| {
@@ -120,7 +124,10 @@ pub(crate) fn list_identities(
         format!("?{}", args.len())
     };
     if let Some((k, v)) = &f.label {
-        let (pk, pv) = (arg(k.clone().into(), &mut args), arg(v.clone().into(), &mut args));
+        let (pk, pv) = (
+            arg(k.clone().into(), &mut args),
+            arg(v.clone().into(), &mut args),
+        );
         conds.push(format!(
             "i.id IN (SELECT identity_id FROM identity_labels WHERE key = {pk} AND value = {pv})"
         ));
@@ -136,22 +143,37 @@ pub(crate) fn list_identities(
         conds.push(format!("i.owner_id IN ({})", list.join(", ")));
     }
     if let Some(o) = f.owner {
-        conds.push(format!("i.owner_id = {}", arg(o.as_bytes().to_vec().into(), &mut args)));
+        conds.push(format!(
+            "i.owner_id = {}",
+            arg(o.as_bytes().to_vec().into(), &mut args)
+        ));
     }
     if let Some(k) = f.kind {
-        conds.push(format!("i.kind = {}", arg(k.as_str().to_owned().into(), &mut args)));
+        conds.push(format!(
+            "i.kind = {}",
+            arg(k.as_str().to_owned().into(), &mut args)
+        ));
     }
     if let Some(s) = f.status {
-        conds.push(format!("i.status = {}", arg(s.as_str().to_owned().into(), &mut args)));
+        conds.push(format!(
+            "i.status = {}",
+            arg(s.as_str().to_owned().into(), &mut args)
+        ));
     }
     if let Some(e) = &f.environment {
-        conds.push(format!("i.environment = {}", arg(e.clone().into(), &mut args)));
+        conds.push(format!(
+            "i.environment = {}",
+            arg(e.clone().into(), &mut args)
+        ));
     }
     if let Some(n) = &f.name {
         conds.push(format!("i.name = {}", arg(n.clone().into(), &mut args)));
     }
     if let Some(p) = f.privileged {
-        conds.push(format!("i.privileged = {}", arg(i64::from(p).into(), &mut args)));
+        conds.push(format!(
+            "i.privileged = {}",
+            arg(i64::from(p).into(), &mut args)
+        ));
     }
     if let Some(t) = f.expiring_before {
         conds.push(format!(
@@ -160,7 +182,10 @@ pub(crate) fn list_identities(
         ));
     }
     if let Some(a) = after {
-        conds.push(format!("i.id > {}", arg(a.as_bytes().to_vec().into(), &mut args)));
+        conds.push(format!(
+            "i.id > {}",
+            arg(a.as_bytes().to_vec().into(), &mut args)
+        ));
     }
     if !conds.is_empty() {
         sql.push_str(" WHERE ");
@@ -188,15 +213,30 @@ fn team_row(conn: &Connection, row: &Row<'_>) -> Result<Team, StoreError> {
 }
 
 pub(crate) fn team(conn: &Connection, id: Uuid) -> Result<Option<Team>, StoreError> {
-    one(conn, "SELECT id, name, description, created_at FROM teams WHERE id = ?1", [id.as_bytes().as_slice()], |r| team_row(conn, r))
+    one(
+        conn,
+        "SELECT id, name, description, created_at FROM teams WHERE id = ?1",
+        [id.as_bytes().as_slice()],
+        |r| team_row(conn, r),
+    )
 }
 
 pub(crate) fn team_named(conn: &Connection, name: &str) -> Result<Option<Team>, StoreError> {
-    one(conn, "SELECT id, name, description, created_at FROM teams WHERE name = ?1", [name], |r| team_row(conn, r))
+    one(
+        conn,
+        "SELECT id, name, description, created_at FROM teams WHERE name = ?1",
+        [name],
+        |r| team_row(conn, r),
+    )
 }
 
 pub(crate) fn list_teams(conn: &Connection) -> Result<Vec<Team>, StoreError> {
-    collect(conn, "SELECT id, name, description, created_at FROM teams ORDER BY name", [], |r| team_row(conn, r))
+    collect(
+        conn,
+        "SELECT id, name, description, created_at FROM teams ORDER BY name",
+        [],
+        |r| team_row(conn, r),
+    )
 }
 
 fn operator_row(conn: &Connection, row: &Row<'_>) -> Result<OperatorRecord, StoreError> {
@@ -224,15 +264,23 @@ const OPERATOR_COLS: &str = "id, name, role, created_at, disabled_at";
 
 pub(crate) fn operator(conn: &Connection, id: Uuid) -> Result<Option<OperatorRecord>, StoreError> {
     let sql = format!("SELECT {OPERATOR_COLS} FROM operators WHERE id = ?1");
-    one(conn, &sql, [id.as_bytes().as_slice()], |r| operator_row(conn, r))
+    one(conn, &sql, [id.as_bytes().as_slice()], |r| {
+        operator_row(conn, r)
+    })
 }
 
-pub(crate) fn operator_named(conn: &Connection, name: &str) -> Result<Option<OperatorRecord>, StoreError> {
+pub(crate) fn operator_named(
+    conn: &Connection,
+    name: &str,
+) -> Result<Option<OperatorRecord>, StoreError> {
     let sql = format!("SELECT {OPERATOR_COLS} FROM operators WHERE name = ?1");
     one(conn, &sql, [name], |r| operator_row(conn, r))
 }
 
-pub(crate) fn operator_by_token_hash(conn: &Connection, hash: &[u8]) -> Result<Option<OperatorRecord>, StoreError> {
+pub(crate) fn operator_by_token_hash(
+    conn: &Connection,
+    hash: &[u8],
+) -> Result<Option<OperatorRecord>, StoreError> {
     let sql = format!("SELECT {OPERATOR_COLS} FROM operators WHERE token_hash = ?1");
     one(conn, &sql, [hash], |r| operator_row(conn, r))
 }
@@ -273,17 +321,28 @@ pub(crate) fn credential(conn: &Connection, id: Uuid) -> Result<Option<Credentia
     one(conn, &sql, [id.as_bytes().as_slice()], credential_row)
 }
 
-pub(crate) fn credentials_of(conn: &Connection, identity: Uuid) -> Result<Vec<Credential>, StoreError> {
-    let sql = format!("SELECT {CREDENTIAL_COLS} FROM credentials WHERE identity_id = ?1 ORDER BY id");
+pub(crate) fn credentials_of(
+    conn: &Connection,
+    identity: Uuid,
+) -> Result<Vec<Credential>, StoreError> {
+    let sql =
+        format!("SELECT {CREDENTIAL_COLS} FROM credentials WHERE identity_id = ?1 ORDER BY id");
     collect(conn, &sql, [identity.as_bytes().as_slice()], credential_row)
 }
 
-pub(crate) fn credential_by_secret_hash(conn: &Connection, hash: &[u8]) -> Result<Option<Credential>, StoreError> {
+pub(crate) fn credential_by_secret_hash(
+    conn: &Connection,
+    hash: &[u8],
+) -> Result<Option<Credential>, StoreError> {
     let sql = format!("SELECT {CREDENTIAL_COLS} FROM credentials WHERE secret_hash = ?1");
     one(conn, &sql, [hash], credential_row)
 }
 
-pub(crate) fn overlaps_ended(conn: &Connection, now: OffsetDateTime, limit: usize) -> Result<Vec<Credential>, StoreError> {
+pub(crate) fn overlaps_ended(
+    conn: &Connection,
+    now: OffsetDateTime,
+    limit: usize,
+) -> Result<Vec<Credential>, StoreError> {
     let sql = format!(
         "SELECT {CREDENTIAL_COLS} FROM credentials WHERE replaced_by IS NOT NULL AND revoked_at IS NULL AND expires_at <= ?1 ORDER BY expires_at LIMIT {limit}"
     );
@@ -312,8 +371,13 @@ fn change_row(row: &Row<'_>) -> Result<ChangeRequest, StoreError> {
     })
 }
 
-pub(crate) fn change_request(conn: &Connection, id: Uuid) -> Result<Option<ChangeRequest>, StoreError> {
-    let sql = format!("SELECT {CHANGE_COLS} FROM change_requests c JOIN identities i ON i.id = c.identity_id WHERE c.id = ?1");
+pub(crate) fn change_request(
+    conn: &Connection,
+    id: Uuid,
+) -> Result<Option<ChangeRequest>, StoreError> {
+    let sql = format!(
+        "SELECT {CHANGE_COLS} FROM change_requests c JOIN identities i ON i.id = c.identity_id WHERE c.id = ?1"
+    );
     one(conn, &sql, [id.as_bytes().as_slice()], change_row)
 }
 
@@ -323,7 +387,9 @@ pub(crate) fn list_change_requests(
     after: Option<Uuid>,
     limit: usize,
 ) -> Result<Vec<ChangeRequest>, StoreError> {
-    let mut sql = format!("SELECT {CHANGE_COLS} FROM change_requests c JOIN identities i ON i.id = c.identity_id");
+    let mut sql = format!(
+        "SELECT {CHANGE_COLS} FROM change_requests c JOIN identities i ON i.id = c.identity_id"
+    );
     let mut conds = Vec::new();
     let mut args: Vec<SqlValue> = Vec::new();
     if let Some(s) = f.status {
@@ -357,11 +423,13 @@ pub(crate) fn list_change_requests(
     collect(conn, &sql, params_from_iter(args), change_row)
 }
 
-const AUDIT_COLS: &str = "seq, time_us, actor, action, target, outcome, request_id, source, details, prev_hash, hash";
+const AUDIT_COLS: &str =
+    "seq, time_us, actor, action, target, outcome, request_id, source, details, prev_hash, hash";
 
 fn audit_record_row(row: &Row<'_>) -> Result<AuditRecord, StoreError> {
     Ok(AuditRecord {
-        seq: u64::try_from(get::<i64>(row, 0)?).map_err(|_| StoreError::Corrupt("negative seq".into()))?,
+        seq: u64::try_from(get::<i64>(row, 0)?)
+            .map_err(|_| StoreError::Corrupt("negative seq".into()))?,
         time_us: get(row, 1)?,
         actor: get(row, 2)?,
         action: get(row, 3)?,
@@ -399,7 +467,11 @@ pub(crate) fn list_audit(
 ) -> Result<Vec<AuditEvent>, StoreError> {
     let mut args: Vec<SqlValue> = vec![SqlValue::Integer(i64::try_from(after).unwrap_or(i64::MAX))];
     let mut conds = vec!["seq > ?1".to_owned()];
-    for (col, v) in [("target", &f.target), ("actor", &f.actor), ("action", &f.action)] {
+    for (col, v) in [
+        ("target", &f.target),
+        ("actor", &f.actor),
+        ("action", &f.action),
+    ] {
         if let Some(v) = v {
             args.push(v.clone().into());
             conds.push(format!("{col} = ?{}", args.len()));
@@ -417,39 +489,63 @@ pub(crate) fn list_audit(
         "SELECT {AUDIT_COLS} FROM audit_events WHERE {} ORDER BY seq LIMIT {limit}",
         conds.join(" AND ")
     );
-    collect(conn, &sql, params_from_iter(args), |r| to_event(audit_record_row(r)?))
+    collect(conn, &sql, params_from_iter(args), |r| {
+        to_event(audit_record_row(r)?)
+    })
 }
 
-pub(crate) fn audit_records(conn: &Connection, after: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
-    let sql = format!("SELECT {AUDIT_COLS} FROM audit_events WHERE seq > ?1 ORDER BY seq LIMIT {limit}");
-    collect(conn, &sql, [i64::try_from(after).unwrap_or(i64::MAX)], audit_record_row)
+pub(crate) fn audit_records(
+    conn: &Connection,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<AuditRecord>, StoreError> {
+    let sql =
+        format!("SELECT {AUDIT_COLS} FROM audit_events WHERE seq > ?1 ORDER BY seq LIMIT {limit}");
+    collect(
+        conn,
+        &sql,
+        [i64::try_from(after).unwrap_or(i64::MAX)],
+        audit_record_row,
+    )
 }
 
 pub(crate) fn audit_checkpoint(conn: &Connection) -> Result<Option<Checkpoint>, StoreError> {
-    one(conn, "SELECT seq, hash, mac FROM audit_checkpoint WHERE id = 1", [], |r| {
-        let hash: Vec<u8> = get(r, 1)?;
-        Ok(Checkpoint {
-            head: ChainHead {
-                seq: u64::try_from(get::<i64>(r, 0)?).map_err(|_| StoreError::Corrupt("negative seq".into()))?,
-                hash: hash.try_into().map_err(|_| StoreError::Corrupt("checkpoint hash is not 32 bytes".into()))?,
-            },
-            mac: get(r, 2)?,
-        })
-    })
+    one(
+        conn,
+        "SELECT seq, hash, mac FROM audit_checkpoint WHERE id = 1",
+        [],
+        |r| {
+            let hash: Vec<u8> = get(r, 1)?;
+            Ok(Checkpoint {
+                head: ChainHead {
+                    seq: u64::try_from(get::<i64>(r, 0)?)
+                        .map_err(|_| StoreError::Corrupt("negative seq".into()))?,
+                    hash: hash.try_into().map_err(|_| {
+                        StoreError::Corrupt("checkpoint hash is not 32 bytes".into())
+                    })?,
+                },
+                mac: get(r, 2)?,
+            })
+        },
+    )
 }
 
 pub(crate) fn audit_head(conn: &Connection) -> Result<ChainHead, StoreError> {
     let head = conn
-        .query_row("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1", [], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
-        })
+        .query_row(
+            "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)),
+        )
         .optional()
         .map_err(db_err)?;
     match head {
         None => Ok(ChainHead::default()),
         Some((seq, hash)) => Ok(ChainHead {
             seq: u64::try_from(seq).map_err(|_| StoreError::Corrupt("negative seq".into()))?,
-            hash: hash.try_into().map_err(|_| StoreError::Corrupt("audit hash is not 32 bytes".into()))?,
+            hash: hash
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("audit hash is not 32 bytes".into()))?,
         }),
     }
 }
@@ -458,61 +554,122 @@ pub(crate) fn audit_head(conn: &Connection) -> Result<ChainHead, StoreError> {
 macro_rules! impl_read_store {
     ($t:ty) => {
         impl warden_core::ports::ReadStore for $t {
-            fn identity(&self, id: uuid::Uuid) -> Result<Option<warden_types::Identity>, warden_core::StoreError> {
+            fn identity(
+                &self,
+                id: uuid::Uuid,
+            ) -> Result<Option<warden_types::Identity>, warden_core::StoreError> {
                 crate::read::identity(self.conn(), id)
             }
-            fn identities_named(&self, name: &str, env: Option<&str>) -> Result<Vec<warden_types::Identity>, warden_core::StoreError> {
+            fn identities_named(
+                &self,
+                name: &str,
+                env: Option<&str>,
+            ) -> Result<Vec<warden_types::Identity>, warden_core::StoreError> {
                 crate::read::identities_named(self.conn(), name, env)
             }
-            fn list_identities(&self, f: &warden_core::ports::IdentityFilter, after: Option<uuid::Uuid>, limit: usize) -> Result<Vec<warden_types::Identity>, warden_core::StoreError> {
+            fn list_identities(
+                &self,
+                f: &warden_core::ports::IdentityFilter,
+                after: Option<uuid::Uuid>,
+                limit: usize,
+            ) -> Result<Vec<warden_types::Identity>, warden_core::StoreError> {
                 crate::read::list_identities(self.conn(), f, after, limit)
             }
-            fn team(&self, id: uuid::Uuid) -> Result<Option<warden_types::Team>, warden_core::StoreError> {
+            fn team(
+                &self,
+                id: uuid::Uuid,
+            ) -> Result<Option<warden_types::Team>, warden_core::StoreError> {
                 crate::read::team(self.conn(), id)
             }
-            fn team_named(&self, name: &str) -> Result<Option<warden_types::Team>, warden_core::StoreError> {
+            fn team_named(
+                &self,
+                name: &str,
+            ) -> Result<Option<warden_types::Team>, warden_core::StoreError> {
                 crate::read::team_named(self.conn(), name)
             }
             fn list_teams(&self) -> Result<Vec<warden_types::Team>, warden_core::StoreError> {
                 crate::read::list_teams(self.conn())
             }
-            fn operator(&self, id: uuid::Uuid) -> Result<Option<warden_core::ports::OperatorRecord>, warden_core::StoreError> {
+            fn operator(
+                &self,
+                id: uuid::Uuid,
+            ) -> Result<Option<warden_core::ports::OperatorRecord>, warden_core::StoreError> {
                 crate::read::operator(self.conn(), id)
             }
-            fn operator_named(&self, name: &str) -> Result<Option<warden_core::ports::OperatorRecord>, warden_core::StoreError> {
+            fn operator_named(
+                &self,
+                name: &str,
+            ) -> Result<Option<warden_core::ports::OperatorRecord>, warden_core::StoreError> {
                 crate::read::operator_named(self.conn(), name)
             }
-            fn operator_by_token_hash(&self, hash: &[u8]) -> Result<Option<warden_core::ports::OperatorRecord>, warden_core::StoreError> {
+            fn operator_by_token_hash(
+                &self,
+                hash: &[u8],
+            ) -> Result<Option<warden_core::ports::OperatorRecord>, warden_core::StoreError> {
                 crate::read::operator_by_token_hash(self.conn(), hash)
             }
-            fn list_operators(&self) -> Result<Vec<warden_types::Operator>, warden_core::StoreError> {
+            fn list_operators(
+                &self,
+            ) -> Result<Vec<warden_types::Operator>, warden_core::StoreError> {
                 crate::read::list_operators(self.conn())
             }
-            fn credential(&self, id: uuid::Uuid) -> Result<Option<warden_types::Credential>, warden_core::StoreError> {
+            fn credential(
+                &self,
+                id: uuid::Uuid,
+            ) -> Result<Option<warden_types::Credential>, warden_core::StoreError> {
                 crate::read::credential(self.conn(), id)
             }
-            fn credentials_of(&self, identity: uuid::Uuid) -> Result<Vec<warden_types::Credential>, warden_core::StoreError> {
+            fn credentials_of(
+                &self,
+                identity: uuid::Uuid,
+            ) -> Result<Vec<warden_types::Credential>, warden_core::StoreError> {
                 crate::read::credentials_of(self.conn(), identity)
             }
-            fn credential_by_secret_hash(&self, hash: &[u8]) -> Result<Option<warden_types::Credential>, warden_core::StoreError> {
+            fn credential_by_secret_hash(
+                &self,
+                hash: &[u8],
+            ) -> Result<Option<warden_types::Credential>, warden_core::StoreError> {
                 crate::read::credential_by_secret_hash(self.conn(), hash)
             }
-            fn overlaps_ended(&self, now: time::OffsetDateTime, limit: usize) -> Result<Vec<warden_types::Credential>, warden_core::StoreError> {
+            fn overlaps_ended(
+                &self,
+                now: time::OffsetDateTime,
+                limit: usize,
+            ) -> Result<Vec<warden_types::Credential>, warden_core::StoreError> {
                 crate::read::overlaps_ended(self.conn(), now, limit)
             }
-            fn change_request(&self, id: uuid::Uuid) -> Result<Option<warden_types::ChangeRequest>, warden_core::StoreError> {
+            fn change_request(
+                &self,
+                id: uuid::Uuid,
+            ) -> Result<Option<warden_types::ChangeRequest>, warden_core::StoreError> {
                 crate::read::change_request(self.conn(), id)
             }
-            fn list_change_requests(&self, f: &warden_core::ports::ChangeFilter, after: Option<uuid::Uuid>, limit: usize) -> Result<Vec<warden_types::ChangeRequest>, warden_core::StoreError> {
+            fn list_change_requests(
+                &self,
+                f: &warden_core::ports::ChangeFilter,
+                after: Option<uuid::Uuid>,
+                limit: usize,
+            ) -> Result<Vec<warden_types::ChangeRequest>, warden_core::StoreError> {
                 crate::read::list_change_requests(self.conn(), f, after, limit)
             }
-            fn list_audit(&self, f: &warden_core::ports::AuditFilter, after: u64, limit: usize) -> Result<Vec<warden_types::AuditEvent>, warden_core::StoreError> {
+            fn list_audit(
+                &self,
+                f: &warden_core::ports::AuditFilter,
+                after: u64,
+                limit: usize,
+            ) -> Result<Vec<warden_types::AuditEvent>, warden_core::StoreError> {
                 crate::read::list_audit(self.conn(), f, after, limit)
             }
-            fn audit_records(&self, after: u64, limit: usize) -> Result<Vec<warden_core::ports::AuditRecord>, warden_core::StoreError> {
+            fn audit_records(
+                &self,
+                after: u64,
+                limit: usize,
+            ) -> Result<Vec<warden_core::ports::AuditRecord>, warden_core::StoreError> {
                 crate::read::audit_records(self.conn(), after, limit)
             }
-            fn audit_checkpoint(&self) -> Result<Option<warden_core::ports::Checkpoint>, warden_core::StoreError> {
+            fn audit_checkpoint(
+                &self,
+            ) -> Result<Option<warden_core::ports::Checkpoint>, warden_core::StoreError> {
                 crate::read::audit_checkpoint(self.conn())
             }
         }

@@ -38,12 +38,19 @@ fn ob(id: Option<Uuid>) -> Option<Vec<u8>> {
 }
 
 fn exec(conn: &Connection, sql: &str, p: impl rusqlite::Params) -> Result<usize, StoreError> {
-    conn.prepare_cached(sql).map_err(db_err)?.execute(p).map_err(db_err)
+    conn.prepare_cached(sql)
+        .map_err(db_err)?
+        .execute(p)
+        .map_err(db_err)
 }
 
 impl SqliteTx<'_> {
     fn write_labels(&self, identity: &Identity) -> Result<(), StoreError> {
-        exec(self.conn, "DELETE FROM identity_labels WHERE identity_id = ?1", [b(identity.id)])?;
+        exec(
+            self.conn,
+            "DELETE FROM identity_labels WHERE identity_id = ?1",
+            [b(identity.id)],
+        )?;
         for (k, v) in &identity.labels {
             exec(
                 self.conn,
@@ -86,7 +93,14 @@ impl WriteTx for SqliteTx<'_> {
         exec(
             self.conn,
             "INSERT INTO operators (id, name, role, token_hash, created_at, disabled_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![b(o.id), o.name, o.role.as_str(), token_hash, to_us(o.created_at), opt_us(o.disabled_at)],
+            params![
+                b(o.id),
+                o.name,
+                o.role.as_str(),
+                token_hash,
+                to_us(o.created_at),
+                opt_us(o.disabled_at)
+            ],
         )?;
         Ok(())
     }
@@ -98,10 +112,25 @@ impl WriteTx for SqliteTx<'_> {
              privileged, audiences, constraints, labels, parent_id, origin, created_at, updated_at, last_used_at, expires_at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
             params![
-                b(i.id), i.name, i.environment, i.kind.as_str(), b(i.owner_id), i.purpose, i.status.as_str(),
-                i.status_reason, json(&i.scopes)?, i.privileged, json(&i.audiences)?, json(&i.constraints)?,
-                json(&i.labels)?, ob(i.parent_id), i.origin.as_str(), to_us(i.created_at), to_us(i.updated_at),
-                opt_us(i.last_used_at), opt_us(i.expires_at)
+                b(i.id),
+                i.name,
+                i.environment,
+                i.kind.as_str(),
+                b(i.owner_id),
+                i.purpose,
+                i.status.as_str(),
+                i.status_reason,
+                json(&i.scopes)?,
+                i.privileged,
+                json(&i.audiences)?,
+                json(&i.constraints)?,
+                json(&i.labels)?,
+                ob(i.parent_id),
+                i.origin.as_str(),
+                to_us(i.created_at),
+                to_us(i.updated_at),
+                opt_us(i.last_used_at),
+                opt_us(i.expires_at)
             ],
         )?;
         self.write_labels(i)
@@ -113,17 +142,32 @@ impl WriteTx for SqliteTx<'_> {
             "UPDATE identities SET purpose = ?2, status = ?3, status_reason = ?4, scopes = ?5, privileged = ?6, \
              audiences = ?7, constraints = ?8, labels = ?9, updated_at = ?10, expires_at = ?11 WHERE id = ?1",
             params![
-                b(i.id), i.purpose, i.status.as_str(), i.status_reason, json(&i.scopes)?, i.privileged,
-                json(&i.audiences)?, json(&i.constraints)?, json(&i.labels)?, to_us(i.updated_at), opt_us(i.expires_at)
+                b(i.id),
+                i.purpose,
+                i.status.as_str(),
+                i.status_reason,
+                json(&i.scopes)?,
+                i.privileged,
+                json(&i.audiences)?,
+                json(&i.constraints)?,
+                json(&i.labels)?,
+                to_us(i.updated_at),
+                opt_us(i.expires_at)
             ],
         )?;
         if n != 1 {
-            return Err(StoreError::Internal("identity to update does not exist".into()));
+            return Err(StoreError::Internal(
+                "identity to update does not exist".into(),
+            ));
         }
         self.write_labels(i)
     }
 
-    fn insert_credential(&mut self, c: &Credential, secret_hash: Option<&[u8]>) -> Result<(), StoreError> {
+    fn insert_credential(
+        &mut self,
+        c: &Credential,
+        secret_hash: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
         let jwk = c.public_jwk.as_ref().map(json).transpose()?;
         exec(
             self.conn,
@@ -131,9 +175,22 @@ impl WriteTx for SqliteTx<'_> {
              created_at, expires_at, last_used_at, revoked_at, revoke_reason, rotated_from, replaced_by, created_by) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
             params![
-                b(c.id), b(c.identity_id), c.kind.as_str(), secret_hash, c.hint, c.description, c.thumbprint, jwk,
-                to_us(c.created_at), to_us(c.expires_at), opt_us(c.last_used_at), opt_us(c.revoked_at),
-                c.revoke_reason, ob(c.rotated_from), ob(c.replaced_by), c.created_by
+                b(c.id),
+                b(c.identity_id),
+                c.kind.as_str(),
+                secret_hash,
+                c.hint,
+                c.description,
+                c.thumbprint,
+                jwk,
+                to_us(c.created_at),
+                to_us(c.expires_at),
+                opt_us(c.last_used_at),
+                opt_us(c.revoked_at),
+                c.revoke_reason,
+                ob(c.rotated_from),
+                ob(c.replaced_by),
+                c.created_by
             ],
         )?;
         Ok(())
@@ -144,12 +201,24 @@ impl WriteTx for SqliteTx<'_> {
             self.conn,
             "UPDATE credentials SET expires_at = ?2, revoked_at = ?3, revoke_reason = ?4, replaced_by = ?5, \
              description = ?6 WHERE id = ?1",
-            params![b(c.id), to_us(c.expires_at), opt_us(c.revoked_at), c.revoke_reason, ob(c.replaced_by), c.description],
+            params![
+                b(c.id),
+                to_us(c.expires_at),
+                opt_us(c.revoked_at),
+                c.revoke_reason,
+                ob(c.replaced_by),
+                c.description
+            ],
         )?;
         Ok(())
     }
 
-    fn touch_last_used(&mut self, credential: Uuid, identity: Uuid, at: OffsetDateTime) -> Result<(), StoreError> {
+    fn touch_last_used(
+        &mut self,
+        credential: Uuid,
+        identity: Uuid,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
         let t = to_us(at);
         exec(
             self.conn,
@@ -171,9 +240,18 @@ impl WriteTx for SqliteTx<'_> {
              requester_id, requested_at, decided_by, decided_at, decision_reason) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             params![
-                b(c.id), b(c.identity_id), c.kind.as_str(), json(&c.scopes)?, json(&c.privileged_scopes)?,
-                c.status.as_str(), c.requested_by, b(c.requester_id), to_us(c.requested_at), c.decided_by,
-                opt_us(c.decided_at), c.decision_reason
+                b(c.id),
+                b(c.identity_id),
+                c.kind.as_str(),
+                json(&c.scopes)?,
+                json(&c.privileged_scopes)?,
+                c.status.as_str(),
+                c.requested_by,
+                b(c.requester_id),
+                to_us(c.requested_at),
+                c.decided_by,
+                opt_us(c.decided_at),
+                c.decision_reason
             ],
         )?;
         Ok(())
@@ -183,7 +261,13 @@ impl WriteTx for SqliteTx<'_> {
         exec(
             self.conn,
             "UPDATE change_requests SET status = ?2, decided_by = ?3, decided_at = ?4, decision_reason = ?5 WHERE id = ?1",
-            params![b(c.id), c.status.as_str(), c.decided_by, opt_us(c.decided_at), c.decision_reason],
+            params![
+                b(c.id),
+                c.status.as_str(),
+                c.decided_by,
+                opt_us(c.decided_at),
+                c.decision_reason
+            ],
         )?;
         Ok(())
     }
@@ -202,7 +286,9 @@ impl WriteTx for SqliteTx<'_> {
     fn insert_audit_record(&mut self, r: &AuditRecord) -> Result<(), StoreError> {
         let head = self.audit_head()?;
         if r.seq != head.seq + 1 || r.prev_hash.as_slice() != head.hash.as_slice() {
-            return Err(StoreError::Internal("audit record does not extend the chain head".into()));
+            return Err(StoreError::Internal(
+                "audit record does not extend the chain head".into(),
+            ));
         }
         let hash: [u8; 32] = r
             .hash
@@ -215,7 +301,16 @@ impl WriteTx for SqliteTx<'_> {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             params![
                 i64::try_from(r.seq).map_err(|_| StoreError::Internal("seq overflow".into()))?,
-                r.time_us, r.actor, r.action, r.target, r.outcome, r.request_id, r.source, r.details, r.prev_hash, r.hash
+                r.time_us,
+                r.actor,
+                r.action,
+                r.target,
+                r.outcome,
+                r.request_id,
+                r.source,
+                r.details,
+                r.prev_hash,
+                r.hash
             ],
         )?;
         self.head = Some(ChainHead { seq: r.seq, hash });

@@ -168,9 +168,17 @@ pub struct Identity {
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
-    #[serde(default, with = "crate::rfc3339_opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "crate::rfc3339_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub last_used_at: Option<OffsetDateTime>,
-    #[serde(default, with = "crate::rfc3339_opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "crate::rfc3339_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub expires_at: Option<OffsetDateTime>,
 }
 
@@ -194,9 +202,17 @@ pub struct Credential {
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
-    #[serde(default, with = "crate::rfc3339_opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "crate::rfc3339_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub last_used_at: Option<OffsetDateTime>,
-    #[serde(default, with = "crate::rfc3339_opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "crate::rfc3339_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub revoked_at: Option<OffsetDateTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoke_reason: Option<String>,
@@ -238,7 +254,11 @@ pub struct Operator {
     pub teams: Vec<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
-    #[serde(default, with = "crate::rfc3339_opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "crate::rfc3339_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub disabled_at: Option<OffsetDateTime>,
 }
 
@@ -269,7 +289,11 @@ pub struct ChangeRequest {
     pub requested_at: OffsetDateTime,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decided_by: Option<String>,
-    #[serde(default, with = "crate::rfc3339_opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "crate::rfc3339_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub decided_at: Option<OffsetDateTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision_reason: Option<String>,
@@ -366,7 +390,11 @@ pub struct KeyVerification {
     pub scopes: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential_id: Option<Uuid>,
-    #[serde(default, with = "crate::rfc3339_opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "crate::rfc3339_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub expires_at: Option<OffsetDateTime>,
 }
 

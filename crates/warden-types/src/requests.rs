@@ -13,12 +13,16 @@ use crate::{Constraints, CredentialKind, IdentityKind, OperatorRole};
 #[serde(deny_unknown_fields)]
 pub struct CreateIdentityRequest {
     /// DNS-label style: lowercase letters, digits and `-`, 1–63 chars, unique per environment.
+    #[serde(default)]
     pub name: String,
     pub kind: IdentityKind,
-    /// Owning team, by name or id.
+    /// Owning team, by name or id. Required (missing is reported as an invalid `owner`).
+    #[serde(default)]
     pub owner: String,
-    /// One line, 10–200 characters: what this identity is for.
+    /// One line, 10–200 characters: what this identity is for. Required.
+    #[serde(default)]
     pub purpose: String,
+    #[serde(default)]
     pub environment: String,
     #[serde(default)]
     pub scopes: Vec<String>,

@@ -56,12 +56,22 @@ pub async fn run(c: &Client, cmd: ApprovalCmd, json: bool) -> Result<ExitCode> {
                         ]
                     })
                     .collect();
-                table(&["ID", "IDENTITY", "KIND", "SCOPES", "STATUS", "REQUESTED BY"], &rows)
+                table(
+                    &["ID", "IDENTITY", "KIND", "SCOPES", "STATUS", "REQUESTED BY"],
+                    &rows,
+                )
             })?;
         }
         ApprovalCmd::Approve { id, reason } => {
             let r = c.decide(id, true, &reason).await?;
-            output::print(json, &r, || format!("approved {}: {} now has {}", r.id, r.identity_name, r.scopes.join(" ")))?;
+            output::print(json, &r, || {
+                format!(
+                    "approved {}: {} now has {}",
+                    r.id,
+                    r.identity_name,
+                    r.scopes.join(" ")
+                )
+            })?;
         }
         ApprovalCmd::Deny { id, reason } => {
             let r = c.decide(id, false, &reason).await?;

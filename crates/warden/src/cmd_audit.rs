@@ -54,7 +54,9 @@ fn report_text(r: &AuditVerifyReport) -> String {
     } else {
         format!(
             "audit chain BROKEN: first bad event seq {}: {}\n({} events verified before it)",
-            r.first_bad_seq.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+            r.first_bad_seq
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "-".into()),
             r.problem.as_deref().unwrap_or("unknown problem"),
             r.events_checked
         )
@@ -63,8 +65,24 @@ fn report_text(r: &AuditVerifyReport) -> String {
 
 pub async fn run(g: &crate::Global, cmd: AuditCmd, json: bool) -> Result<ExitCode> {
     match cmd {
-        AuditCmd::List { target, actor, action, since, until, cursor, limit } => {
-            let q = AuditQuery { target, actor, action, since, until, cursor, limit: Some(limit) };
+        AuditCmd::List {
+            target,
+            actor,
+            action,
+            since,
+            until,
+            cursor,
+            limit,
+        } => {
+            let q = AuditQuery {
+                target,
+                actor,
+                action,
+                since,
+                until,
+                cursor,
+                limit: Some(limit),
+            };
             let page = crate::client(g)?.list_audit(&q).await?;
             output::print(json, &page, || {
                 let rows: Vec<Vec<String>> = page
@@ -81,7 +99,10 @@ pub async fn run(g: &crate::Global, cmd: AuditCmd, json: bool) -> Result<ExitCod
                         ]
                     })
                     .collect();
-                let mut t = table(&["SEQ", "TIME", "ACTOR", "ACTION", "TARGET", "OUTCOME"], &rows);
+                let mut t = table(
+                    &["SEQ", "TIME", "ACTOR", "ACTION", "TARGET", "OUTCOME"],
+                    &rows,
+                );
                 if let Some(n) = &page.next_cursor {
                     t.push_str(&format!("more: --cursor {n}\n"));
                 }
@@ -98,7 +119,11 @@ pub async fn run(g: &crate::Global, cmd: AuditCmd, json: bool) -> Result<ExitCod
                 None => crate::client(g)?.verify_audit().await?,
             };
             output::print(json, &report, || report_text(&report))?;
-            Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if report.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
     }
 }

@@ -6,7 +6,9 @@ use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use uuid::Uuid;
 use warden_client::Client;
-use warden_types::{Credential, CredentialKind, IssueCredentialRequest, IssuedCredential, RotateCredentialRequest};
+use warden_types::{
+    Credential, CredentialKind, IssueCredentialRequest, IssuedCredential, RotateCredentialRequest,
+};
 
 use crate::config::parse_duration;
 use crate::output::{self, table};
@@ -97,7 +99,10 @@ fn issued_text(out: &IssuedCredential) -> String {
         Some(secret) => s.push_str(&format!(
             "\n{secret}\n\nThis secret is shown once. Warden keeps only a keyed hash of it.\n"
         )),
-        None => s.push_str(&format!("thumbprint    {}\n", c.thumbprint.as_deref().unwrap_or("-"))),
+        None => s.push_str(&format!(
+            "thumbprint    {}\n",
+            c.thumbprint.as_deref().unwrap_or("-")
+        )),
     }
     s
 }
@@ -114,8 +119,12 @@ async fn issue(
     let jwk = match jwk {
         None => None,
         Some(p) => {
-            let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
-            Some(serde_json::from_str(&text).with_context(|| format!("{} is not JSON", p.display()))?)
+            let text =
+                std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+            Some(
+                serde_json::from_str(&text)
+                    .with_context(|| format!("{} is not JSON", p.display()))?,
+            )
         }
     };
     let req = IssueCredentialRequest {
@@ -130,10 +139,22 @@ async fn issue(
 
 pub async fn run(c: &Client, cmd: CredentialCmd, json: bool) -> Result<ExitCode> {
     match cmd {
-        CredentialCmd::Issue { identity, kind, ttl, description, jwk } => {
+        CredentialCmd::Issue {
+            identity,
+            kind,
+            ttl,
+            description,
+            jwk,
+        } => {
             issue(c, &identity, kind, ttl, description, jwk, json).await?;
         }
-        CredentialCmd::Add { identity, kind, jwk, ttl, description } => {
+        CredentialCmd::Add {
+            identity,
+            kind,
+            jwk,
+            ttl,
+            description,
+        } => {
             if kind != CredentialKind::PublicKey {
                 bail!("`credential add` registers public keys; use `credential issue` for {kind}");
             }
@@ -156,17 +177,27 @@ pub async fn run(c: &Client, cmd: CredentialCmd, json: bool) -> Result<ExitCode>
                         ]
                     })
                     .collect();
-                table(&["ID", "KIND", "HINT", "STATE", "EXPIRES", "LAST USED"], &rows)
+                table(
+                    &["ID", "KIND", "HINT", "STATE", "EXPIRES", "LAST USED"],
+                    &rows,
+                )
             })?;
         }
-        CredentialCmd::Rotate { credential, overlap, ttl } => {
+        CredentialCmd::Rotate {
+            credential,
+            overlap,
+            ttl,
+        } => {
             let req = RotateCredentialRequest {
                 overlap_seconds: seconds("overlap", overlap)?,
                 ttl_seconds: seconds("ttl", ttl)?,
             };
             let out = c.rotate_credential(credential, &req).await?;
             output::print(json, &out, || {
-                format!("{}The old credential {credential} keeps working until its overlap ends.\n", issued_text(&out))
+                format!(
+                    "{}The old credential {credential} keeps working until its overlap ends.\n",
+                    issued_text(&out)
+                )
             })?;
         }
         CredentialCmd::Revoke { credential, reason } => {
@@ -194,7 +225,11 @@ pub async fn run_key(c: &Client, cmd: KeyCmd, json: bool) -> Result<ExitCode> {
                     "invalid".into()
                 }
             })?;
-            Ok(if v.valid { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if v.valid {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
     }
 }

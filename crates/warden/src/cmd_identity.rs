@@ -156,13 +156,27 @@ pub fn detail(i: &Identity) -> String {
             None => i.status.to_string(),
         },
     );
-    kv("scopes", if i.scopes.is_empty() { "-".into() } else { i.scopes.join(" ") });
+    kv(
+        "scopes",
+        if i.scopes.is_empty() {
+            "-".into()
+        } else {
+            i.scopes.join(" ")
+        },
+    );
     kv("privileged", i.privileged.to_string());
     if !i.audiences.is_empty() {
         kv("audiences", i.audiences.join(" "));
     }
     if !i.labels.is_empty() {
-        kv("labels", i.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "));
+        kv(
+            "labels",
+            i.labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
     }
     kv("client_id", i.client_id.clone());
     kv("created", output::time(i.created_at));
@@ -195,7 +209,11 @@ fn rows(items: &[Identity]) -> Vec<Vec<String>> {
                 i.kind.to_string(),
                 i.owner.clone(),
                 i.status.to_string(),
-                if i.privileged { "yes".into() } else { "".into() },
+                if i.privileged {
+                    "yes".into()
+                } else {
+                    "".into()
+                },
                 i.scopes.join(" "),
             ]
         })
@@ -262,7 +280,10 @@ pub async fn run(c: &Client, cmd: IdentityCmd, json: bool) -> Result<ExitCode> {
                 name,
                 label,
                 privileged: privileged.then_some(true),
-                expiring_before: expiring_before.as_deref().map(time_or_duration).transpose()?,
+                expiring_before: expiring_before
+                    .as_deref()
+                    .map(time_or_duration)
+                    .transpose()?,
                 cursor,
                 limit: Some(limit),
             };
@@ -276,7 +297,10 @@ pub async fn run(c: &Client, cmd: IdentityCmd, json: bool) -> Result<ExitCode> {
                 }
             }
             output::print(json, &page, || {
-                let mut t = table(&["NAME", "ENV", "KIND", "OWNER", "STATUS", "PRIV", "SCOPES"], &rows(&page.items));
+                let mut t = table(
+                    &["NAME", "ENV", "KIND", "OWNER", "STATUS", "PRIV", "SCOPES"],
+                    &rows(&page.items),
+                );
                 if let Some(n) = &page.next_cursor {
                     t.push_str(&format!("more: --cursor {n}\n"));
                 }
@@ -315,7 +339,9 @@ pub async fn run(c: &Client, cmd: IdentityCmd, json: bool) -> Result<ExitCode> {
                 && req.set_labels.is_empty()
                 && req.remove_labels.is_empty()
             {
-                bail!("nothing to change: pass --purpose, --add-scope, --remove-scope, … (see --help)");
+                bail!(
+                    "nothing to change: pass --purpose, --add-scope, --remove-scope, … (see --help)"
+                );
             }
             let out = c.update_identity(&identity, &req).await?;
             output::print(json, &out, || change_text(&out))?;
@@ -330,7 +356,12 @@ pub async fn run(c: &Client, cmd: IdentityCmd, json: bool) -> Result<ExitCode> {
         }
         IdentityCmd::Retire { identity, reason } => {
             let i = c.transition(&identity, "retire", Some(reason)).await?;
-            output::print(json, &i, || format!("{}\nRetired; every credential of it is revoked.", detail(&i)))?;
+            output::print(json, &i, || {
+                format!(
+                    "{}\nRetired; every credential of it is revoked.",
+                    detail(&i)
+                )
+            })?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -74,17 +74,25 @@ fn private_file(path: &Path) -> Result<File> {
 fn load_key(dir: &Path) -> Result<ServerKey> {
     let path = dir.join(KEY_FILE);
     let bytes = std::fs::read(&path).with_context(|| {
-        format!("reading the server key {} (run `warden init` first)", path.display())
+        format!(
+            "reading the server key {} (run `warden init` first)",
+            path.display()
+        )
     })?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path)?.permissions().mode();
         if mode & 0o077 != 0 {
-            bail!("{} is readable by others (mode {:o}); run chmod 600 on it", path.display(), mode & 0o777);
+            bail!(
+                "{} is readable by others (mode {:o}); run chmod 600 on it",
+                path.display(),
+                mode & 0o777
+            );
         }
     }
-    ServerKey::from_bytes(&bytes).with_context(|| format!("{} is not a 32-byte key", path.display()))
+    ServerKey::from_bytes(&bytes)
+        .with_context(|| format!("{} is not a 32-byte key", path.display()))
 }
 
 /// What `init` produced.
@@ -97,7 +105,10 @@ pub struct InitOutput {
 
 async fn initialise(dir: &Path, admin: &str) -> Result<InitOutput> {
     if dir.join(KEY_FILE).exists() || dir.join(DB_FILE).exists() {
-        bail!("{} is already initialised; the bootstrap token was printed when it was", dir.display());
+        bail!(
+            "{} is already initialised; the bootstrap token was printed when it was",
+            dir.display()
+        );
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     #[cfg(unix)]
@@ -113,7 +124,10 @@ async fn initialise(dir: &Path, admin: &str) -> Result<InitOutput> {
     if !config.exists() {
         std::fs::write(&config, EXAMPLE)?;
     }
-    let store = Arc::new(SqliteStore::open(&dir.join(DB_FILE), key.hasher(CHECKPOINT_LABEL))?);
+    let store = Arc::new(SqliteStore::open(
+        &dir.join(DB_FILE),
+        key.hasher(CHECKPOINT_LABEL),
+    )?);
     let cfg = ServerConfig::load(dir, None, None)?;
     let registry = Registry::new(store.clone(), Arc::new(SystemClock), cfg.policy, &key);
     let created = registry.bootstrap_admin(admin).await?;
@@ -161,8 +175,16 @@ async fn run_server(cfg: ServerConfig, on_bound: impl FnOnce(&str)) -> Result<Ex
     if lock.try_lock().is_err() {
         bail!("another warden server is using {}", dir.display());
     }
-    let store = Arc::new(SqliteStore::open(&dir.join(DB_FILE), key.hasher(CHECKPOINT_LABEL))?);
-    let registry = Arc::new(Registry::new(store.clone(), Arc::new(SystemClock), cfg.policy.clone(), &key));
+    let store = Arc::new(SqliteStore::open(
+        &dir.join(DB_FILE),
+        key.hasher(CHECKPOINT_LABEL),
+    )?);
+    let registry = Arc::new(Registry::new(
+        store.clone(),
+        Arc::new(SystemClock),
+        cfg.policy.clone(),
+        &key,
+    ));
     drop(key);
     let listener = TcpListener::bind(&cfg.listen)
         .await
@@ -196,11 +218,20 @@ pub async fn quickstart(a: QuickstartArgs) -> Result<ExitCode> {
     };
     let cfg = ServerConfig::load(&a.data_dir, None, Some(&a.listen))?;
     run_server(cfg, |url| {
-        println!("Warden is running at {url} (data in {}).", a.data_dir.display());
+        println!(
+            "Warden is running at {url} (data in {}).",
+            a.data_dir.display()
+        );
         match &fresh {
             Some(out) => {
-                println!("Bootstrap admin token (shown once, store it safely):\n  {}", out.admin_token);
-                println!("In another shell:\n  export WARDEN_URL={url}\n  export WARDEN_TOKEN={}", out.admin_token);
+                println!(
+                    "Bootstrap admin token (shown once, store it safely):\n  {}",
+                    out.admin_token
+                );
+                println!(
+                    "In another shell:\n  export WARDEN_URL={url}\n  export WARDEN_TOKEN={}",
+                    out.admin_token
+                );
                 println!("  warden team create payments");
             }
             None => println!(

@@ -18,11 +18,19 @@ pub enum TeamCmd {
         description: Option<String>,
     },
     List,
-    Show { team: String },
+    Show {
+        team: String,
+    },
     /// Add an operator to a team (admin).
-    AddMember { team: String, operator: String },
+    AddMember {
+        team: String,
+        operator: String,
+    },
     /// Remove an operator from a team (admin).
-    RemoveMember { team: String, operator: String },
+    RemoveMember {
+        team: String,
+        operator: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -44,14 +52,20 @@ fn team_text(t: &Team) -> String {
         "team {} ({})\nmembers: {}\n",
         t.name,
         t.id,
-        if t.members.is_empty() { "-".into() } else { t.members.join(", ") }
+        if t.members.is_empty() {
+            "-".into()
+        } else {
+            t.members.join(", ")
+        }
     )
 }
 
 pub async fn run_team(c: &Client, cmd: TeamCmd, json: bool) -> Result<ExitCode> {
     match cmd {
         TeamCmd::Create { name, description } => {
-            let t = c.create_team(&CreateTeamRequest { name, description }).await?;
+            let t = c
+                .create_team(&CreateTeamRequest { name, description })
+                .await?;
             output::print(json, &t, || format!("created {}", team_text(&t)))?;
         }
         TeamCmd::List => {
@@ -60,7 +74,13 @@ pub async fn run_team(c: &Client, cmd: TeamCmd, json: bool) -> Result<ExitCode> 
                 let rows: Vec<Vec<String>> = l
                     .items
                     .iter()
-                    .map(|t| vec![t.name.clone(), t.members.join(","), t.description.clone().unwrap_or_default()])
+                    .map(|t| {
+                        vec![
+                            t.name.clone(),
+                            t.members.join(","),
+                            t.description.clone().unwrap_or_default(),
+                        ]
+                    })
                     .collect();
                 table(&["NAME", "MEMBERS", "DESCRIPTION"], &rows)
             })?;
@@ -84,7 +104,9 @@ pub async fn run_team(c: &Client, cmd: TeamCmd, json: bool) -> Result<ExitCode> 
 pub async fn run_operator(c: &Client, cmd: OperatorCmd, json: bool) -> Result<ExitCode> {
     match cmd {
         OperatorCmd::Create { name, role, teams } => {
-            let o = c.create_operator(&CreateOperatorRequest { name, role, teams }).await?;
+            let o = c
+                .create_operator(&CreateOperatorRequest { name, role, teams })
+                .await?;
             output::print(json, &o, || {
                 format!(
                     "operator {} ({}) created.\nToken (shown once):\n  {}\n",
@@ -98,7 +120,14 @@ pub async fn run_operator(c: &Client, cmd: OperatorCmd, json: bool) -> Result<Ex
                 let rows: Vec<Vec<String>> = l
                     .items
                     .iter()
-                    .map(|o| vec![o.name.clone(), o.role.to_string(), o.teams.join(","), output::time(o.created_at)])
+                    .map(|o| {
+                        vec![
+                            o.name.clone(),
+                            o.role.to_string(),
+                            o.teams.join(","),
+                            output::time(o.created_at),
+                        ]
+                    })
                     .collect();
                 table(&["NAME", "ROLE", "TEAMS", "CREATED"], &rows)
             })?;

@@ -95,12 +95,20 @@ impl ServerConfig {
         if let Some(v) = pick(creds.rotation_overlap, "WARDEN_ROTATION_OVERLAP") {
             policy.default_rotation_overlap = parse_duration("credentials.rotation_overlap", &v)?;
         }
-        let mut privileged = file.guardrails.and_then(|g| g.privileged_scopes).unwrap_or_default();
+        let mut privileged = file
+            .guardrails
+            .and_then(|g| g.privileged_scopes)
+            .unwrap_or_default();
         if let Some(v) = env("WARDEN_PRIVILEGED_SCOPES") {
-            privileged = v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
+            privileged = v
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect();
         }
         for s in &privileged {
-            warden_core::scope::check(s).map_err(|e| anyhow::anyhow!("guardrails.privileged_scopes: {e}"))?;
+            warden_core::scope::check(s)
+                .map_err(|e| anyhow::anyhow!("guardrails.privileged_scopes: {e}"))?;
         }
         policy.extra_privileged_scopes = privileged;
         let listen = listen_flag
@@ -111,7 +119,9 @@ impl ServerConfig {
         listen
             .parse::<std::net::SocketAddr>()
             .with_context(|| format!("listen: {listen:?} is not an address like 127.0.0.1:8640"))?;
-        let log = env("WARDEN_LOG").or(file.log).unwrap_or_else(|| "info".to_owned());
+        let log = env("WARDEN_LOG")
+            .or(file.log)
+            .unwrap_or_else(|| "info".to_owned());
         Ok(ServerConfig {
             data_dir: data_dir.to_owned(),
             listen,
@@ -131,12 +141,17 @@ mod tests {
         let c = ServerConfig::from_parts(Path::new("/tmp/x"), file, |_| None, None).unwrap();
         assert_eq!(c.listen, DEFAULT_LISTEN);
         assert_eq!(c.policy.max_ttl_api_key, time::Duration::days(90));
-        assert_eq!(c.policy.extra_privileged_scopes, vec!["billing:refund".to_owned()]);
+        assert_eq!(
+            c.policy.extra_privileged_scopes,
+            vec!["billing:refund".to_owned()]
+        );
     }
 
     #[test]
     fn precedence_is_file_then_env_then_flag() {
-        let file: FileConfig = toml::from_str("listen = \"127.0.0.1:1\"\n[credentials]\nmax_ttl_api_key = \"10d\"").unwrap();
+        let file: FileConfig =
+            toml::from_str("listen = \"127.0.0.1:1\"\n[credentials]\nmax_ttl_api_key = \"10d\"")
+                .unwrap();
         let env = |k: &str| match k {
             "WARDEN_LISTEN" => Some("127.0.0.1:2".to_owned()),
             "WARDEN_MAX_TTL_API_KEY" => Some("5d".to_owned()),
@@ -154,6 +169,8 @@ mod tests {
         let err = ServerConfig::from_parts(Path::new("/d"), file, |_| None, None).unwrap_err();
         assert!(format!("{err:#}").contains("max_ttl_api_key"));
         let file = FileConfig::default();
-        assert!(ServerConfig::from_parts(Path::new("/d"), file, |_| None, Some("nowhere")).is_err());
+        assert!(
+            ServerConfig::from_parts(Path::new("/d"), file, |_| None, Some("nowhere")).is_err()
+        );
     }
 }

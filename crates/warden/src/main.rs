@@ -18,7 +18,11 @@ use clap::{Args, Parser, Subcommand};
 use warden_client::{Client, ClientError};
 
 #[derive(Debug, Parser)]
-#[command(name = "warden", version, about = "Govern non-human identities: inventory, credentials, approvals, audit.")]
+#[command(
+    name = "warden",
+    version,
+    about = "Govern non-human identities: inventory, credentials, approvals, audit."
+)]
 struct Cli {
     #[command(flatten)]
     global: Global,
@@ -94,7 +98,8 @@ pub fn client_file_path() -> Option<PathBuf> {
 fn client(g: &Global) -> Result<Client> {
     let file: ClientFile = match client_file_path() {
         Some(p) if p.exists() => {
-            let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+            let text =
+                std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
             toml::from_str(&text).with_context(|| format!("parsing {}", p.display()))?
         }
         _ => ClientFile::default(),
@@ -111,7 +116,9 @@ fn client(g: &Global) -> Result<Client> {
         .or_else(|| std::env::var("WARDEN_TOKEN").ok())
         .or(file.token)
     else {
-        bail!("no token: pass --token, set WARDEN_TOKEN, or run `warden quickstart` (it prints one)");
+        bail!(
+            "no token: pass --token, set WARDEN_TOKEN, or run `warden quickstart` (it prints one)"
+        );
     };
     Ok(Client::new(&server, &token)?)
 }
@@ -139,7 +146,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: starting the runtime: {e}");

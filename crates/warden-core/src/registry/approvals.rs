@@ -25,7 +25,9 @@ impl Registry {
             owner_in: actor.visible_teams(),
         };
         let limit = limit.clamp(1, super::identities::MAX_PAGE);
-        let mut items = self.reader()?.list_change_requests(&filter, after, limit + 1)?;
+        let mut items = self
+            .reader()?
+            .list_change_requests(&filter, after, limit + 1)?;
         let next = if items.len() > limit {
             items.truncate(limit);
             items.last().map(|c| c.id)
@@ -58,7 +60,11 @@ impl Registry {
         let reason = validate::reason("reason", Some(&reason), true)?;
         let extra = self.policy.extra_privileged_scopes.clone();
         let actor = actor.clone();
-        let action = if approve { "change.approve" } else { "change.deny" };
+        let action = if approve {
+            "change.approve"
+        } else {
+            "change.deny"
+        };
         self.write(move |tx, job| {
             let mut change = tx
                 .change_request(id)?

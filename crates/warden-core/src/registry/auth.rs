@@ -68,11 +68,23 @@ impl Registry {
                         source: source.to_owned(),
                     }),
                     Some(r) => {
-                        self.auth_failure(&anonymous, "operator.authenticate", format!("operator:{}", r.operator.id), "operator disabled").await?;
+                        self.auth_failure(
+                            &anonymous,
+                            "operator.authenticate",
+                            format!("operator:{}", r.operator.id),
+                            "operator disabled",
+                        )
+                        .await?;
                         Err(CoreError::Unauthenticated(AUTH_FAILED.into()))
                     }
                     None => {
-                        self.auth_failure(&anonymous, "operator.authenticate", "operator:unknown".into(), "unknown token").await?;
+                        self.auth_failure(
+                            &anonymous,
+                            "operator.authenticate",
+                            "operator:unknown".into(),
+                            "unknown token",
+                        )
+                        .await?;
                         Err(CoreError::Unauthenticated(AUTH_FAILED.into()))
                     }
                 }
@@ -81,7 +93,11 @@ impl Registry {
                 let v = self.verify_key(&anonymous, bearer).await?;
                 match (v.valid, v.identity_id, v.credential_id, v.identity) {
                     (true, Some(id), Some(credential_id), Some(name)) => Ok(Actor {
-                        principal: Principal::Identity { id, name, credential_id },
+                        principal: Principal::Identity {
+                            id,
+                            name,
+                            credential_id,
+                        },
                         request_id: request_id.to_owned(),
                         source: source.to_owned(),
                     }),
@@ -89,19 +105,37 @@ impl Registry {
                 }
             }
             Ok(TokenKind::ClientSecret) => {
-                self.auth_failure(&anonymous, "operator.authenticate", "credential:unknown".into(), "client secret used as a bearer token").await?;
+                self.auth_failure(
+                    &anonymous,
+                    "operator.authenticate",
+                    "credential:unknown".into(),
+                    "client secret used as a bearer token",
+                )
+                .await?;
                 Err(CoreError::Unauthenticated(
                     "a client secret is not a bearer token: use it at the token endpoint".into(),
                 ))
             }
             Err(e) => {
-                self.auth_failure(&anonymous, "operator.authenticate", "operator:unknown".into(), &e.to_string()).await?;
+                self.auth_failure(
+                    &anonymous,
+                    "operator.authenticate",
+                    "operator:unknown".into(),
+                    &e.to_string(),
+                )
+                .await?;
                 Err(CoreError::Unauthenticated(AUTH_FAILED.into()))
             }
         }
     }
 
-    async fn auth_failure(&self, actor: &Actor, action: &'static str, target: String, why: &str) -> Result<(), CoreError> {
+    async fn auth_failure(
+        &self,
+        actor: &Actor,
+        action: &'static str,
+        target: String,
+        why: &str,
+    ) -> Result<(), CoreError> {
         let event = NewAuditEvent {
             actor: actor.label(),
             action,
@@ -111,13 +145,18 @@ impl Registry {
             source: actor.source.clone(),
             details: json!({ "reason": why }).to_string(),
         };
-        self.write(move |tx, job| Ok(crate::audit::append(tx, job.now(), event)?)).await?;
+        self.write(move |tx, job| Ok(crate::audit::append(tx, job.now(), event)?))
+            .await?;
         Ok(())
     }
 
     /// Checks an NHI API key for a resource server. Every attempt, valid or not, is audited before
     /// the answer is returned; `last_used_at` is updated in the background.
-    pub async fn verify_key(&self, caller: &Actor, key: &str) -> Result<KeyVerification, CoreError> {
+    pub async fn verify_key(
+        &self,
+        caller: &Actor,
+        key: &str,
+    ) -> Result<KeyVerification, CoreError> {
         let invalid = KeyVerification {
             valid: false,
             identity_id: None,
@@ -135,7 +174,9 @@ impl Registry {
                 let store = self.reader()?;
                 match store.credential_by_secret_hash(&hash)? {
                     None => (invalid, "credential:unknown".to_owned(), "unknown key"),
-                    Some(c) if c.kind != CredentialKind::ApiKey => (invalid, format!("credential:{}", c.id), "not an api key"),
+                    Some(c) if c.kind != CredentialKind::ApiKey => {
+                        (invalid, format!("credential:{}", c.id), "not an api key")
+                    }
                     Some(c) => {
                         let target = format!("credential:{}", c.id);
                         match store.identity(c.identity_id)? {
@@ -165,10 +206,14 @@ impl Registry {
                 }
             }
             Ok(_) => (invalid, "credential:unknown".to_owned(), "not an api key"),
-            Err(e) => (invalid, "credential:unknown".to_owned(), match e {
-                token::TokenError::Checksum => "checksum mismatch",
-                _ => "malformed key",
-            }),
+            Err(e) => (
+                invalid,
+                "credential:unknown".to_owned(),
+                match e {
+                    token::TokenError::Checksum => "checksum mismatch",
+                    _ => "malformed key",
+                },
+            ),
         };
         let event = NewAuditEvent {
             actor: match answer.identity_id {
@@ -177,7 +222,11 @@ impl Registry {
             },
             action: "credential.authenticate",
             target,
-            outcome: if answer.valid { AuditOutcome::Success } else { AuditOutcome::Failure },
+            outcome: if answer.valid {
+                AuditOutcome::Success
+            } else {
+                AuditOutcome::Failure
+            },
             request_id: caller.request_id.clone(),
             source: caller.source.clone(),
             details: if answer.valid {
@@ -186,7 +235,8 @@ impl Registry {
                 json!({ "verifier": caller.label(), "reason": why }).to_string()
             },
         };
-        self.write(move |tx, job| Ok(crate::audit::append(tx, job.now(), event)?)).await?;
+        self.write(move |tx, job| Ok(crate::audit::append(tx, job.now(), event)?))
+            .await?;
         Ok(answer)
     }
 
@@ -198,9 +248,16 @@ impl Registry {
                     .operator(*id)?
                     .map(|r| r.operator.teams)
                     .unwrap_or_default();
-                Ok(WhoAmI::Operator { id: *id, name: name.clone(), role: *role, teams })
+                Ok(WhoAmI::Operator {
+                    id: *id,
+                    name: name.clone(),
+                    role: *role,
+                    teams,
+                })
             }
-            Principal::Identity { id, credential_id, .. } => {
+            Principal::Identity {
+                id, credential_id, ..
+            } => {
                 let i = self
                     .reader()?
                     .identity(*id)?

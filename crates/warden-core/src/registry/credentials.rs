@@ -18,8 +18,14 @@ use crate::validate;
 
 /// What a new credential's secret part is.
 enum Material {
-    Secret { value: warden_crypto::SecretString, hash: [u8; 32] },
-    PublicKey { jwk: serde_json::Value, thumbprint: String },
+    Secret {
+        value: warden_crypto::SecretString,
+        hash: [u8; 32],
+    },
+    PublicKey {
+        jwk: serde_json::Value,
+        thumbprint: String,
+    },
 }
 
 impl Registry {
@@ -35,7 +41,8 @@ impl Registry {
         };
         match (kind, jwk) {
             (CredentialKind::PublicKey, Some(jwk)) => {
-                let k = check_public_jwk(jwk).map_err(|e| CoreError::field("jwk", e.to_string()))?;
+                let k =
+                    check_public_jwk(jwk).map_err(|e| CoreError::field("jwk", e.to_string()))?;
                 Ok(Material::PublicKey {
                     jwk: k.public,
                     thumbprint: k.thumbprint,
@@ -122,7 +129,11 @@ impl Registry {
         .await?
     }
 
-    pub fn list_credentials(&self, actor: &Actor, reference: &str) -> Result<Vec<warden_types::Credential>, CoreError> {
+    pub fn list_credentials(
+        &self,
+        actor: &Actor,
+        reference: &str,
+    ) -> Result<Vec<warden_types::Credential>, CoreError> {
         let store = self.reader()?;
         let identity = resolve_identity(&*store, actor, reference)?;
         Ok(store.credentials_of(identity.id)?)
@@ -156,11 +167,15 @@ impl Registry {
             .ok_or_else(|| CoreError::NotFound(format!("credential {id}")))?;
         if kind == CredentialKind::PublicKey {
             return Err(CoreError::InvalidState(
-                "a public key is rotated by registering the new key and revoking the old one".into(),
+                "a public key is rotated by registering the new key and revoking the old one"
+                    .into(),
             ));
         }
         if overlap > self.policy.max_ttl(kind) {
-            return Err(CoreError::field("overlap_seconds", "longer than the kind's maximum ttl"));
+            return Err(CoreError::field(
+                "overlap_seconds",
+                "longer than the kind's maximum ttl",
+            ));
         }
         let material = self.material(kind, None)?;
         let actor = actor.clone();
@@ -247,11 +262,16 @@ impl Registry {
                 .map_err(|_| CoreError::NotFound(format!("credential {id}")))?;
             let target = format!("credential:{id}");
             if !actor.can_manage_team(identity.owner_id) {
-                let e = CoreError::Forbidden(format!("you may not revoke credentials of team {:?}", identity.owner));
+                let e = CoreError::Forbidden(format!(
+                    "you may not revoke credentials of team {:?}",
+                    identity.owner
+                ));
                 return Ok(Err(job.deny(tx, &actor, "credential.revoke", target, e)?));
             }
             if c.revoked_at.is_some() {
-                return Ok(Err(CoreError::InvalidState("the credential is already revoked".into())));
+                return Ok(Err(CoreError::InvalidState(
+                    "the credential is already revoked".into(),
+                )));
             }
             c.revoked_at = Some(job.now());
             c.revoke_reason = reason.clone().or_else(|| Some("revoked".into()));

@@ -25,9 +25,9 @@ fn new_change(
     scopes: Vec<String>,
     privileged: Vec<String>,
 ) -> Result<ChangeRequest, CoreError> {
-    let requester_id = actor
-        .operator_id()
-        .ok_or_else(|| CoreError::Forbidden("only operators can request privileged changes".into()))?;
+    let requester_id = actor.operator_id().ok_or_else(|| {
+        CoreError::Forbidden("only operators can request privileged changes".into())
+    })?;
     Ok(ChangeRequest {
         id: Uuid::now_v7(),
         identity_id: identity.id,

@@ -41,12 +41,19 @@ pub struct Registry {
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registry").field("policy", &self.policy).finish_non_exhaustive()
+        f.debug_struct("Registry")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
     }
 }
 
 impl Registry {
-    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, policy: Policy, key: &ServerKey) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        policy: Policy,
+        key: &ServerKey,
+    ) -> Self {
         Registry {
             store,
             clock,
@@ -89,9 +96,11 @@ impl Registry {
         let out = receipt
             .await
             .map_err(|_| StoreError::Unavailable("the store's writer stopped".into()))??;
-        out.downcast::<T>()
-            .map(|b| *b)
-            .map_err(|_| CoreError::Store(StoreError::Internal("job returned an unexpected type".into())))
+        out.downcast::<T>().map(|b| *b).map_err(|_| {
+            CoreError::Store(StoreError::Internal(
+                "job returned an unexpected type".into(),
+            ))
+        })
     }
 
     /// Audit events, for admins and auditors.
@@ -103,7 +112,9 @@ impl Registry {
         limit: usize,
     ) -> Result<Vec<warden_types::AuditEvent>, CoreError> {
         if !actor.can_read_audit() {
-            return Err(CoreError::Forbidden("reading the audit log needs the admin or auditor role".into()));
+            return Err(CoreError::Forbidden(
+                "reading the audit log needs the admin or auditor role".into(),
+            ));
         }
         Ok(self.reader()?.list_audit(filter, after, limit)?)
     }
@@ -111,13 +122,18 @@ impl Registry {
     /// Walks the audit chain, for admins and auditors.
     pub fn verify_audit(&self, actor: &Actor) -> Result<AuditVerifyReport, CoreError> {
         if !actor.can_read_audit() {
-            return Err(CoreError::Forbidden("verifying the audit log needs the admin or auditor role".into()));
+            return Err(CoreError::Forbidden(
+                "verifying the audit log needs the admin or auditor role".into(),
+            ));
         }
         Ok(audit::verify(&*self.reader()?, &self.checkpoint_hasher)?)
     }
 
     /// Walks the audit chain of a store directly (offline verification, no actor).
-    pub fn verify_store(store: &dyn ReadStore, key: &ServerKey) -> Result<AuditVerifyReport, StoreError> {
+    pub fn verify_store(
+        store: &dyn ReadStore,
+        key: &ServerKey,
+    ) -> Result<AuditVerifyReport, StoreError> {
         audit::verify(store, &key.hasher(CHECKPOINT_LABEL))
     }
 }

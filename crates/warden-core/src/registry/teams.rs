@@ -43,13 +43,23 @@ fn admin_only(actor: &Actor, what: &str) -> Result<(), CoreError> {
 }
 
 impl Registry {
-    pub async fn create_team(&self, actor: &Actor, req: CreateTeamRequest) -> Result<Team, CoreError> {
+    pub async fn create_team(
+        &self,
+        actor: &Actor,
+        req: CreateTeamRequest,
+    ) -> Result<Team, CoreError> {
         validate::dns_label("name", &req.name)?;
         let description = validate::description(req.description.as_deref())?;
         let actor = actor.clone();
         self.write(move |tx, job| {
             if let Err(e) = admin_only(&actor, "creating a team") {
-                return Ok(Err(job.deny(tx, &actor, "team.create", format!("team:{}", req.name), e)?));
+                return Ok(Err(job.deny(
+                    tx,
+                    &actor,
+                    "team.create",
+                    format!("team:{}", req.name),
+                    e,
+                )?));
             }
             let team = Team {
                 id: Uuid::now_v7(),
@@ -58,8 +68,9 @@ impl Registry {
                 members: Vec::new(),
                 created_at: job.now(),
             };
-            tx.insert_team(&team)
-                .map_err(|e| conflict_as_exists(e, || format!("team {:?} already exists", req.name)))?;
+            tx.insert_team(&team).map_err(|e| {
+                conflict_as_exists(e, || format!("team {:?} already exists", req.name))
+            })?;
             job.record(
                 tx,
                 &actor,
@@ -74,10 +85,15 @@ impl Registry {
     }
 
     pub fn list_teams(&self, actor: &Actor) -> Result<Vec<Team>, CoreError> {
-        if matches!(actor.principal, crate::Principal::Operator { .. } | crate::Principal::System) {
+        if matches!(
+            actor.principal,
+            crate::Principal::Operator { .. } | crate::Principal::System
+        ) {
             Ok(self.reader()?.list_teams()?)
         } else {
-            Err(CoreError::Forbidden("listing teams needs an operator".into()))
+            Err(CoreError::Forbidden(
+                "listing teams needs an operator".into(),
+            ))
         }
     }
 
@@ -95,11 +111,21 @@ impl Registry {
         add: bool,
     ) -> Result<Team, CoreError> {
         let (actor, team, operator) = (actor.clone(), team.to_owned(), operator.to_owned());
-        let action = if add { "team.member_add" } else { "team.member_remove" };
+        let action = if add {
+            "team.member_add"
+        } else {
+            "team.member_remove"
+        };
         self.write(move |tx, job| {
             let t = find_team(tx, &team)?;
             if let Err(e) = admin_only(&actor, "changing team membership") {
-                return Ok(Err(job.deny(tx, &actor, action, format!("team:{}", t.id), e)?));
+                return Ok(Err(job.deny(
+                    tx,
+                    &actor,
+                    action,
+                    format!("team:{}", t.id),
+                    e,
+                )?));
             }
             let op = find_operator(tx, &operator)?;
             if add {
@@ -135,7 +161,13 @@ impl Registry {
         let operator = self
             .write(move |tx, job| {
                 if let Err(e) = admin_only(&actor, "creating an operator") {
-                    return Ok(Err(job.deny(tx, &actor, "operator.create", format!("operator:{}", req.name), e)?));
+                    return Ok(Err(job.deny(
+                        tx,
+                        &actor,
+                        "operator.create",
+                        format!("operator:{}", req.name),
+                        e,
+                    )?));
                 }
                 let mut team_ids = Vec::with_capacity(req.teams.len());
                 for t in &req.teams {
@@ -174,7 +206,9 @@ impl Registry {
 
     pub fn list_operators(&self, actor: &Actor) -> Result<Vec<Operator>, CoreError> {
         if !actor.can_read_audit() {
-            return Err(CoreError::Forbidden("listing operators needs the admin or auditor role".into()));
+            return Err(CoreError::Forbidden(
+                "listing operators needs the admin or auditor role".into(),
+            ));
         }
         Ok(self.reader()?.list_operators()?)
     }

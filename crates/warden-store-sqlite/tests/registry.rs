@@ -1,0 +1,368 @@
+//! The registry's time-dependent rules on a real SQLite file with a fake clock, and the store's
+//! own guarantees (group commit isolation, schema version check).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests"
+)]
+
+use std::sync::Arc;
+
+use time::Duration;
+use time::macros::datetime;
+use warden_core::lifecycle::Transition;
+use warden_core::ports::{NewAuditEvent, Store};
+use warden_core::registry::CHECKPOINT_LABEL;
+use warden_core::{Actor, Clock, CoreError, FakeClock, Policy, Registry, StoreError};
+use warden_crypto::ServerKey;
+use warden_store_sqlite::SqliteStore;
+use warden_types::{
+    AuditOutcome, CreateIdentityRequest, CreateTeamRequest, CredentialKind, IdentityKind,
+    IssueCredentialRequest, RotateCredentialRequest,
+};
+
+struct Env {
+    _dir: tempfile::TempDir,
+    clock: Arc<FakeClock>,
+    store: Arc<SqliteStore>,
+    reg: Registry,
+    admin: Actor,
+}
+
+async fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let key = ServerKey::generate();
+    let store = Arc::new(
+        SqliteStore::open(&dir.path().join("w.db"), key.hasher(CHECKPOINT_LABEL)).unwrap(),
+    );
+    let clock = Arc::new(FakeClock::new(datetime!(2026-01-01 00:00 UTC)));
+    let reg = Registry::new(store.clone(), clock.clone(), Policy::default(), &key);
+    let created = reg.bootstrap_admin("admin").await.unwrap();
+    let admin = reg.authenticate(&created.token, "t", "test").await.unwrap();
+    reg.create_team(
+        &admin,
+        CreateTeamRequest {
+            name: "payments".into(),
+            description: None,
+        },
+    )
+    .await
+    .unwrap();
+    Env {
+        _dir: dir,
+        clock,
+        store,
+        reg,
+        admin,
+    }
+}
+
+fn identity(name: &str) -> CreateIdentityRequest {
+    CreateIdentityRequest {
+        name: name.into(),
+        kind: IdentityKind::ServiceAccount,
+        owner: "payments".into(),
+        purpose: "Unit test identity".into(),
+        environment: "prod".into(),
+        scopes: vec!["ledger:write".into()],
+        audiences: vec![],
+        constraints: None,
+        labels: Default::default(),
+        parent_id: None,
+        expires_at: None,
+    }
+}
+
+fn api_key(ttl: Option<u64>) -> IssueCredentialRequest {
+    IssueCredentialRequest {
+        kind: CredentialKind::ApiKey,
+        ttl_seconds: ttl,
+        description: None,
+        jwk: None,
+    }
+}
+
+#[tokio::test]
+async fn keys_stop_working_when_they_expire() {
+    let e = env().await;
+    e.reg
+        .create_identity(&e.admin, identity("w"))
+        .await
+        .unwrap();
+    let k = e
+        .reg
+        .issue_credential(&e.admin, "w", api_key(Some(3600)))
+        .await
+        .unwrap();
+    let key = k.secret.unwrap();
+    assert_eq!(k.credential.expires_at, e.clock.now() + Duration::hours(1));
+    assert!(e.reg.verify_key(&e.admin, &key).await.unwrap().valid);
+    e.clock.advance(Duration::minutes(59));
+    assert!(e.reg.verify_key(&e.admin, &key).await.unwrap().valid);
+    e.clock.advance(Duration::minutes(1));
+    assert!(
+        !e.reg.verify_key(&e.admin, &key).await.unwrap().valid,
+        "expired at exactly expires_at"
+    );
+}
+
+#[tokio::test]
+async fn an_identity_expiry_caps_its_credentials_and_ends_them() {
+    let e = env().await;
+    let mut req = identity("short-lived");
+    req.expires_at = Some(datetime!(2026-01-02 00:00 UTC));
+    e.reg.create_identity(&e.admin, req).await.unwrap();
+    let k = e
+        .reg
+        .issue_credential(&e.admin, "short-lived", api_key(None))
+        .await
+        .unwrap();
+    assert_eq!(k.credential.expires_at, datetime!(2026-01-02 00:00 UTC));
+    e.clock.advance(Duration::days(1));
+    assert!(
+        !e.reg
+            .verify_key(&e.admin, &k.secret.unwrap())
+            .await
+            .unwrap()
+            .valid
+    );
+}
+
+#[tokio::test]
+async fn rotation_overlap_ends_and_the_sweeper_revokes() {
+    let e = env().await;
+    e.reg
+        .create_identity(&e.admin, identity("w"))
+        .await
+        .unwrap();
+    let old = e
+        .reg
+        .issue_credential(&e.admin, "w", api_key(None))
+        .await
+        .unwrap();
+    let old_key = old.secret.clone().unwrap();
+    let new = e
+        .reg
+        .rotate_credential(
+            &e.admin,
+            old.credential.id,
+            RotateCredentialRequest {
+                overlap_seconds: Some(3600),
+                ttl_seconds: None,
+            },
+        )
+        .await
+        .unwrap();
+    let new_key = new.secret.unwrap();
+    e.clock.advance(Duration::minutes(30));
+    assert!(
+        e.reg.verify_key(&e.admin, &old_key).await.unwrap().valid,
+        "inside the overlap"
+    );
+    assert_eq!(e.reg.end_overlaps().await.unwrap(), 0, "nothing due yet");
+    e.clock.advance(Duration::minutes(31));
+    assert!(
+        !e.reg.verify_key(&e.admin, &old_key).await.unwrap().valid,
+        "overlap over"
+    );
+    assert!(e.reg.verify_key(&e.admin, &new_key).await.unwrap().valid);
+    assert_eq!(e.reg.end_overlaps().await.unwrap(), 1);
+    assert_eq!(
+        e.reg.end_overlaps().await.unwrap(),
+        0,
+        "sweeping is idempotent"
+    );
+    let c = e.reg.credential(&e.admin, old.credential.id).unwrap();
+    assert_eq!(c.revoke_reason.as_deref(), Some("rotation overlap ended"));
+    assert_eq!(c.replaced_by, Some(new.credential.id));
+}
+
+#[tokio::test]
+async fn last_used_is_written_in_batches_not_per_authentication() {
+    let e = env().await;
+    e.reg
+        .create_identity(&e.admin, identity("w"))
+        .await
+        .unwrap();
+    let k = e
+        .reg
+        .issue_credential(&e.admin, "w", api_key(None))
+        .await
+        .unwrap();
+    let key = k.secret.unwrap();
+    for _ in 0..5 {
+        e.clock.advance(Duration::seconds(1));
+        assert!(e.reg.verify_key(&e.admin, &key).await.unwrap().valid);
+    }
+    let before = e.reg.credential(&e.admin, k.credential.id).unwrap();
+    assert_eq!(before.last_used_at, None, "not written synchronously");
+    assert_eq!(
+        e.reg.flush_usage().await.unwrap(),
+        1,
+        "five uses, one update"
+    );
+    let after = e.reg.credential(&e.admin, k.credential.id).unwrap();
+    assert_eq!(after.last_used_at, Some(e.clock.now()));
+    assert_eq!(
+        e.reg.identity(&e.admin, "w").unwrap().last_used_at,
+        Some(e.clock.now())
+    );
+}
+
+#[tokio::test]
+async fn a_failing_job_in_a_batch_leaves_no_trace_and_others_commit() {
+    let e = env().await;
+    // Many concurrent creations, every third one a duplicate name that must fail alone.
+    let mut tasks = Vec::new();
+    let reg = Arc::new(e.reg);
+    for i in 0..150 {
+        let (reg, admin) = (reg.clone(), e.admin.clone());
+        tasks.push(tokio::spawn(async move {
+            let name = if i % 3 == 0 {
+                "dup".to_owned()
+            } else {
+                format!("w-{i}")
+            };
+            reg.create_identity(&admin, identity(&name)).await
+        }));
+    }
+    let mut ok = 0;
+    let mut dup = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(CoreError::AlreadyExists(_)) => dup += 1,
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(ok, 101, "100 unique names plus the first `dup`");
+    assert_eq!(dup, 49);
+    let report = reg.verify_audit(&e.admin).unwrap();
+    assert!(report.ok, "{report:?}");
+    // 1 operator + 1 team + 101 identities: no audit event from a rolled-back job.
+    assert_eq!(report.events_checked, 103);
+    assert!(
+        e.store
+            .stats()
+            .batches
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
+}
+
+#[tokio::test]
+async fn a_job_that_appends_audit_then_fails_is_rolled_back_whole() {
+    let e = env().await;
+    let receipt = e
+        .store
+        .submit(Box::new(|tx: &mut dyn warden_core::ports::WriteTx| {
+            warden_core::audit::append(
+                tx,
+                time::OffsetDateTime::UNIX_EPOCH,
+                NewAuditEvent {
+                    actor: "system".into(),
+                    action: "test.event",
+                    target: "x".into(),
+                    outcome: AuditOutcome::Success,
+                    request_id: "r".into(),
+                    source: "s".into(),
+                    details: "{}".into(),
+                },
+            )?;
+            Err(CoreError::InvalidState("changed my mind".into()))
+        }));
+    assert!(matches!(
+        receipt.await.unwrap(),
+        Err(CoreError::InvalidState(_))
+    ));
+    // The next event takes the place the failed one would have had: the chain has no gap.
+    e.reg
+        .create_identity(&e.admin, identity("after"))
+        .await
+        .unwrap();
+    let report = e.reg.verify_audit(&e.admin).unwrap();
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.events_checked, 3);
+}
+
+#[tokio::test]
+async fn lifecycle_transitions_are_recorded_with_reason() {
+    let e = env().await;
+    e.reg
+        .create_identity(&e.admin, identity("w"))
+        .await
+        .unwrap();
+    let err = e
+        .reg
+        .transition(&e.admin, "w", Transition::Suspend, None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, CoreError::InvalidField { ref field, .. } if field == "reason"),
+        "{err:?}"
+    );
+    let i = e
+        .reg
+        .transition(&e.admin, "w", Transition::Suspend, Some("incident".into()))
+        .await
+        .unwrap();
+    assert_eq!(i.status_reason.as_deref(), Some("incident"));
+    let err = e
+        .reg
+        .transition(&e.admin, "w", Transition::Suspend, Some("again".into()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CoreError::InvalidState(_)));
+}
+
+#[test]
+fn a_database_newer_than_the_binary_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.db");
+    let key = ServerKey::generate();
+    drop(SqliteStore::open(&path, key.hasher(CHECKPOINT_LABEL)).unwrap());
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute(
+        "UPDATE meta SET value = '99' WHERE key = 'schema_version'",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    match SqliteStore::open(&path, key.hasher(CHECKPOINT_LABEL)) {
+        Err(StoreError::Schema(m)) => assert!(m.contains("newer"), "{m}"),
+        other => panic!("expected a schema error, got {other:?}"),
+    }
+    assert!(matches!(
+        SqliteStore::open_read_only(&path),
+        Err(StoreError::Schema(_))
+    ));
+}
+
+#[test]
+fn secrets_never_reach_the_database_file() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (dir, secret) = rt.block_on(async {
+        let e = env().await;
+        e.reg
+            .create_identity(&e.admin, identity("w"))
+            .await
+            .unwrap();
+        let k = e
+            .reg
+            .issue_credential(&e.admin, "w", api_key(None))
+            .await
+            .unwrap();
+        e.store.close();
+        (e._dir, k.secret.unwrap())
+    });
+    let mut bytes = std::fs::read(dir.path().join("w.db")).unwrap();
+    if let Ok(wal) = std::fs::read(dir.path().join("w.db-wal")) {
+        bytes.extend(wal);
+    }
+    let needle = &secret.as_bytes()[7..];
+    assert!(
+        !bytes.windows(needle.len()).any(|w| w == needle),
+        "plaintext secret found in the database"
+    );
+}

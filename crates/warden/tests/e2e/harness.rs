@@ -1,0 +1,214 @@
+//! Starting and driving real `warden` processes.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_warden");
+
+/// A `warden` command with a clean environment (no user config, no inherited token).
+pub fn warden() -> Command {
+    let mut c = Command::new(BIN);
+    c.env_remove("WARDEN_URL")
+        .env_remove("WARDEN_TOKEN")
+        .env_remove("WARDEN_DATA_DIR")
+        .env("WARDEN_CLIENT_CONFIG", "/nonexistent/warden-client.toml")
+        .env("WARDEN_LOG", "warn");
+    c
+}
+
+pub struct Server {
+    pub dir: TempDir,
+    pub url: String,
+    pub admin: String,
+    child: Option<Child>,
+}
+
+/// `warden init --data-dir DIR --json`; returns the admin token.
+pub fn init(dir: &Path) -> String {
+    let out = warden()
+        .args(["init", "--data-dir"])
+        .arg(dir)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "init failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["admin_token"].as_str().unwrap().to_owned()
+}
+
+/// Spawns `warden serve` on a free port; returns the child and its URL.
+pub fn spawn(dir: &Path) -> (Child, String) {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("server.log"))
+        .unwrap();
+    let mut child = warden()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("warden listening on ")
+        .unwrap_or_else(|| {
+            panic!(
+                "unexpected first line {line:?}; see {}",
+                dir.join("server.log").display()
+            )
+        })
+        .to_owned();
+    (child, url)
+}
+
+impl Server {
+    pub fn start() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = init(dir.path());
+        let (child, url) = spawn(dir.path());
+        Server {
+            dir,
+            url,
+            admin,
+            child: Some(child),
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().to_owned()
+    }
+
+    /// SIGKILL: no shutdown, no flush.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        let (child, url) = spawn(self.dir.path());
+        self.child = Some(child);
+        self.url = url;
+    }
+
+    /// Runs a client subcommand with `token`.
+    pub fn cli(&self, token: &str, args: &[&str]) -> Output {
+        warden()
+            .args(["--server", &self.url, "--token", token])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Runs a client subcommand that must succeed; returns stdout.
+    pub fn ok(&self, token: &str, args: &[&str]) -> String {
+        let out = self.cli(token, args);
+        assert!(
+            out.status.success(),
+            "warden {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs a client subcommand with `--json` that must succeed; returns the parsed output.
+    pub fn json(&self, token: &str, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        serde_json::from_str(&self.ok(token, &a)).unwrap()
+    }
+
+    pub fn client(&self, token: &str) -> warden_client::Client {
+        warden_client::Client::new(&self.url, token).unwrap()
+    }
+
+    /// Creates an operator and returns its token.
+    pub fn operator(&self, name: &str, role: &str, teams: &[&str]) -> String {
+        let mut args = vec!["operator", "create", name, "--role", role];
+        for t in teams {
+            args.extend(["--team", t]);
+        }
+        self.json(&self.admin, &args)["token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Creates an identity with `scopes` in `team`, as `token`; returns its JSON.
+    pub fn identity(&self, token: &str, name: &str, team: &str, scopes: &[&str]) -> Value {
+        let mut args = vec![
+            "identity",
+            "create",
+            "--name",
+            name,
+            "--kind",
+            "service_account",
+            "--owner",
+            team,
+            "--purpose",
+            "Integration test identity",
+            "--env",
+            "prod",
+        ];
+        for s in scopes {
+            args.extend(["--scope", s]);
+        }
+        self.json(token, &args)
+    }
+
+    /// Issues an API key for `identity`; returns (credential id, secret).
+    pub fn api_key(&self, token: &str, identity: &str) -> (String, String) {
+        let v = self.json(
+            token,
+            &[
+                "credential",
+                "issue",
+                identity,
+                "--type",
+                "api_key",
+                "--ttl",
+                "1d",
+            ],
+        );
+        (
+            v["credential"]["id"].as_str().unwrap().to_owned(),
+            v["secret"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    pub async fn key_valid(&self, key: &str) -> bool {
+        self.client(&self.admin)
+            .verify_key(key)
+            .await
+            .unwrap()
+            .valid
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// The stderr of a failed command, as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}

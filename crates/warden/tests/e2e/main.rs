@@ -1,0 +1,15 @@
+//! End-to-end tests: the real `warden` binary, a real SQLite file, real HTTP on an ephemeral port.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests"
+)]
+
+mod harness;
+
+mod bad_input;
+mod crash;
+mod security;
+mod tamper;
+mod tour;
