@@ -65,7 +65,9 @@ pub fn checkpoint_mac(hasher: &KeyedHasher, head: &ChainHead) -> Vec<u8> {
 }
 
 /// Walks the whole chain and reports the first event that was edited, deleted, inserted or
-/// reordered, and whether the tail matches the signed checkpoint.
+/// reordered, and whether the chain ends exactly at the signed checkpoint (so that events cut from,
+/// or forged onto, the tail are found too). Safe to run beside a live writer: when the chain grew
+/// during the walk, the checkpoint is re-read and the walk continues.
 pub fn verify(
     store: &dyn ReadStore,
     checkpoint_key: &KeyedHasher,
@@ -74,110 +76,130 @@ pub fn verify(
     let mut prev = GENESIS;
     let mut expected = 1u64;
     let mut checked = 0u64;
-    let checkpoint = store.audit_checkpoint()?;
-    let checkpoint_seq = checkpoint.as_ref().map_or(0, |c| c.head.seq);
-    let fail = |checked: u64, bad: u64, problem: String| AuditVerifyReport {
-        ok: false,
-        events_checked: checked,
-        last_good_seq: bad.saturating_sub(1),
-        first_bad_seq: Some(bad),
-        problem: Some(problem),
-        checkpoint_seq,
-    };
-    if let Some(c) = &checkpoint
-        && !warden_crypto::ct_eq(&checkpoint_mac(checkpoint_key, &c.head), &c.mac)
-    {
-        return Ok(AuditVerifyReport {
-            ok: false,
-            events_checked: 0,
-            last_good_seq: 0,
-            first_bad_seq: None,
-            problem: Some(
-                "the checkpoint's signature is invalid: it was altered or written with another key"
-                    .into(),
-            ),
-            checkpoint_seq,
-        });
-    }
-    loop {
-        let page = store.audit_records(expected - 1, PAGE)?;
-        let n = page.len();
-        for r in page {
-            if r.seq != expected {
-                return Ok(fail(
-                    checked,
-                    expected,
-                    format!(
-                        "event {expected} is missing (the next stored event is {})",
-                        r.seq
-                    ),
-                ));
-            }
-            if r.prev_hash.as_slice() != prev.as_slice() {
-                return Ok(fail(
-                    checked,
-                    r.seq,
-                    format!(
-                        "event {} does not follow its predecessor (prev_hash mismatch: an event before it was removed, inserted or reordered)",
-                        r.seq
-                    ),
-                ));
-            }
-            let computed = event_hash(&prev, &fields(&r));
-            if computed.as_slice() != r.hash.as_slice() {
-                return Ok(fail(
-                    checked,
-                    r.seq,
-                    format!(
-                        "event {} was edited: its content does not match its hash",
-                        r.seq
-                    ),
-                ));
-            }
-            if checkpoint
-                .as_ref()
-                .is_some_and(|c| c.head.seq == r.seq && c.head.hash != computed)
-            {
-                return Ok(fail(
-                    checked,
-                    r.seq,
-                    format!("event {} differs from the signed checkpoint", r.seq),
-                ));
-            }
-            prev = computed;
-            expected += 1;
-            checked += 1;
-        }
-        if n < PAGE {
-            break;
-        }
-    }
-    let last = expected - 1;
-    if checkpoint.is_none() && last > 0 {
-        return Ok(AuditVerifyReport {
+    let mut checkpoint_seq = 0;
+    let report =
+        |checked: u64, bad: Option<u64>, problem: String, checkpoint_seq: u64| AuditVerifyReport {
             ok: false,
             events_checked: checked,
-            last_good_seq: last,
-            first_bad_seq: None,
-            problem: Some(
-                "the signed checkpoint is missing: events may have been cut from the tail".into(),
-            ),
+            last_good_seq: bad.map_or(checked, |b| b.saturating_sub(1)),
+            first_bad_seq: bad,
+            problem: Some(problem),
             checkpoint_seq,
-        });
-    }
-    if last < checkpoint_seq {
-        return Ok(fail(
-            checked,
-            expected,
-            format!(
-                "events {expected}..={checkpoint_seq} were deleted: the signed checkpoint covers {checkpoint_seq} but the chain ends at {last}"
-            ),
-        ));
+        };
+    loop {
+        // Walk to the current end of the chain.
+        loop {
+            let page = store.audit_records(expected - 1, PAGE)?;
+            let n = page.len();
+            for r in page {
+                if r.seq != expected {
+                    return Ok(report(
+                        checked,
+                        Some(expected),
+                        format!(
+                            "event {expected} is missing (the next stored event is {})",
+                            r.seq
+                        ),
+                        checkpoint_seq,
+                    ));
+                }
+                if r.prev_hash.as_slice() != prev.as_slice() {
+                    return Ok(report(
+                        checked,
+                        Some(r.seq),
+                        format!(
+                            "event {} does not follow its predecessor (prev_hash mismatch: an event before it was removed, inserted or reordered)",
+                            r.seq
+                        ),
+                        checkpoint_seq,
+                    ));
+                }
+                let computed = event_hash(&prev, &fields(&r));
+                if computed.as_slice() != r.hash.as_slice() {
+                    return Ok(report(
+                        checked,
+                        Some(r.seq),
+                        format!(
+                            "event {} was edited: its content does not match its hash",
+                            r.seq
+                        ),
+                        checkpoint_seq,
+                    ));
+                }
+                prev = computed;
+                expected += 1;
+                checked += 1;
+            }
+            if n < PAGE {
+                break;
+            }
+        }
+        let last = expected - 1;
+        // The checkpoint is written in the same transaction as the events it covers, so a
+        // checkpoint read now covers at least every event the walk saw.
+        let Some(c) = store.audit_checkpoint()? else {
+            if last == 0 {
+                break;
+            }
+            return Ok(report(
+                checked,
+                None,
+                "the signed checkpoint is missing: events may have been cut from the tail".into(),
+                0,
+            ));
+        };
+        checkpoint_seq = c.head.seq;
+        if !warden_crypto::ct_eq(&checkpoint_mac(checkpoint_key, &c.head), &c.mac) {
+            return Ok(report(
+                checked,
+                None,
+                "the checkpoint's signature is invalid: it was altered or written with another key"
+                    .into(),
+                checkpoint_seq,
+            ));
+        }
+        if c.head.seq > last {
+            // Either the chain grew while we walked (continue), or events were cut off the tail.
+            if store.audit_records(last, 1)?.is_empty() {
+                return Ok(report(
+                    checked,
+                    Some(last + 1),
+                    format!(
+                        "events {}..={} were deleted: the signed checkpoint covers {} but the chain ends at {last}",
+                        last + 1,
+                        c.head.seq,
+                        c.head.seq
+                    ),
+                    checkpoint_seq,
+                ));
+            }
+            continue;
+        }
+        if c.head.seq < last {
+            return Ok(report(
+                checked,
+                Some(c.head.seq + 1),
+                format!(
+                    "events after {} are not covered by the signed checkpoint: they were appended without the server key",
+                    c.head.seq
+                ),
+                checkpoint_seq,
+            ));
+        }
+        if c.head.hash != prev {
+            return Ok(report(
+                checked,
+                Some(last),
+                format!("event {last} differs from the signed checkpoint: the chain was rewritten"),
+                checkpoint_seq,
+            ));
+        }
+        break;
     }
     Ok(AuditVerifyReport {
         ok: true,
         events_checked: checked,
-        last_good_seq: last,
+        last_good_seq: expected - 1,
         first_bad_seq: None,
         problem: None,
         checkpoint_seq,

@@ -69,7 +69,9 @@ pub fn credential_expiry(
                 ))
             })?,
     };
-    let exp = now + ttl;
+    let exp = now
+        .checked_add(ttl)
+        .ok_or_else(|| CoreError::TtlTooLong("the expiry would be out of range".into()))?;
     Ok(match identity_expires {
         Some(limit) if limit < exp => limit,
         _ => exp,

@@ -176,6 +176,7 @@ impl SqliteStore {
         schema::migrate(&mut conn)?;
         conn.set_prepared_statement_cache_capacity(128);
         let head = read::audit_head(&conn)?;
+        check_head(&conn, head, &checkpoint_key)?;
         let (sender, receiver) = sync_channel::<Message>(QUEUE_DEPTH);
         let stats = Arc::new(WriterStats::default());
         let writer_stats = Arc::clone(&stats);
@@ -296,6 +297,30 @@ impl Store for SqliteStore {
             return Err(StoreError::Unavailable("the store is closed".into()));
         }
         Ok(())
+    }
+}
+
+/// Refuses to extend a chain whose head is not the one the last commit signed: a database whose
+/// tail was cut or rewritten while the server was down must not be re-signed by the next commit.
+fn check_head(conn: &Connection, head: ChainHead, key: &KeyedHasher) -> Result<(), StoreError> {
+    let refuse = |why: &str| {
+        Err(StoreError::Corrupt(format!(
+            "the audit chain {why}; it was changed while the server was down. \
+             Run `warden audit verify --data-dir DIR` to find the first bad event"
+        )))
+    };
+    match read::audit_checkpoint(conn)? {
+        None if head.seq == 0 => Ok(()),
+        None => refuse("has events but no signed checkpoint"),
+        Some(c) => {
+            if !warden_crypto::ct_eq(&checkpoint_mac(key, &c.head), &c.mac) {
+                return refuse("checkpoint signature is invalid");
+            }
+            if c.head != head {
+                return refuse("head does not match the signed checkpoint");
+            }
+            Ok(())
+        }
     }
 }
 

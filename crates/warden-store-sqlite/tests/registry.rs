@@ -127,6 +127,15 @@ async fn an_identity_expiry_caps_its_credentials_and_ends_them() {
             .unwrap()
             .valid
     );
+    let err = e
+        .reg
+        .issue_credential(&e.admin, "short-lived", api_key(None))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, CoreError::InvalidState(ref m) if m.contains("expired")),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]

@@ -226,7 +226,8 @@ pub struct Credential {
 }
 
 /// A credential as issued: the secret appears here once and is never retrievable again.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+/// `Debug` redacts it.
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
 pub struct IssuedCredential {
     pub credential: Credential,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -262,8 +263,8 @@ pub struct Operator {
     pub disabled_at: Option<OffsetDateTime>,
 }
 
-/// An operator as created: the token appears here once.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+/// An operator as created: the token appears here once. `Debug` redacts it.
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
 pub struct CreatedOperator {
     pub operator: Operator,
     pub token: String,
@@ -425,4 +426,47 @@ pub struct IdentityChange {
     pub identity: Identity,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub change_request: Option<ChangeRequest>,
+}
+
+impl std::fmt::Debug for IssuedCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedCredential")
+            .field("credential", &self.credential)
+            .field("secret", &self.secret.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for CreatedOperator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedOperator")
+            .field("operator", &self.operator)
+            .field("token", &"[redacted]")
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_issued_secrets() {
+        let op = CreatedOperator {
+            operator: Operator {
+                id: Uuid::nil(),
+                name: "x".into(),
+                role: OperatorRole::Admin,
+                teams: vec![],
+                created_at: OffsetDateTime::UNIX_EPOCH,
+                disabled_at: None,
+            },
+            token: "wdn_op_SECRETSECRET".into(),
+        };
+        assert!(!format!("{op:?}").contains("SECRETSECRET"));
+        let req = crate::VerifyKeyRequest {
+            key: "wdn_ak_SECRETSECRET".into(),
+        };
+        assert!(!format!("{req:?}").contains("SECRETSECRET"));
+    }
 }

@@ -134,8 +134,15 @@ pub struct DecisionRequest {
     pub reason: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+/// `Debug` redacts the key.
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyKeyRequest {
     pub key: String,
+}
+
+impl std::fmt::Debug for VerifyKeyRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("VerifyKeyRequest { key: [redacted] }")
+    }
 }

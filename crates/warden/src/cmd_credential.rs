@@ -62,7 +62,8 @@ pub enum CredentialCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum KeyCmd {
-    /// Check an API key as a resource server would (`POST /v1/keys/verify`).
+    /// Check an API key as a resource server would (`POST /v1/keys/verify`). Pass `-` to read the
+    /// key from standard input and keep it out of the process list and shell history.
     Verify { key: String },
 }
 
@@ -211,6 +212,13 @@ pub async fn run(c: &Client, cmd: CredentialCmd, json: bool) -> Result<ExitCode>
 pub async fn run_key(c: &Client, cmd: KeyCmd, json: bool) -> Result<ExitCode> {
     match cmd {
         KeyCmd::Verify { key } => {
+            let key = if key == "-" {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                line.trim().to_owned()
+            } else {
+                key
+            };
             let v = c.verify_key(&key).await?;
             output::print(json, &v, || {
                 if v.valid {

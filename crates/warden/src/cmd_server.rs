@@ -95,8 +95,8 @@ fn load_key(dir: &Path) -> Result<ServerKey> {
         .with_context(|| format!("{} is not a 32-byte key", path.display()))
 }
 
-/// What `init` produced.
-#[derive(Debug, serde::Serialize)]
+/// What `init` produced. Deliberately not `Debug`: it holds the admin token.
+#[derive(serde::Serialize)]
 pub struct InitOutput {
     pub data_dir: String,
     pub admin: String,

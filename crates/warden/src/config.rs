@@ -52,6 +52,9 @@ pub fn parse_duration(field: &str, v: &str) -> Result<time::Duration> {
     if d <= time::Duration::ZERO {
         bail!("{field}: must be greater than zero");
     }
+    if d > time::Duration::days(3650) {
+        bail!("{field}: at most 3650d");
+    }
     Ok(d)
 }
 

@@ -65,7 +65,7 @@ impl Registry {
         } else {
             "change.deny"
         };
-        self.write(move |tx, job| {
+        self.write_invalidating(move |tx, job| {
             let mut change = tx
                 .change_request(id)?
                 .ok_or_else(|| CoreError::NotFound(format!("change request {id}")))?;
@@ -123,6 +123,9 @@ impl Registry {
             change.decided_at = Some(now);
             change.decision_reason = reason.clone();
             tx.update_change_request(&change)?;
+            if change.kind == ChangeKind::Create && !approve {
+                super::identities::cancel_pending(tx, job, &actor, identity.id, "identity creation denied")?;
+            }
             job.record(
                 tx,
                 &actor,

@@ -1,7 +1,7 @@
 //! Authentication of callers and of NHI credentials, and usage tracking.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 use time::OffsetDateTime;
@@ -35,6 +35,12 @@ impl UsageTracker {
     }
 }
 
+enum KeyLookup {
+    Unknown,
+    Orphan(Uuid),
+    Found(Arc<(warden_types::Credential, warden_types::Identity)>),
+}
+
 /// The one message an unauthenticated caller gets, whatever check failed; the audit event says
 /// which.
 const AUTH_FAILED: &str = "invalid, expired or revoked credentials";
@@ -55,14 +61,24 @@ impl Registry {
         match token::parse(bearer) {
             Ok(TokenKind::Operator) => {
                 let hash = self.secret_hasher.hash(bearer.as_bytes());
-                let found = self.reader()?.operator_by_token_hash(&hash)?;
-                match found {
+                let found = match self.operators.get(&hash) {
+                    Some(hit) => Some(hit),
+                    None => {
+                        let generation = self.operators.generation();
+                        let read = self.reader()?.operator_by_token_hash(&hash)?.map(Arc::new);
+                        if let Some(r) = &read {
+                            self.operators.put(hash, generation, Arc::clone(r));
+                        }
+                        read
+                    }
+                };
+                match found.as_deref() {
                     Some(r) if r.operator.disabled_at.is_none() => Ok(Actor {
                         principal: Principal::Operator {
                             id: r.operator.id,
-                            name: r.operator.name,
+                            name: r.operator.name.clone(),
                             role: r.operator.role,
-                            teams: r.team_ids,
+                            teams: r.team_ids.clone(),
                         },
                         request_id: request_id.to_owned(),
                         source: source.to_owned(),
@@ -171,17 +187,18 @@ impl Registry {
             Ok(TokenKind::ApiKey) => {
                 let hash = self.secret_hasher.hash(key.as_bytes());
                 let now = self.now();
-                let store = self.reader()?;
-                match store.credential_by_secret_hash(&hash)? {
-                    None => (invalid, "credential:unknown".to_owned(), "unknown key"),
-                    Some(c) if c.kind != CredentialKind::ApiKey => {
-                        (invalid, format!("credential:{}", c.id), "not an api key")
+                match self.key_lookup(&hash)? {
+                    KeyLookup::Unknown => (invalid, "credential:unknown".to_owned(), "unknown key"),
+                    KeyLookup::Orphan(c) => {
+                        (invalid, format!("credential:{c}"), "identity missing")
                     }
-                    Some(c) => {
+                    KeyLookup::Found(pair) => {
+                        let (c, i) = &*pair;
                         let target = format!("credential:{}", c.id);
-                        match store.identity(c.identity_id)? {
-                            None => (invalid, target, "identity missing"),
-                            Some(i) => match check_usable(&c, &i, now) {
+                        if c.kind != CredentialKind::ApiKey {
+                            (invalid, target, "not an api key")
+                        } else {
+                            match check_usable(c, i, now) {
                                 Err(why) => (invalid, target, why),
                                 Ok(()) => {
                                     self.usage.record(c.id, i.id, now);
@@ -189,10 +206,10 @@ impl Registry {
                                         KeyVerification {
                                             valid: true,
                                             identity_id: Some(i.id),
-                                            identity: Some(i.name),
-                                            environment: Some(i.environment),
-                                            owner: Some(i.owner),
-                                            scopes: Some(i.scopes),
+                                            identity: Some(i.name.clone()),
+                                            environment: Some(i.environment.clone()),
+                                            owner: Some(i.owner.clone()),
+                                            scopes: Some(i.scopes.clone()),
                                             credential_id: Some(c.id),
                                             expires_at: Some(c.expires_at),
                                         },
@@ -200,7 +217,7 @@ impl Registry {
                                         "",
                                     )
                                 }
-                            },
+                            }
                         }
                     }
                 }
@@ -238,6 +255,25 @@ impl Registry {
         self.write(move |tx, job| Ok(crate::audit::append(tx, job.now(), event)?))
             .await?;
         Ok(answer)
+    }
+
+    /// The credential a secret hash belongs to, and its identity: from the cache when the entry is
+    /// current, else from the store (and then cached).
+    fn key_lookup(&self, hash: &[u8; 32]) -> Result<KeyLookup, CoreError> {
+        if let Some(hit) = self.keys.get(hash) {
+            return Ok(KeyLookup::Found(hit));
+        }
+        let generation = self.keys.generation();
+        let store = self.reader()?;
+        let Some(c) = store.credential_by_secret_hash(hash)? else {
+            return Ok(KeyLookup::Unknown);
+        };
+        let Some(i) = store.identity(c.identity_id)? else {
+            return Ok(KeyLookup::Orphan(c.id));
+        };
+        let pair = Arc::new((c, i));
+        self.keys.put(*hash, generation, Arc::clone(&pair));
+        Ok(KeyLookup::Found(pair))
     }
 
     pub fn whoami(&self, actor: &Actor) -> Result<WhoAmI, CoreError> {

@@ -88,6 +88,12 @@ impl Registry {
                 ))));
             }
             let now = job.now();
+            if identity.expires_at.is_some_and(|e| e <= now) {
+                return Ok(Err(CoreError::InvalidState(format!(
+                    "identity {:?} has expired",
+                    identity.name
+                ))));
+            }
             let expires_at = credential_expiry(&job.policy, req.kind, now, req.ttl_seconds, identity.expires_at)?;
             let (hint, thumbprint, public_jwk, secret, hash) = match material {
                 Material::Secret { value, hash } => (value.hint(), None, None, Some(value), Some(hash)),
@@ -171,15 +177,19 @@ impl Registry {
                     .into(),
             ));
         }
-        if overlap > self.policy.max_ttl(kind) {
-            return Err(CoreError::field(
-                "overlap_seconds",
-                "longer than the kind's maximum ttl",
-            ));
-        }
+        let max = self.policy.max_ttl(kind);
+        let overlap = match req.overlap_seconds {
+            Some(_) if overlap > max => {
+                return Err(CoreError::field(
+                    "overlap_seconds",
+                    "longer than the kind's maximum ttl",
+                ));
+            }
+            _ => std::cmp::min(overlap, max),
+        };
         let material = self.material(kind, None)?;
         let actor = actor.clone();
-        self.write(move |tx, job| {
+        self.write_invalidating(move |tx, job| {
             let mut old = tx
                 .credential(id)?
                 .ok_or_else(|| CoreError::NotFound(format!("credential {id}")))?;
@@ -199,6 +209,12 @@ impl Registry {
             }
             if identity.status != IdentityStatus::Active {
                 return Ok(Err(CoreError::InvalidState(format!("identity {:?} is {}", identity.name, identity.status))));
+            }
+            if identity.expires_at.is_some_and(|e| e <= now) {
+                return Ok(Err(CoreError::InvalidState(format!(
+                    "identity {:?} has expired",
+                    identity.name
+                ))));
             }
             let expires_at = credential_expiry(&job.policy, kind, now, req.ttl_seconds, identity.expires_at)?;
             let Material::Secret { value, hash } = material else {
@@ -254,7 +270,7 @@ impl Registry {
     ) -> Result<Credential, CoreError> {
         let reason = validate::reason("reason", reason.as_deref(), false)?;
         let actor = actor.clone();
-        self.write(move |tx, job| {
+        self.write_invalidating(move |tx, job| {
             let mut c = tx
                 .credential(id)?
                 .ok_or_else(|| CoreError::NotFound(format!("credential {id}")))?;
@@ -292,7 +308,7 @@ impl Registry {
     /// Revokes rotated-out credentials whose overlap has ended. Returns how many.
     pub async fn end_overlaps(&self) -> Result<usize, CoreError> {
         let actor = Actor::system("sweep");
-        self.write(move |tx, job| {
+        self.write_invalidating(move |tx, job| {
             let due = tx.overlaps_ended(job.now(), 500)?;
             for mut c in due.iter().cloned() {
                 c.revoked_at = Some(job.now());

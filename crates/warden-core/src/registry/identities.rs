@@ -59,23 +59,30 @@ pub(super) fn cancel_pending(
         identity: Some(identity),
         owner_in: None,
     };
-    let pending = tx.list_change_requests(&filter, None, MAX_PAGE)?;
-    for mut c in pending.iter().cloned() {
-        c.status = ChangeStatus::Cancelled;
-        c.decided_by = Some(actor.label());
-        c.decided_at = Some(job.now());
-        c.decision_reason = Some(why.to_owned());
-        tx.update_change_request(&c)?;
-        job.record(
-            tx,
-            actor,
-            "change.cancel",
-            format!("change:{}", c.id),
-            AuditOutcome::Success,
-            json!({ "identity": identity.to_string(), "reason": why }),
-        )?;
+    let mut cancelled = 0;
+    loop {
+        let pending = tx.list_change_requests(&filter, None, MAX_PAGE)?;
+        if pending.is_empty() {
+            break;
+        }
+        cancelled += pending.len();
+        for mut c in pending.iter().cloned() {
+            c.status = ChangeStatus::Cancelled;
+            c.decided_by = Some(actor.label());
+            c.decided_at = Some(job.now());
+            c.decision_reason = Some(why.to_owned());
+            tx.update_change_request(&c)?;
+            job.record(
+                tx,
+                actor,
+                "change.cancel",
+                format!("change:{}", c.id),
+                AuditOutcome::Success,
+                json!({ "identity": identity.to_string(), "reason": why }),
+            )?;
+        }
     }
-    Ok(pending.len())
+    Ok(cancelled)
 }
 
 impl Registry {
@@ -115,6 +122,10 @@ impl Registry {
             }
             if let Some(parent) = req.parent_id {
                 match tx.identity(parent)? {
+                    // An identity the actor cannot see is reported as absent.
+                    Some(p) if !actor.can_read_team(p.owner_id) => {
+                        return Err(CoreError::field("parent_id", "no identity has this id"));
+                    }
                     Some(p) if p.status != IdentityStatus::Retired => {}
                     Some(_) => return Err(CoreError::field("parent_id", "the parent identity is retired")),
                     None => return Err(CoreError::field("parent_id", "no identity has this id")),
@@ -223,7 +234,7 @@ impl Registry {
         }
         let extra = self.policy.extra_privileged_scopes.clone();
         let (actor, reference) = (actor.clone(), reference.to_owned());
-        self.write(move |tx, job| {
+        self.write_invalidating(move |tx, job| {
             let mut identity = resolve_identity(tx, &actor, &reference)?;
             let target = identity_target(identity.id);
             if !actor.can_manage_team(identity.owner_id) {
@@ -264,6 +275,21 @@ impl Registry {
                 identity.scopes.extend(new.iter().cloned());
                 identity.scopes.sort();
             } else {
+                let pending = ChangeFilter {
+                    status: Some(ChangeStatus::Pending),
+                    identity: Some(identity.id),
+                    owner_in: None,
+                };
+                if let Some(same) = tx
+                    .list_change_requests(&pending, None, MAX_PAGE)?
+                    .into_iter()
+                    .find(|c| c.kind == ChangeKind::AddScopes && c.scopes == new)
+                {
+                    return Ok(Err(CoreError::AlreadyExists(format!(
+                        "an identical change request is already pending: {}",
+                        same.id
+                    ))));
+                }
                 change = Some(new_change(job, &actor, &identity, ChangeKind::AddScopes, new.clone(), privileged)?);
             }
             if identity.scopes.len() > scope::MAX_SCOPES {
@@ -321,7 +347,7 @@ impl Registry {
             Transition::Resume => "identity.resume",
             Transition::Retire => "identity.retire",
         };
-        self.write(move |tx, job| {
+        self.write_invalidating(move |tx, job| {
             let mut identity = resolve_identity(tx, &actor, &reference)?;
             let target = identity_target(identity.id);
             if !actor.can_manage_team(identity.owner_id) {

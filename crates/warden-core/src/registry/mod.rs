@@ -3,6 +3,7 @@
 
 mod approvals;
 mod auth;
+pub mod cache;
 mod credentials;
 mod identities;
 mod teams;
@@ -14,7 +15,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use uuid::Uuid;
 use warden_crypto::{KeyedHasher, ServerKey};
-use warden_types::{AuditOutcome, AuditVerifyReport, Identity};
+use warden_types::{AuditOutcome, AuditVerifyReport, Credential, Identity};
 
 pub use auth::UsageTracker;
 
@@ -23,7 +24,8 @@ use crate::audit;
 use crate::clock::Clock;
 use crate::error::{CoreError, StoreError};
 use crate::policy::Policy;
-use crate::ports::{AuditFilter, NewAuditEvent, ReadStore, Store, WriteTx};
+use crate::ports::{AuditFilter, NewAuditEvent, OperatorRecord, ReadStore, Store, WriteTx};
+use cache::GenCache;
 
 /// Purpose labels of the subkeys derived from the server key.
 pub const SECRET_HASH_LABEL: &str = "warden.secret-hash.v1";
@@ -37,6 +39,10 @@ pub struct Registry {
     secret_hasher: KeyedHasher,
     checkpoint_hasher: KeyedHasher,
     usage: UsageTracker,
+    /// Operator token hash → operator.
+    operators: GenCache<[u8; 32], OperatorRecord>,
+    /// API key hash → the credential and its identity.
+    keys: GenCache<[u8; 32], (Credential, Identity)>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -61,6 +67,8 @@ impl Registry {
             secret_hasher: key.hasher(SECRET_HASH_LABEL),
             checkpoint_hasher: key.hasher(CHECKPOINT_LABEL),
             usage: UsageTracker::default(),
+            operators: GenCache::default(),
+            keys: GenCache::default(),
         }
     }
 
@@ -101,6 +109,19 @@ impl Registry {
                 "job returned an unexpected type".into(),
             ))
         })
+    }
+
+    /// Runs a job whose commit can change an authentication answer, and makes the authentication
+    /// caches stale before returning (see [`cache`]).
+    async fn write_invalidating<T, F>(&self, f: F) -> Result<T, CoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut dyn WriteTx, &Job) -> Result<T, CoreError> + Send + 'static,
+    {
+        let out = self.write(f).await;
+        self.operators.invalidate();
+        self.keys.invalidate();
+        out
     }
 
     /// Audit events, for admins and auditors.

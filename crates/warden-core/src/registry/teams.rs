@@ -116,7 +116,7 @@ impl Registry {
         } else {
             "team.member_remove"
         };
-        self.write(move |tx, job| {
+        self.write_invalidating(move |tx, job| {
             let t = find_team(tx, &team)?;
             if let Err(e) = admin_only(&actor, "changing team membership") {
                 return Ok(Err(job.deny(

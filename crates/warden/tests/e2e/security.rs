@@ -90,6 +90,60 @@ async fn privileged_create_needs_a_different_admin() {
         "retired"
     );
 
+    // A member cannot park an identity under another team's parent, nor learn that it exists.
+    s.ok(&t, &["team", "create", "other"]);
+    let hidden = s.identity(&t, "hidden", "other", &[]);
+    let o = s.cli(
+        &member,
+        &[
+            "identity",
+            "create",
+            "--name",
+            "child",
+            "--kind",
+            "ai_agent",
+            "--owner",
+            "platform",
+            "--purpose",
+            "Agent spawned under a hidden parent",
+            "--env",
+            "prod",
+            "--parent",
+            hidden["identity"]["id"].as_str().unwrap(),
+        ],
+    );
+    assert!(
+        stderr(&o).contains("no identity has this id"),
+        "{}",
+        stderr(&o)
+    );
+
+    // Denying a held create cancels the identity's other pending requests; duplicates are refused.
+    let v = s.identity(&member, "twice", "platform", &["ops:*"]);
+    let create_req = v["change_request"]["id"].as_str().unwrap().to_owned();
+    s.ok(
+        &member,
+        &["identity", "update", "twice", "--add-scope", "db:*"],
+    );
+    let dup = s.cli(
+        &member,
+        &["identity", "update", "twice", "--add-scope", "db:*"],
+    );
+    assert!(stderr(&dup).contains("already pending"), "{}", stderr(&dup));
+    s.ok(
+        &second_admin,
+        &["approval", "deny", &create_req, "--reason", "not needed"],
+    );
+    let pending = s.json(&t, &["approval", "list"]);
+    assert!(
+        pending["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["identity_name"] != "twice"),
+        "{pending}"
+    );
+
     // Configured privileged scopes (warden.toml ships billing:refund) are held too; narrowing is not.
     s.identity(&member, "refunder", "platform", &["billing:read"]);
     let v = s.json(

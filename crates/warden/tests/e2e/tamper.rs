@@ -149,6 +149,40 @@ fn edits_deletions_swaps_and_truncations_are_named() {
     assert_eq!(code, 1, "{r}");
     assert!(r["problem"].as_str().unwrap().contains("checkpoint"), "{r}");
 
+    // Forge an event onto the tail, correctly chained, without the server key.
+    let (code, r) = tampered(&dir, |c| {
+        let (seq, hash): (i64, Vec<u8>) = c
+            .query_row(
+                "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        let prev: [u8; 32] = hash.try_into().unwrap();
+        let fields = warden_crypto::chain::EventFields {
+            seq: seq as u64 + 1,
+            time_us: 1,
+            actor: "operator:admin",
+            action: "identity.create",
+            target: "identity:forged",
+            outcome: "success",
+            request_id: "r",
+            source: "s",
+            details: "{}",
+        };
+        let h = warden_crypto::chain::event_hash(&prev, &fields);
+        c.execute(
+            "INSERT INTO audit_events VALUES (?1, 1, 'operator:admin', 'identity.create', 'identity:forged', 'success', 'r', 's', '{}', ?2, ?3)",
+            params![seq + 1, prev.as_slice(), h.as_slice()],
+        )
+        .unwrap();
+    });
+    assert_eq!((code, r["first_bad_seq"].as_u64()), (1, Some(n + 1)), "{r}");
+    assert!(
+        r["problem"].as_str().unwrap().contains("not covered"),
+        "{r}"
+    );
+
     // Remove the checkpoint itself.
     let (code, r) = tampered(&dir, |c| {
         c.execute("DELETE FROM audit_checkpoint", []).unwrap();
@@ -216,4 +250,36 @@ fn a_running_server_reports_tampering_through_the_api() {
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("first bad event seq 7"), "{text}");
+}
+
+#[test]
+fn a_server_refuses_to_start_on_a_chain_cut_while_it_was_down() {
+    let (mut s, n) = history();
+    s.kill9();
+    let (_keep, copy) = copy_dir(&s.data_dir());
+    let conn = Connection::open(copy.join("warden.db")).unwrap();
+    conn.execute(
+        "DELETE FROM audit_events WHERE seq > ?1",
+        params![(n - 2) as i64],
+    )
+    .unwrap();
+    drop(conn);
+    let out = warden()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&copy)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("does not match the signed checkpoint"),
+        "{err}"
+    );
+    // The untouched original still starts.
+    s.restart();
+    assert!(
+        s.json(&s.admin, &["audit", "verify"])["ok"]
+            .as_bool()
+            .unwrap()
+    );
 }
