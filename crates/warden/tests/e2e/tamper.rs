@@ -264,11 +264,23 @@ fn a_server_refuses_to_start_on_a_chain_cut_while_it_was_down() {
     )
     .unwrap();
     drop(conn);
-    let out = warden()
+    // It must exit with an error on its own; a server that starts would run until killed.
+    let mut child = warden()
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(&copy)
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the server started on a tampered chain");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
