@@ -12,6 +12,9 @@ pub struct Policy {
     pub default_rotation_overlap: Duration,
     /// Scopes privileged beyond the built-in ones (`*`, `admin`, `*:*`, `res:*`).
     pub extra_privileged_scopes: Vec<String>,
+    /// Answer authentications only after their audit event is committed (instead of once it is
+    /// queued, in order, for the next group commit).
+    pub durable_authentication_events: bool,
 }
 
 impl Default for Policy {
@@ -22,6 +25,7 @@ impl Default for Policy {
             max_ttl_public_key: Duration::days(365),
             default_rotation_overlap: Duration::hours(24),
             extra_privileged_scopes: Vec::new(),
+            durable_authentication_events: false,
         }
     }
 }

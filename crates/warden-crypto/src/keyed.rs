@@ -38,7 +38,7 @@ impl ServerKey {
     /// purpose (say, API keys) is useless for another (say, audit checkpoints).
     pub fn hasher(&self, label: &str) -> KeyedHasher {
         let mut sub = mac(&self.0, label.as_bytes());
-        let hasher = KeyedHasher(sub);
+        let hasher = KeyedHasher::new(sub);
         sub.zeroize();
         hasher
     }
@@ -50,13 +50,43 @@ impl std::fmt::Debug for ServerKey {
     }
 }
 
-/// HMAC-SHA-256 under a purpose-specific subkey.
-#[derive(Clone, Zeroize, ZeroizeOnDrop)]
-pub struct KeyedHasher([u8; 32]);
+/// HMAC-SHA-256 under a purpose-specific subkey. Keeps the keyed (inner/outer pad) state so that
+/// each hash costs only the message's compressions.
+#[derive(Clone)]
+pub struct KeyedHasher {
+    key: [u8; 32],
+    keyed: Option<HmacSha256>,
+}
+
+impl Zeroize for KeyedHasher {
+    fn zeroize(&mut self) {
+        self.key.zeroize();
+        // The keyed state is derived from the key; drop it rather than leave it around.
+        self.keyed = None;
+    }
+}
+
+impl Drop for KeyedHasher {
+    fn drop(&mut self) {
+        self.zeroize();
+    }
+}
 
 impl KeyedHasher {
+    fn new(key: [u8; 32]) -> Self {
+        let keyed = HmacSha256::new_from_slice(&key).ok();
+        KeyedHasher { key, keyed }
+    }
+
     pub fn hash(&self, data: &[u8]) -> [u8; 32] {
-        mac(&self.0, data)
+        match &self.keyed {
+            Some(k) => {
+                let mut m = k.clone();
+                m.update(data);
+                m.finalize().into_bytes().into()
+            }
+            None => mac(&self.key, data),
+        }
     }
 
     /// Whether `tag` is the keyed hash of `data`, in constant time.

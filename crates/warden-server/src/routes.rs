@@ -464,6 +464,7 @@ pub(crate) async fn list_audit(
         until: parse_time("until", &q.until)?,
     };
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    s.registry.barrier().await?;
     let mut items = s
         .registry
         .list_audit(&a, &filter, q.cursor.unwrap_or(0), limit + 1)?;
@@ -485,6 +486,7 @@ pub(crate) async fn verify_audit(
     State(s): State<AppState>,
     Caller(a): Caller,
 ) -> ApiResult<Json<AuditVerifyReport>> {
+    s.registry.barrier().await?;
     let reg = s.registry.clone();
     let report = tokio::task::spawn_blocking(move || reg.verify_audit(&a))
         .await

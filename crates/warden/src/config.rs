@@ -17,6 +17,13 @@ pub struct FileConfig {
     pub log: Option<String>,
     pub credentials: Option<CredentialFile>,
     pub guardrails: Option<GuardrailFile>,
+    pub audit: Option<AuditFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditFile {
+    pub durable_authentication: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -114,6 +121,14 @@ impl ServerConfig {
                 .map_err(|e| anyhow::anyhow!("guardrails.privileged_scopes: {e}"))?;
         }
         policy.extra_privileged_scopes = privileged;
+        let durable = file.audit.and_then(|a| a.durable_authentication);
+        policy.durable_authentication_events = match env("WARDEN_DURABLE_AUTHENTICATION").as_deref()
+        {
+            None => durable.unwrap_or(false),
+            Some("true" | "1") => true,
+            Some("false" | "0") => false,
+            Some(other) => bail!("WARDEN_DURABLE_AUTHENTICATION: {other:?} is not true or false"),
+        };
         let listen = listen_flag
             .map(str::to_owned)
             .or_else(|| env("WARDEN_LISTEN"))

@@ -161,9 +161,7 @@ impl Registry {
             source: actor.source.clone(),
             details: json!({ "reason": why }).to_string(),
         };
-        self.write(move |tx, job| Ok(crate::audit::append(tx, job.now(), event)?))
-            .await?;
-        Ok(())
+        self.record_authentication(event).await
     }
 
     /// Checks an NHI API key for a resource server. Every attempt, valid or not, is audited before
@@ -252,9 +250,31 @@ impl Registry {
                 json!({ "verifier": caller.label(), "reason": why }).to_string()
             },
         };
-        self.write(move |tx, job| Ok(crate::audit::append(tx, job.now(), event)?))
-            .await?;
+        self.record_authentication(event).await?;
         Ok(answer)
+    }
+
+    /// Records an authentication attempt. With `durable_authentication_events` the answer waits
+    /// for the commit; otherwise it waits only until the event has its place in the writer's
+    /// ordered queue (committed with the next group commit, within milliseconds). A full queue
+    /// fails the request: no authentication is answered without its event.
+    async fn record_authentication(&self, event: NewAuditEvent) -> Result<(), CoreError> {
+        if self.policy.durable_authentication_events {
+            return self
+                .write(move |tx, job| Ok(crate::audit::append(tx, job.now(), event)?))
+                .await
+                .map(|_| ());
+        }
+        let clock = Arc::clone(&self.clock);
+        let mut receipt = self.store.submit(Box::new(move |tx| {
+            crate::audit::append(tx, clock.now(), event)?;
+            Ok(Box::new(()) as Box<dyn std::any::Any + Send>)
+        }));
+        match receipt.try_recv() {
+            // Refused at the door (overloaded or closed): fail closed.
+            Ok(Err(e)) => Err(e),
+            _ => Ok(()),
+        }
     }
 
     /// The credential a secret hash belongs to, and its identity: from the cache when the entry is

@@ -124,7 +124,14 @@ impl Registry {
         out
     }
 
-    /// Audit events, for admins and auditors.
+    /// Waits until every write queued before this call is committed (the writer is FIFO), so that
+    /// a read after it sees every audit event already answered for.
+    pub async fn barrier(&self) -> Result<(), CoreError> {
+        self.write(|_, _| Ok(())).await
+    }
+
+    /// Audit events, for admins and auditors. Call [`Registry::barrier`] first to include
+    /// authentication events still in the commit queue.
     pub fn list_audit(
         &self,
         actor: &Actor,
