@@ -49,6 +49,11 @@ struct Args {
     seconds: u64,
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Load generator for the throughput phases (hello-world and keys/verify): `wrk` (a lean C
+    /// generator, so the driver takes little of the shared cores) or `builtin`. Default: wrk when it
+    /// is on PATH.
+    #[arg(long)]
+    driver: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -149,6 +154,73 @@ async fn drive(
     })
 }
 
+/// Runs `wrk` and reads its summary. `script` is Lua or `None` for a plain GET.
+fn wrk_phase(
+    addr: SocketAddr,
+    path: &str,
+    script: Option<&str>,
+    connections: usize,
+    seconds: u64,
+) -> Result<Phase> {
+    let mut cmd = Command::new("wrk");
+    cmd.args([
+        "-t1",
+        &format!("-c{connections}"),
+        &format!("-d{seconds}s"),
+        "--latency",
+    ]);
+    let dir = tempfile_dir()?;
+    if let Some(lua) = script {
+        std::fs::create_dir_all(&dir)?;
+        let f = dir.join("script.lua");
+        std::fs::write(&f, lua)?;
+        cmd.arg("-s").arg(f);
+    }
+    let out = cmd
+        .arg(format!("http://{addr}{path}"))
+        .output()
+        .context("running wrk")?;
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let field = |prefix: &str| -> Option<String> {
+        text.lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(prefix))
+            .map(|l| l[prefix.len()..].trim().to_owned())
+    };
+    let ms = |v: &str| -> Result<f64> {
+        let v = v.split_whitespace().next().unwrap_or("");
+        let (num, scale) = if let Some(n) = v.strip_suffix("us") {
+            (n, 0.001)
+        } else if let Some(n) = v.strip_suffix("ms") {
+            (n, 1.0)
+        } else if let Some(n) = v.strip_suffix('s') {
+            (n, 1000.0)
+        } else {
+            bail!("unexpected latency {v:?}")
+        };
+        Ok(num.parse::<f64>()? * scale)
+    };
+    let requests: u64 = text
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next())
+        .context("wrk printed no request count")?
+        .parse()?;
+    let errors: u64 = field("Non-2xx or 3xx responses:")
+        .map(|v| v.parse())
+        .transpose()?
+        .unwrap_or(0)
+        + field("Socket errors:").map_or(0, |_| 1);
+    Ok(Phase {
+        requests,
+        errors,
+        secs: seconds as f64,
+        p50_ms: ms(&field("50%").context("no p50")?)?,
+        p99_ms: ms(&field("99%").context("no p99")?)?,
+    })
+}
+
 struct Proc(Child);
 
 impl Drop for Proc {
@@ -219,16 +291,26 @@ async fn one_run(a: &Args, warden: &Path) -> Result<RunResult> {
     let mut hello_cmd = Command::new(&me);
     hello_cmd.args(["hello"]);
     let (hello_proc, hello_addr) = spawn_url(hello_cmd, "hello listening on ")?;
-    let hello = drive(
-        hello_addr,
-        "x",
-        a.connections,
-        None,
-        Some(a.seconds),
-        200,
-        Arc::new(|_| (Method::GET, "/".to_owned(), None)),
-    )
-    .await?;
+    let use_wrk = match a.driver.as_deref() {
+        Some("wrk") => true,
+        Some("builtin") => false,
+        Some(other) => bail!("unknown driver {other:?}: wrk or builtin"),
+        None => Command::new("wrk").arg("--version").output().is_ok(),
+    };
+    let hello = if use_wrk {
+        wrk_phase(hello_addr, "/", None, a.connections, a.seconds)?
+    } else {
+        drive(
+            hello_addr,
+            "x",
+            a.connections,
+            None,
+            Some(a.seconds),
+            200,
+            Arc::new(|_| (Method::GET, "/".to_owned(), None)),
+        )
+        .await?
+    };
     drop(hello_proc);
 
     let dir = tempfile_dir()?;
@@ -327,27 +409,45 @@ async fn one_run(a: &Args, warden: &Path) -> Result<RunResult> {
         .await?;
         keys.push(v["secret"].as_str().context("no secret")?.to_owned());
     }
-    let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
-        keys.iter()
-            .map(|k| json!({"key": k}).to_string().into_bytes())
-            .collect(),
-    );
-    let verify = drive(
-        addr,
-        &token,
-        a.connections,
-        None,
-        Some(a.seconds),
-        200,
-        Arc::new(move |i| {
-            (
-                Method::POST,
-                "/v1/keys/verify".to_owned(),
-                Some(bodies[i % bodies.len()].clone()),
-            )
-        }),
-    )
-    .await?;
+    let verify = if use_wrk {
+        let list: Vec<String> = keys
+            .iter()
+            .map(|k| format!("'{{\"key\":\"{k}\"}}'"))
+            .collect();
+        let lua = format!(
+            "local bodies = {{{}}}\nlocal reqs = {{}}\nfor n, b in ipairs(bodies) do\n  reqs[n] = wrk.format(\"POST\", \"/v1/keys/verify\", {{[\"Content-Type\"] = \"application/json\", [\"Authorization\"] = \"Bearer {token}\"}}, b)\nend\nlocal i = 0\nrequest = function()\n  i = i + 1\n  return reqs[(i % #reqs) + 1]\nend\n",
+            list.join(", ")
+        );
+        wrk_phase(
+            addr,
+            "/v1/keys/verify",
+            Some(&lua),
+            a.connections,
+            a.seconds,
+        )?
+    } else {
+        let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
+            keys.iter()
+                .map(|k| json!({"key": k}).to_string().into_bytes())
+                .collect(),
+        );
+        drive(
+            addr,
+            &token,
+            a.connections,
+            None,
+            Some(a.seconds),
+            200,
+            Arc::new(move |i| {
+                (
+                    Method::POST,
+                    "/v1/keys/verify".to_owned(),
+                    Some(bodies[i % bodies.len()].clone()),
+                )
+            }),
+        )
+        .await?
+    };
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(RunResult {

@@ -324,6 +324,14 @@ fn check_head(conn: &Connection, head: ChainHead, key: &KeyedHasher) -> Result<(
     }
 }
 
+/// Runs one statement through the statement cache (the writer runs these per job).
+fn stmt(conn: &Connection, sql: &str) -> Result<(), StoreError> {
+    conn.prepare_cached(sql)
+        .and_then(|mut s| s.execute([]))
+        .map(|_| ())
+        .map_err(db_err)
+}
+
 fn run_writer(
     conn: Connection,
     receiver: Receiver<Message>,
@@ -370,8 +378,8 @@ fn run_batch(
     let mut tx = SqliteTx { conn, head };
     let mut done = Vec::with_capacity(batch.len());
     for (job, reply) in batch {
-        let out = match conn.execute_batch("SAVEPOINT job") {
-            Err(e) => Err(db_err(e).into()),
+        let out = match stmt(conn, "SAVEPOINT job") {
+            Err(e) => Err(e.into()),
             Ok(()) => {
                 let before = tx.head;
                 let out = match catch_unwind(AssertUnwindSafe(|| job(&mut tx))) {
@@ -379,15 +387,15 @@ fn run_batch(
                     Err(_) => Err(StoreError::Internal("a write job panicked".into()).into()),
                 };
                 let end = if out.is_ok() {
-                    "RELEASE job"
+                    stmt(conn, "RELEASE job")
                 } else {
                     tx.head = before;
                     stats.failed_jobs.fetch_add(1, Ordering::Relaxed);
-                    "ROLLBACK TO job; RELEASE job"
+                    stmt(conn, "ROLLBACK TO job").and_then(|()| stmt(conn, "RELEASE job"))
                 };
-                match conn.execute_batch(end) {
+                match end {
                     Ok(()) => out,
-                    Err(e) => Err(db_err(e).into()),
+                    Err(e) => Err(e.into()),
                 }
             }
         };

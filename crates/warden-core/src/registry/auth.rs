@@ -1,6 +1,7 @@
 //! Authentication of callers and of NHI credentials, and usage tracking.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::json;
@@ -11,7 +12,7 @@ use warden_types::{AuditOutcome, CredentialKind, KeyVerification, WhoAmI};
 
 use super::Registry;
 use crate::actor::{Actor, Principal};
-use crate::error::CoreError;
+use crate::error::{CoreError, StoreError};
 use crate::lifecycle::check_usable;
 use crate::ports::NewAuditEvent;
 
@@ -33,6 +34,20 @@ impl UsageTracker {
             Err(_) => HashMap::new(),
         }
     }
+}
+
+/// Authentication events waiting for the writer, with the time of the attempt and the place each
+/// holds in the backpressure semaphore.
+#[derive(Debug, Default)]
+pub struct AuthBuffer {
+    events: Mutex<
+        Vec<(
+            OffsetDateTime,
+            NewAuditEvent,
+            tokio::sync::OwnedSemaphorePermit,
+        )>,
+    >,
+    scheduled: AtomicBool,
 }
 
 enum KeyLookup {
@@ -265,16 +280,44 @@ impl Registry {
                 .await
                 .map(|_| ());
         }
-        let clock = Arc::clone(&self.clock);
-        let mut receipt = self.store.submit(Box::new(move |tx| {
-            crate::audit::append(tx, clock.now(), event)?;
-            Ok(Box::new(()) as Box<dyn std::any::Any + Send>)
-        }));
-        match receipt.try_recv() {
-            // Refused at the door (overloaded or closed): fail closed.
-            Ok(Err(e)) => Err(e),
-            _ => Ok(()),
+        // Backpressure: at most AUTH_EVENTS_IN_FLIGHT events wait for the writer; further callers
+        // wait for a place instead of being refused (refusals would burn the CPU the writer needs).
+        let permit = Arc::clone(&self.auth_permits)
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Unavailable("the audit queue is closed".into()))?;
+        let at = self.clock.now();
+        let buffer = &self.auth_buffer;
+        match buffer.events.lock() {
+            Ok(mut v) => v.push((at, event, permit)),
+            Err(_) => {
+                return Err(StoreError::Internal("the audit buffer is poisoned".into()).into());
+            }
         }
+        // One drain job at a time appends everything buffered, in order, in one savepoint.
+        if !buffer.scheduled.swap(true, Ordering::AcqRel) {
+            let drain = Arc::clone(buffer);
+            let mut receipt = self.store.submit(Box::new(move |tx| {
+                drain.scheduled.store(false, Ordering::Release);
+                let batch = drain
+                    .events
+                    .lock()
+                    .map(|mut v| std::mem::take(&mut *v))
+                    .unwrap_or_default();
+                for (at, event, permit) in batch {
+                    crate::audit::append(tx, at, event)?;
+                    drop(permit);
+                }
+                Ok(Box::new(()) as Box<dyn std::any::Any + Send>)
+            }));
+            // Refused at the door (overloaded or closed): fail closed, and let the next attempt
+            // schedule the drain again.
+            if let Ok(Err(e)) = receipt.try_recv() {
+                buffer.scheduled.store(false, Ordering::Release);
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     /// The credential a secret hash belongs to, and its identity: from the cache when the entry is

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use warden_crypto::{KeyedHasher, ServerKey};
 use warden_types::{AuditOutcome, AuditVerifyReport, Credential, Identity};
 
-pub use auth::UsageTracker;
+pub use auth::{AuthBuffer, UsageTracker};
 
 use crate::actor::Actor;
 use crate::audit;
@@ -43,7 +43,14 @@ pub struct Registry {
     operators: GenCache<[u8; 32], OperatorRecord>,
     /// API key hash → the credential and its identity.
     keys: GenCache<[u8; 32], (Credential, Identity)>,
+    /// Places for authentication events queued but not yet appended.
+    auth_permits: Arc<tokio::sync::Semaphore>,
+    auth_buffer: Arc<AuthBuffer>,
 }
+
+/// Authentication events that may wait for the writer at once (below the store's queue depth, so
+/// mutations always find room).
+pub const AUTH_EVENTS_IN_FLIGHT: usize = 8_192;
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -69,6 +76,8 @@ impl Registry {
             usage: UsageTracker::default(),
             operators: GenCache::default(),
             keys: GenCache::default(),
+            auth_permits: Arc::new(tokio::sync::Semaphore::new(AUTH_EVENTS_IN_FLIGHT)),
+            auth_buffer: Arc::new(AuthBuffer::default()),
         }
     }
 

@@ -262,3 +262,55 @@ async fn rotation_keeps_the_old_key_for_the_overlap_and_suspend_disables() {
     let denied = s.cli(&new_key, &["team", "create", "x"]);
     assert!(stderr(&denied).contains("forbidden"), "{}", stderr(&denied));
 }
+
+/// README's first command: `quickstart` initialises a data dir, prints the URL and token once,
+/// serves; a second start reuses the data dir and prints no token.
+#[tokio::test(flavor = "multi_thread")]
+async fn quickstart_initialises_once_and_serves() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("warden-data");
+    let start = |expect_token: bool| {
+        let mut child = crate::harness::warden()
+            .args(["quickstart", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next().unwrap().unwrap();
+        let url = first
+            .strip_prefix("Warden is running at ")
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_else(|| panic!("unexpected {first:?}"))
+            .to_owned();
+        let second = lines.next().unwrap().unwrap();
+        let token = if expect_token {
+            assert!(second.contains("shown once"), "{second}");
+            Some(lines.next().unwrap().unwrap().trim().to_owned())
+        } else {
+            assert!(second.contains("already initialised"), "{second}");
+            None
+        };
+        (child, url, token)
+    };
+    let (mut first, url, token) = start(true);
+    let token = token.unwrap();
+    assert!(token.starts_with("wdn_op_"));
+    let c = warden_client::Client::new(&url, &token).unwrap();
+    assert!(matches!(
+        c.whoami().await.unwrap(),
+        warden_types::WhoAmI::Operator { .. }
+    ));
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let (mut again, url, _) = start(false);
+    let c = warden_client::Client::new(&url, &token).unwrap();
+    assert!(
+        c.verify_audit().await.unwrap().ok,
+        "the same data dir and token"
+    );
+    again.kill().unwrap();
+    again.wait().unwrap();
+}
