@@ -156,6 +156,7 @@ pub struct SqliteStore {
     pool: Pool,
     sender: Mutex<Option<SyncSender<Message>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    checkpointer: Mutex<Option<(std::sync::mpsc::Sender<()>, JoinHandle<()>)>>,
     stats: Arc<WriterStats>,
 }
 
@@ -177,6 +178,11 @@ impl SqliteStore {
         conn.set_prepared_statement_cache_capacity(128);
         let head = read::audit_head(&conn)?;
         check_head(&conn, head, &checkpoint_key)?;
+        // Checkpoints happen on their own thread, so the writer never stalls copying WAL pages.
+        conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")
+            .map_err(db_err)?;
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let checkpointer = spawn_checkpointer(path, stop_rx)?;
         let (sender, receiver) = sync_channel::<Message>(QUEUE_DEPTH);
         let stats = Arc::new(WriterStats::default());
         let writer_stats = Arc::clone(&stats);
@@ -191,6 +197,7 @@ impl SqliteStore {
             },
             sender: Mutex::new(Some(sender)),
             writer: Mutex::new(Some(handle)),
+            checkpointer: Mutex::new(Some((stop_tx, checkpointer))),
             stats,
         })
     }
@@ -228,6 +235,10 @@ impl SqliteStore {
             s.take();
         }
         if let Some(h) = self.writer.lock().ok().and_then(|mut w| w.take()) {
+            let _ = h.join();
+        }
+        if let Some((stop, h)) = self.checkpointer.lock().ok().and_then(|mut c| c.take()) {
+            drop(stop);
             let _ = h.join();
         }
     }
@@ -298,6 +309,36 @@ impl Store for SqliteStore {
         }
         Ok(())
     }
+}
+
+/// Every second, copies committed WAL pages into the database file (`PASSIVE`: never waits for,
+/// nor blocks, the writer or readers). Stops when `stop` is dropped, after a last full checkpoint.
+fn spawn_checkpointer(
+    path: &Path,
+    stop: std::sync::mpsc::Receiver<()>,
+) -> Result<JoinHandle<()>, StoreError> {
+    let conn = Connection::open(path).map_err(db_err)?;
+    conn.execute_batch("PRAGMA busy_timeout = 5000;")
+        .map_err(db_err)?;
+    std::thread::Builder::new()
+        .name("warden-sqlite-checkpoint".into())
+        .spawn(move || {
+            use std::sync::mpsc::RecvTimeoutError;
+            loop {
+                match stop.recv_timeout(std::time::Duration::from_secs(1)) {
+                    Err(RecvTimeoutError::Timeout) => {
+                        if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE);") {
+                            tracing::warn!(error = %e, "WAL checkpoint failed");
+                        }
+                    }
+                    _ => {
+                        let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
+                        return;
+                    }
+                }
+            }
+        })
+        .map_err(|e| StoreError::Internal(format!("starting the checkpoint thread: {e}")))
 }
 
 /// Refuses to extend a chain whose head is not the one the last commit signed: a database whose
