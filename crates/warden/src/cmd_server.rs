@@ -207,7 +207,7 @@ async fn run_server(cfg: ServerConfig, on_bound: impl FnOnce(&str)) -> Result<Ex
 
 pub async fn serve(a: ServeArgs) -> Result<ExitCode> {
     let cfg = ServerConfig::load(&a.data_dir, a.config.as_deref(), a.listen.as_deref())?;
-    run_server(cfg, |url| println!("warden listening on {url}")).await
+    run_server(cfg, |url| say(&format!("warden listening on {url}"))).await
 }
 
 pub async fn quickstart(a: QuickstartArgs) -> Result<ExitCode> {
@@ -218,30 +218,35 @@ pub async fn quickstart(a: QuickstartArgs) -> Result<ExitCode> {
     };
     let cfg = ServerConfig::load(&a.data_dir, None, Some(&a.listen))?;
     run_server(cfg, |url| {
-        println!(
-            "Warden is running at {url} (data in {}).",
+        let mut text = format!(
+            "Warden is running at {url} (data in {}).\n",
             a.data_dir.display()
         );
         match &fresh {
-            Some(out) => {
-                println!(
-                    "Bootstrap admin token (shown once, store it safely):\n  {}",
-                    out.admin_token
-                );
-                println!(
-                    "In another shell:\n  export WARDEN_URL={url}\n  export WARDEN_TOKEN={}",
-                    out.admin_token
-                );
-                println!("  warden team create payments");
-            }
-            None => println!(
-                "{} was already initialised; use the admin token printed when it was.",
+            Some(out) => text.push_str(&format!(
+                "Bootstrap admin token (shown once, store it safely):\n  {token}\n\
+                 In another shell:\n  export WARDEN_URL={url}\n  export WARDEN_TOKEN={token}\n  \
+                 warden team create payments\n",
+                token = out.admin_token
+            )),
+            None => text.push_str(&format!(
+                "{} was already initialised; use the admin token printed when it was.\n",
                 a.data_dir.display()
-            ),
+            )),
         }
-        println!("Press Ctrl-C to stop.");
+        text.push_str("Press Ctrl-C to stop.");
+        say(&text);
     })
     .await
+}
+
+/// Prints a start-up message. A closed or broken stdout (the launcher stopped reading) must never
+/// take the server down, so write errors are ignored.
+fn say(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}");
+    let _ = out.flush();
 }
 
 /// Offline access for `warden audit verify --data-dir`.
