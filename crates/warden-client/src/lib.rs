@@ -210,6 +210,25 @@ impl Client {
         self.post("/v1/operators", req).await
     }
 
+    /// `action` is `disable` or `enable`.
+    pub async fn set_operator(
+        &self,
+        operator: &str,
+        action: &str,
+        reason: Option<String>,
+    ) -> Result<Operator> {
+        self.post(
+            &format!("/v1/operators/{}/{}", segment(operator), segment(action)),
+            &TransitionRequest { reason },
+        )
+        .await
+    }
+
+    pub async fn rotate_operator_token(&self, operator: &str) -> Result<CreatedOperator> {
+        let url = self.url(&format!("/v1/operators/{}/rotate-token", segment(operator)));
+        self.send(self.http.post(url)).await
+    }
+
     pub async fn list_operators(&self) -> Result<OperatorList> {
         self.get("/v1/operators").await
     }

@@ -165,6 +165,12 @@ pub trait WriteTx: ReadStore {
     fn remove_member(&mut self, team: Uuid, operator: Uuid) -> Result<bool, StoreError>;
     fn insert_operator(&mut self, operator: &Operator, token_hash: &[u8])
     -> Result<(), StoreError>;
+    /// Sets `disabled_at` and, when given, replaces the token hash.
+    fn update_operator(
+        &mut self,
+        operator: &Operator,
+        token_hash: Option<&[u8]>,
+    ) -> Result<(), StoreError>;
 
     fn insert_identity(&mut self, identity: &Identity) -> Result<(), StoreError>;
     fn update_identity(&mut self, identity: &Identity) -> Result<(), StoreError>;

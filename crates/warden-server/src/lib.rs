@@ -55,6 +55,12 @@ pub fn app(state: AppState) -> Router {
             axum::routing::delete(remove_member),
         )
         .route("/operators", get(list_operators).post(create_operator))
+        .route("/operators/{operator}/disable", post(disable_operator))
+        .route("/operators/{operator}/enable", post(enable_operator))
+        .route(
+            "/operators/{operator}/rotate-token",
+            post(rotate_operator_token),
+        )
         .route("/identities", get(list_identities).post(create_identity))
         .route(
             "/identities/{identity}",

@@ -26,6 +26,7 @@ impl utoipa::Modify for BearerAuth {
         routes::whoami, routes::verify_key,
         routes::list_teams, routes::create_team, routes::get_team, routes::add_member, routes::remove_member,
         routes::list_operators, routes::create_operator,
+        routes::disable_operator, routes::enable_operator, routes::rotate_operator_token,
         routes::list_identities, routes::create_identity, routes::get_identity, routes::update_identity,
         routes::suspend_identity, routes::resume_identity, routes::retire_identity,
         routes::list_credentials, routes::issue_credential, routes::get_credential,

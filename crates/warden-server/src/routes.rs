@@ -174,6 +174,50 @@ pub(crate) async fn create_operator(
     ))
 }
 
+/// Disable an operator: its token stops working at once (admin).
+#[utoipa::path(post, path = "/v1/operators/{operator}/disable", request_body = TransitionRequest,
+    params(("operator" = String, Path, description = "operator name or id")),
+    responses((status = 200, body = Operator), (status = 403, body = Problem)))]
+pub(crate) async fn disable_operator(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    PathArg(op): PathArg<String>,
+    Body(req): Body<TransitionRequest>,
+) -> ApiResult<Json<Operator>> {
+    Ok(Json(
+        s.registry
+            .set_operator_disabled(&a, &op, true, req.reason)
+            .await?,
+    ))
+}
+
+/// Re-enable a disabled operator (admin).
+#[utoipa::path(post, path = "/v1/operators/{operator}/enable", request_body = TransitionRequest,
+    params(("operator" = String, Path)), responses((status = 200, body = Operator)))]
+pub(crate) async fn enable_operator(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    PathArg(op): PathArg<String>,
+    Body(req): Body<TransitionRequest>,
+) -> ApiResult<Json<Operator>> {
+    Ok(Json(
+        s.registry
+            .set_operator_disabled(&a, &op, false, req.reason)
+            .await?,
+    ))
+}
+
+/// Replace an operator's token; the new one is in the response once.
+#[utoipa::path(post, path = "/v1/operators/{operator}/rotate-token",
+    params(("operator" = String, Path)), responses((status = 200, body = CreatedOperator)))]
+pub(crate) async fn rotate_operator_token(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    PathArg(op): PathArg<String>,
+) -> ApiResult<Json<CreatedOperator>> {
+    Ok(Json(s.registry.rotate_operator_token(&a, &op).await?))
+}
+
 /// Filters for listing identities.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]

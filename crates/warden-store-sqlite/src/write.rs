@@ -105,6 +105,31 @@ impl WriteTx for SqliteTx<'_> {
         Ok(())
     }
 
+    fn update_operator(
+        &mut self,
+        o: &Operator,
+        token_hash: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        let n = match token_hash {
+            Some(h) => exec(
+                self.conn,
+                "UPDATE operators SET disabled_at = ?2, token_hash = ?3 WHERE id = ?1",
+                params![b(o.id), opt_us(o.disabled_at), h],
+            )?,
+            None => exec(
+                self.conn,
+                "UPDATE operators SET disabled_at = ?2 WHERE id = ?1",
+                params![b(o.id), opt_us(o.disabled_at)],
+            )?,
+        };
+        if n != 1 {
+            return Err(StoreError::Internal(
+                "operator to update does not exist".into(),
+            ));
+        }
+        Ok(())
+    }
+
     fn insert_identity(&mut self, i: &Identity) -> Result<(), StoreError> {
         exec(
             self.conn,

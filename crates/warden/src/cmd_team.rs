@@ -45,6 +45,23 @@ pub enum OperatorCmd {
         teams: Vec<String>,
     },
     List,
+    /// Disable an operator: its token stops working at once (admin).
+    Disable {
+        operator: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Re-enable a disabled operator (admin).
+    Enable {
+        operator: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Replace an operator's token (your own, or anyone's as admin); prints the new one once.
+    RotateToken {
+        /// Defaults to yourself.
+        operator: Option<String>,
+    },
 }
 
 fn team_text(t: &Team) -> String {
@@ -114,6 +131,32 @@ pub async fn run_operator(c: &Client, cmd: OperatorCmd, json: bool) -> Result<Ex
                 )
             })?;
         }
+        OperatorCmd::Disable { operator, reason } => {
+            let o = c.set_operator(&operator, "disable", Some(reason)).await?;
+            output::print(json, &o, || {
+                format!("operator {} disabled; its token no longer works", o.name)
+            })?;
+        }
+        OperatorCmd::Enable { operator, reason } => {
+            let o = c.set_operator(&operator, "enable", reason).await?;
+            output::print(json, &o, || format!("operator {} enabled", o.name))?;
+        }
+        OperatorCmd::RotateToken { operator } => {
+            let name = match operator {
+                Some(o) => o,
+                None => match c.whoami().await? {
+                    warden_types::WhoAmI::Operator { name, .. } => name,
+                    _ => anyhow::bail!("only operators have operator tokens"),
+                },
+            };
+            let o = c.rotate_operator_token(&name).await?;
+            output::print(json, &o, || {
+                format!(
+                    "new token for {} (shown once; the old one no longer works):\n  {}\n",
+                    o.operator.name, o.token
+                )
+            })?;
+        }
         OperatorCmd::List => {
             let l = c.list_operators().await?;
             output::print(json, &l, || {
@@ -126,10 +169,15 @@ pub async fn run_operator(c: &Client, cmd: OperatorCmd, json: bool) -> Result<Ex
                             o.role.to_string(),
                             o.teams.join(","),
                             output::time(o.created_at),
+                            if o.disabled_at.is_some() {
+                                "disabled".into()
+                            } else {
+                                "active".into()
+                            },
                         ]
                     })
                     .collect();
-                table(&["NAME", "ROLE", "TEAMS", "CREATED"], &rows)
+                table(&["NAME", "ROLE", "TEAMS", "CREATED", "STATE"], &rows)
             })?;
         }
     }

@@ -213,6 +213,102 @@ impl Registry {
         Ok(self.reader()?.list_operators()?)
     }
 
+    /// Disables (`disable = true`) or re-enables an operator: a disabled operator's token stops
+    /// authenticating at once. Admins only; nobody disables themselves.
+    pub async fn set_operator_disabled(
+        &self,
+        actor: &Actor,
+        operator: &str,
+        disable: bool,
+        reason: Option<String>,
+    ) -> Result<Operator, CoreError> {
+        let reason = validate::reason("reason", reason.as_deref(), disable)?;
+        let (actor, operator) = (actor.clone(), operator.to_owned());
+        let action = if disable {
+            "operator.disable"
+        } else {
+            "operator.enable"
+        };
+        self.write_invalidating(move |tx, job| {
+            let mut op = find_operator(tx, &operator)?.operator;
+            let target = format!("operator:{}", op.id);
+            if let Err(e) = admin_only(&actor, "disabling or enabling an operator") {
+                return Ok(Err(job.deny(tx, &actor, action, target, e)?));
+            }
+            if disable && actor.operator_id() == Some(op.id) {
+                return Ok(Err(CoreError::InvalidState(
+                    "you cannot disable yourself; ask another admin".into(),
+                )));
+            }
+            if disable == op.disabled_at.is_some() {
+                let state = if disable { "disabled" } else { "enabled" };
+                return Ok(Err(CoreError::InvalidState(format!(
+                    "the operator is already {state}"
+                ))));
+            }
+            op.disabled_at = disable.then(|| job.now());
+            tx.update_operator(&op, None)?;
+            job.record(
+                tx,
+                &actor,
+                action,
+                target,
+                AuditOutcome::Success,
+                json!({ "name": op.name, "reason": reason }),
+            )?;
+            Ok(Ok(op))
+        })
+        .await?
+    }
+
+    /// Replaces an operator's token; the old one stops authenticating at once. Operators rotate
+    /// their own token; admins anyone's. The new token is returned once.
+    pub async fn rotate_operator_token(
+        &self,
+        actor: &Actor,
+        operator: &str,
+    ) -> Result<CreatedOperator, CoreError> {
+        let secret = token::generate(TokenKind::Operator);
+        let hash = self.secret_hasher.hash(secret.expose().as_bytes());
+        let (actor, operator) = (actor.clone(), operator.to_owned());
+        let op = self
+            .write_invalidating(move |tx, job| {
+                let op = find_operator(tx, &operator)?.operator;
+                let target = format!("operator:{}", op.id);
+                if actor.operator_id() != Some(op.id) && !actor.is_admin() {
+                    let e =
+                        CoreError::Forbidden("only admins rotate other operators' tokens".into());
+                    return Ok(Err(job.deny(
+                        tx,
+                        &actor,
+                        "operator.rotate_token",
+                        target,
+                        e,
+                    )?));
+                }
+                if op.disabled_at.is_some() {
+                    return Ok(Err(CoreError::InvalidState(
+                        "the operator is disabled; enable it first".into(),
+                    )));
+                }
+                tx.update_operator(&op, Some(&hash))?;
+                job.record(
+                    tx,
+                    &actor,
+                    "operator.rotate_token",
+                    target,
+                    AuditOutcome::Success,
+                    json!({ "name": op.name }),
+                )?;
+                Ok(Ok(op))
+            })
+            .await??;
+        Ok(CreatedOperator {
+            operator: op,
+            token: secret.expose().to_owned(),
+        })
+    }
+
     /// Creates the first admin operator. Refused once any operator exists.
     pub async fn bootstrap_admin(&self, name: &str) -> Result<CreatedOperator, CoreError> {
         validate::dns_label("name", name)?;

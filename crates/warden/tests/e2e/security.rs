@@ -400,3 +400,50 @@ async fn ttl_is_capped_and_public_keys_are_checked() {
     );
     assert!(stderr(&o).contains("private"), "{}", stderr(&o));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn operators_can_be_disabled_and_their_tokens_rotated() {
+    let s = Server::start();
+    let t = s.admin.clone();
+    s.ok(&t, &["team", "create", "payments"]);
+    let bob = s.operator("bob", "member", &["payments"]);
+    let carol = s.operator("carol", "admin", &[]);
+    assert_eq!(s.json(&bob, &["whoami"])["name"], "bob");
+
+    // Disabling takes effect at once, even with bob's token in the authentication cache.
+    s.ok(
+        &t,
+        &["operator", "disable", "bob", "--reason", "left the company"],
+    );
+    let o = s.cli(&bob, &["whoami"]);
+    assert!(stderr(&o).contains("unauthenticated"), "{}", stderr(&o));
+    assert!(s.ok(&t, &["operator", "list"]).contains("disabled"));
+    s.ok(&carol, &["operator", "enable", "bob"]);
+    assert_eq!(s.json(&bob, &["whoami"])["name"], "bob");
+
+    // bob rotates his own token: the old one stops working, the new one works.
+    let rotated = s.json(&bob, &["operator", "rotate-token"]);
+    let new_bob = rotated["token"].as_str().unwrap().to_owned();
+    assert!(stderr(&s.cli(&bob, &["whoami"])).contains("unauthenticated"));
+    assert_eq!(s.json(&new_bob, &["whoami"])["name"], "bob");
+
+    // A member cannot touch other operators; nobody disables themselves.
+    let o = s.cli(&new_bob, &["operator", "rotate-token", "carol"]);
+    assert!(stderr(&o).contains("forbidden"), "{}", stderr(&o));
+    let o = s.cli(
+        &new_bob,
+        &["operator", "disable", "carol", "--reason", "coup"],
+    );
+    assert!(stderr(&o).contains("forbidden"), "{}", stderr(&o));
+    assert_eq!(s.json(&carol, &["whoami"])["name"], "carol");
+    let o = s.cli(&t, &["operator", "disable", "admin", "--reason", "oops"]);
+    assert!(stderr(&o).contains("invalid_state"), "{}", stderr(&o));
+    let events = s.json(&t, &["audit", "list", "--action", "operator.disable"]);
+    let outcomes: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["success", "denied"]);
+}
