@@ -27,7 +27,7 @@ fn get<T: rusqlite::types::FromSql>(row: &Row<'_>, i: usize) -> Result<T, StoreE
 
 const IDENTITY_COLS: &str = "i.id, i.name, i.environment, i.kind, i.owner_id, t.name, i.purpose, i.status, \
     i.status_reason, i.scopes, i.privileged, i.audiences, i.constraints, i.labels, i.parent_id, i.origin, \
-    i.created_at, i.updated_at, i.last_used_at, i.expires_at";
+    i.created_at, i.updated_at, i.last_used_at, i.expires_at, i.suspended_by_admin";
 
 fn identity_row(row: &Row<'_>) -> Result<Identity, StoreError> {
     let id = uuid_of(get(row, 0)?)?;
@@ -54,6 +54,7 @@ fn identity_row(row: &Row<'_>) -> Result<Identity, StoreError> {
         updated_at: from_us(get(row, 17)?)?,
         last_used_at: opt_from_us(get(row, 18)?)?,
         expires_at: opt_from_us(get(row, 19)?)?,
+        suspended_by_admin: get::<i64>(row, 20)? != 0,
     })
 }
 

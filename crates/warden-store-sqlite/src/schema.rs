@@ -6,7 +6,8 @@ use warden_core::StoreError;
 use crate::db_err;
 
 /// Migrations in order; the schema version is the number applied.
-pub const MIGRATIONS: &[&str] = &[r#"
+pub const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE teams (
     id BLOB PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
@@ -122,7 +123,12 @@ CREATE TABLE audit_checkpoint (
     hash BLOB NOT NULL,
     mac BLOB NOT NULL
 );
-"#];
+"#,
+    // v2: who may lift a suspension.
+    r#"
+ALTER TABLE identities ADD COLUMN suspended_by_admin INTEGER NOT NULL DEFAULT 0;
+"#,
+];
 
 /// The schema version this binary writes.
 pub fn latest() -> u32 {

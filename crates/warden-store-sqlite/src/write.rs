@@ -165,7 +165,8 @@ impl WriteTx for SqliteTx<'_> {
         let n = exec(
             self.conn,
             "UPDATE identities SET purpose = ?2, status = ?3, status_reason = ?4, scopes = ?5, privileged = ?6, \
-             audiences = ?7, constraints = ?8, labels = ?9, updated_at = ?10, expires_at = ?11 WHERE id = ?1",
+             audiences = ?7, constraints = ?8, labels = ?9, updated_at = ?10, expires_at = ?11, \
+             suspended_by_admin = ?12 WHERE id = ?1",
             params![
                 b(i.id),
                 i.purpose,
@@ -177,7 +178,8 @@ impl WriteTx for SqliteTx<'_> {
                 json(&i.constraints)?,
                 json(&i.labels)?,
                 to_us(i.updated_at),
-                opt_us(i.expires_at)
+                opt_us(i.expires_at),
+                i.suspended_by_admin
             ],
         )?;
         if n != 1 {

@@ -375,3 +375,49 @@ fn secrets_never_reach_the_database_file() {
         "plaintext secret found in the database"
     );
 }
+
+#[test]
+fn a_version_1_database_is_migrated_on_open_and_keeps_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        .unwrap();
+    conn.execute_batch(warden_store_sqlite::schema::MIGRATIONS[0])
+        .unwrap();
+    conn.execute("INSERT INTO meta VALUES ('schema_version', '1')", [])
+        .unwrap();
+    conn.execute(
+        "INSERT INTO teams VALUES (x'000102030405060708090a0b0c0d0e0f', 'old-team', NULL, 0)",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let key = ServerKey::generate();
+    let store = SqliteStore::open(&path, key.hasher(CHECKPOINT_LABEL)).unwrap();
+    let teams = store.reader().unwrap().list_teams().unwrap();
+    assert_eq!(teams.len(), 1);
+    assert_eq!(teams[0].name, "old-team");
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let v: String = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(v, warden_store_sqlite::schema::latest().to_string());
+    let col: i64 = conn
+        .query_row("SELECT count(*) FROM pragma_table_info('identities') WHERE name = 'suspended_by_admin'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(col, 1);
+    let kept: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM teams WHERE name = 'old-team'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(kept, 1, "migration keeps existing rows");
+}

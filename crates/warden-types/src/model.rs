@@ -152,6 +152,9 @@ pub struct Identity {
     /// Why the identity is in its current status (the last transition's reason).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_reason: Option<String>,
+    /// Suspended by an admin: only an admin may resume it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspended_by_admin: bool,
     /// Effective scopes, `resource:action`.
     pub scopes: Vec<String>,
     /// True when any effective scope is privileged.

@@ -148,6 +148,7 @@ impl Registry {
                 environment: req.environment.clone(),
                 status: if held { IdentityStatus::PendingApproval } else { IdentityStatus::Active },
                 status_reason: held.then(|| "privileged scopes await approval".to_owned()),
+                suspended_by_admin: false,
                 privileged: held,
                 scopes: scopes.clone(),
                 audiences,
@@ -359,6 +360,12 @@ impl Registry {
                 return Ok(Err(job.deny(tx, &actor, action, target, e)?));
             }
             let from = identity.status;
+            if t == Transition::Resume && identity.suspended_by_admin && !actor.is_admin() {
+                let e = CoreError::Forbidden(
+                    "an admin suspended this identity; only an admin can resume it".into(),
+                );
+                return Ok(Err(job.deny(tx, &actor, action, target, e)?));
+            }
             let to = match next_status(from, t) {
                 Ok(to) => to,
                 Err(e) => return Ok(Err(e)),
@@ -366,6 +373,7 @@ impl Registry {
             let now = job.now();
             identity.status = to;
             identity.status_reason = reason.clone();
+            identity.suspended_by_admin = to == IdentityStatus::Suspended && actor.is_admin();
             identity.updated_at = now;
             tx.update_identity(&identity)?;
             let mut revoked = Vec::new();

@@ -447,3 +447,44 @@ async fn operators_can_be_disabled_and_their_tokens_rotated() {
         .collect();
     assert_eq!(outcomes, ["success", "denied"]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_an_admin_lifts_an_admins_suspension() {
+    let s = Server::start();
+    let t = s.admin.clone();
+    s.ok(&t, &["team", "create", "payments"]);
+    let bob = s.operator("bob", "member", &["payments"]);
+    s.identity(&bob, "worker", "payments", &["ledger:read"]);
+    let (_, key) = s.api_key(&bob, "worker");
+
+    s.ok(
+        &t,
+        &[
+            "identity",
+            "suspend",
+            "worker",
+            "--reason",
+            "incident 7: key seen on pastebin",
+        ],
+    );
+    assert_eq!(
+        s.json(&t, &["identity", "show", "worker"])["suspended_by_admin"],
+        true
+    );
+    let o = s.cli(&bob, &["identity", "resume", "worker"]);
+    assert!(stderr(&o).contains("only an admin"), "{}", stderr(&o));
+    assert!(!s.key_valid(&key).await, "still suspended");
+    s.ok(
+        &t,
+        &["identity", "resume", "worker", "--reason", "key rotated"],
+    );
+    assert!(s.key_valid(&key).await);
+
+    // A member's own suspension, the member may lift.
+    s.ok(
+        &bob,
+        &["identity", "suspend", "worker", "--reason", "maintenance"],
+    );
+    s.ok(&bob, &["identity", "resume", "worker"]);
+    assert!(s.key_valid(&key).await);
+}
