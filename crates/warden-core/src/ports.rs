@@ -196,6 +196,25 @@ pub trait WriteTx: ReadStore {
     /// Appends a fully formed event; `record.seq` must be `head.seq + 1`. The store keeps the
     /// fields byte for byte and updates its head.
     fn insert_audit_record(&mut self, record: &AuditRecord) -> Result<(), StoreError>;
+
+    /// Runs `effect` after the transaction holding this job has committed, on the writer, before
+    /// any job of the transaction is answered. Dropped unrun if the job fails or the commit does.
+    /// It runs even if the job's caller has gone away.
+    fn after_commit(&mut self, effect: AfterCommit);
+}
+
+/// An effect to run once a job's transaction has committed.
+pub type AfterCommit = Box<dyn FnOnce() + Send>;
+
+/// Work the store does in every write transaction on behalf of the domain (today: appending the
+/// buffered authentication events).
+pub trait BatchHook: Send + Sync {
+    /// Runs inside every write transaction, before its jobs, in its own savepoint: an error rolls
+    /// back the hook's writes only.
+    fn in_transaction(&self, tx: &mut dyn WriteTx) -> Result<(), CoreError>;
+    /// Runs after that transaction ended, committed or not. Returns whether the hook has more
+    /// work, so that the store runs another transaction soon even if no job arrives.
+    fn finished(&self, committed: bool) -> bool;
 }
 
 /// What a write job returns, type-erased so that [`Store`] stays object-safe.
@@ -214,4 +233,6 @@ pub trait Store: Send + Sync {
     fn submit(&self, job: WriteJob) -> JobReceipt;
     /// Whether the store is ready to serve (for `/readyz`).
     fn ready(&self) -> Result<(), StoreError>;
+    /// Installs the hook run in every write transaction (replacing any earlier one).
+    fn set_batch_hook(&self, hook: std::sync::Arc<dyn BatchHook>);
 }

@@ -105,6 +105,7 @@ pub fn spawn_jobs(registry: Arc<Registry>) -> tokio::task::JoinHandle<()> {
         loop {
             tick.tick().await;
             n += 1;
+            registry.nudge_audit();
             if let Err(e) = registry.flush_usage().await {
                 tracing::warn!(error = %e, "flushing last_used_at failed");
             }

@@ -24,7 +24,7 @@ use time::OffsetDateTime;
 use tokio::sync::oneshot;
 use warden_core::StoreError;
 use warden_core::audit::checkpoint_mac;
-use warden_core::ports::{ChainHead, JobOutput, JobReceipt, ReadStore, Store, WriteJob};
+use warden_core::ports::{BatchHook, ChainHead, JobOutput, JobReceipt, ReadStore, Store, WriteJob};
 use warden_crypto::KeyedHasher;
 
 use crate::write::SqliteTx;
@@ -157,6 +157,7 @@ pub struct SqliteStore {
     sender: Mutex<Option<SyncSender<Message>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     checkpointer: Mutex<Option<(std::sync::mpsc::Sender<()>, JoinHandle<()>)>>,
+    hook: HookSlot,
     stats: Arc<WriterStats>,
 }
 
@@ -174,6 +175,11 @@ impl SqliteStore {
     pub fn open(path: &Path, checkpoint_key: KeyedHasher) -> Result<Self, StoreError> {
         let mut conn = Connection::open(path).map_err(db_err)?;
         configure(&conn)?;
+        // An existing chain is checked against its checkpoint before anything is changed, so a
+        // tampered database is refused without being upgraded.
+        if schema::version(&conn)? >= 1 {
+            check_head(&conn, read::audit_head(&conn)?, &checkpoint_key)?;
+        }
         schema::migrate(&mut conn)?;
         conn.set_prepared_statement_cache_capacity(128);
         let head = read::audit_head(&conn)?;
@@ -186,9 +192,20 @@ impl SqliteStore {
         let (sender, receiver) = sync_channel::<Message>(QUEUE_DEPTH);
         let stats = Arc::new(WriterStats::default());
         let writer_stats = Arc::clone(&stats);
+        let hook: HookSlot = Arc::new(Mutex::new(None));
+        let writer_hook = Arc::clone(&hook);
         let handle = std::thread::Builder::new()
             .name("warden-sqlite-writer".into())
-            .spawn(move || run_writer(conn, receiver, checkpoint_key, head, &writer_stats))
+            .spawn(move || {
+                run_writer(
+                    conn,
+                    receiver,
+                    checkpoint_key,
+                    head,
+                    writer_hook,
+                    &writer_stats,
+                )
+            })
             .map_err(|e| StoreError::Internal(format!("starting the writer thread: {e}")))?;
         Ok(SqliteStore {
             pool: Pool {
@@ -198,6 +215,7 @@ impl SqliteStore {
             sender: Mutex::new(Some(sender)),
             writer: Mutex::new(Some(handle)),
             checkpointer: Mutex::new(Some((stop_tx, checkpointer))),
+            hook,
             stats,
         })
     }
@@ -309,6 +327,12 @@ impl Store for SqliteStore {
         }
         Ok(())
     }
+
+    fn set_batch_hook(&self, hook: Arc<dyn BatchHook>) {
+        if let Ok(mut slot) = self.hook.lock() {
+            *slot = Some(hook);
+        }
+    }
 }
 
 /// Every second, copies committed WAL pages into the database file (`PASSIVE`: never waits for,
@@ -373,56 +397,109 @@ fn stmt(conn: &Connection, sql: &str) -> Result<(), StoreError> {
         .map_err(db_err)
 }
 
+/// The hook slot shared between the store and its writer thread.
+type HookSlot = Arc<Mutex<Option<Arc<dyn BatchHook>>>>;
+
 fn run_writer(
     conn: Connection,
     receiver: Receiver<Message>,
     checkpoint_key: KeyedHasher,
     head: ChainHead,
+    hook: HookSlot,
     stats: &WriterStats,
 ) {
     let mut head = Some(head);
-    while let Ok(first) = receiver.recv() {
+    // Whether the hook asked for another transaction even without a job.
+    let mut more = false;
+    loop {
+        let first = if more {
+            match receiver.try_recv() {
+                Ok(m) => Some(m),
+                Err(std::sync::mpsc::TryRecvError::Empty) => None,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
+            }
+        } else {
+            match receiver.recv() {
+                Ok(m) => Some(m),
+                Err(_) => break,
+            }
+        };
         let mut batch = Vec::with_capacity(64);
-        batch.push(first);
+        batch.extend(first);
         while batch.len() < MAX_BATCH {
             match receiver.try_recv() {
                 Ok(m) => batch.push(m),
                 Err(_) => break,
             }
         }
-        head = run_batch(&conn, batch, &checkpoint_key, head, stats);
+        let h = hook.lock().ok().and_then(|h| h.clone());
+        (head, more) = run_batch(&conn, batch, &checkpoint_key, head, h.as_deref(), stats);
+    }
+    // Closing: one last transaction so that the hook's buffered work is not left behind.
+    let h = hook.lock().ok().and_then(|h| h.clone());
+    if h.is_some() {
+        let _ = run_batch(
+            &conn,
+            Vec::new(),
+            &checkpoint_key,
+            head,
+            h.as_deref(),
+            stats,
+        );
     }
 }
 
-/// Runs one batch in one transaction; returns the chain head after it (`None` = unknown, re-read).
+/// Runs the hook and one batch of jobs in one transaction. Returns the chain head after it
+/// (`None` = unknown, re-read it) and whether the hook wants another transaction soon.
 fn run_batch(
     conn: &Connection,
     batch: Vec<Message>,
     checkpoint_key: &KeyedHasher,
     head: Option<ChainHead>,
+    hook: Option<&dyn BatchHook>,
     stats: &WriterStats,
-) -> Option<ChainHead> {
-    let fail_all = |batch: Vec<(oneshot::Sender<JobOutput>, JobOutput)>, e: StoreError| {
-        for (reply, _) in batch {
-            let _ = reply.send(Err(e.clone().into()));
-        }
-    };
+) -> (Option<ChainHead>, bool) {
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         let e = db_err(e);
         for (_, reply) in batch {
             let _ = reply.send(Err(e.clone().into()));
         }
         stats.failed_commits.fetch_add(1, Ordering::Relaxed);
-        return None;
+        if let Some(h) = hook {
+            h.finished(false);
+        }
+        return (None, false);
     }
     let start = head;
-    let mut tx = SqliteTx { conn, head };
+    let mut tx = SqliteTx {
+        conn,
+        head,
+        effects: Vec::new(),
+    };
+    if let Some(h) = hook {
+        // The hook's writes are isolated like a job's: a failure undoes them alone.
+        if stmt(conn, "SAVEPOINT hook").is_ok() {
+            let before = tx.head;
+            let ok = matches!(
+                catch_unwind(AssertUnwindSafe(|| h.in_transaction(&mut tx))),
+                Ok(Ok(()))
+            );
+            if ok {
+                let _ = stmt(conn, "RELEASE hook");
+            } else {
+                tx.head = before;
+                tx.effects.clear();
+                let _ = stmt(conn, "ROLLBACK TO hook").and_then(|()| stmt(conn, "RELEASE hook"));
+            }
+        }
+    }
     let mut done = Vec::with_capacity(batch.len());
     for (job, reply) in batch {
         let out = match stmt(conn, "SAVEPOINT job") {
             Err(e) => Err(e.into()),
             Ok(()) => {
                 let before = tx.head;
+                let effects_before = tx.effects.len();
                 let out = match catch_unwind(AssertUnwindSafe(|| job(&mut tx))) {
                     Ok(out) => out,
                     Err(_) => Err(StoreError::Internal("a write job panicked".into()).into()),
@@ -431,6 +508,7 @@ fn run_batch(
                     stmt(conn, "RELEASE job")
                 } else {
                     tx.head = before;
+                    tx.effects.truncate(effects_before);
                     stats.failed_jobs.fetch_add(1, Ordering::Relaxed);
                     stmt(conn, "ROLLBACK TO job").and_then(|()| stmt(conn, "RELEASE job"))
                 };
@@ -447,30 +525,46 @@ fn run_batch(
         && let Some(h) = tx.head
     {
         result = conn
-                .execute(
-                    "INSERT INTO audit_checkpoint (id, seq, hash, mac) VALUES (1, ?1, ?2, ?3)
-                     ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, mac = excluded.mac",
-                    params![i64::try_from(h.seq).unwrap_or(i64::MAX), h.hash.as_slice(), checkpoint_mac(checkpoint_key, &h)],
-                )
-                .map(|_| ())
-                .map_err(db_err);
+            .execute(
+                "INSERT INTO audit_checkpoint (id, seq, hash, mac) VALUES (1, ?1, ?2, ?3)
+                 ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, mac = excluded.mac",
+                params![i64::try_from(h.seq).unwrap_or(i64::MAX), h.hash.as_slice(), checkpoint_mac(checkpoint_key, &h)],
+            )
+            .map(|_| ())
+            .map_err(db_err);
     }
     let committed = result.and_then(|()| conn.execute_batch("COMMIT").map_err(db_err));
+    let SqliteTx {
+        head: new_head,
+        effects,
+        ..
+    } = tx;
     match committed {
         Ok(()) => {
             stats.batches.fetch_add(1, Ordering::Relaxed);
             stats.jobs.fetch_add(done.len() as u64, Ordering::Relaxed);
-            let new_head = tx.head;
+            // Effects (cache invalidations) before any answer, so an acknowledged change is
+            // never contradicted by a cached state.
+            for effect in effects {
+                effect();
+            }
+            let more = hook.is_some_and(|h| h.finished(true));
             for (reply, out) in done {
                 let _ = reply.send(out);
             }
-            new_head
+            (new_head, more)
         }
         Err(e) => {
             let _ = conn.execute_batch("ROLLBACK");
             stats.failed_commits.fetch_add(1, Ordering::Relaxed);
-            fail_all(done, e);
-            None
+            drop(effects);
+            if let Some(h) = hook {
+                h.finished(false);
+            }
+            for (reply, _) in done {
+                let _ = reply.send(Err(e.clone().into()));
+            }
+            (None, false)
         }
     }
 }

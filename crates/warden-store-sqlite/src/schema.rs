@@ -127,6 +127,8 @@ CREATE TABLE audit_checkpoint (
     // v2: who may lift a suspension.
     r#"
 ALTER TABLE identities ADD COLUMN suspended_by_admin INTEGER NOT NULL DEFAULT 0;
+-- Who suspended them before is unknown: fail safe, only an admin lifts an existing suspension.
+UPDATE identities SET suspended_by_admin = 1 WHERE status = 'suspended';
 "#,
 ];
 

@@ -4,7 +4,7 @@ use rusqlite::{Connection, params};
 use time::OffsetDateTime;
 use uuid::Uuid;
 use warden_core::StoreError;
-use warden_core::ports::{AuditRecord, ChainHead, WriteTx};
+use warden_core::ports::{AfterCommit, AuditRecord, ChainHead, WriteTx};
 use warden_types::{ChangeRequest, Credential, Identity, Operator, Team};
 
 use crate::read::impl_read_store;
@@ -15,6 +15,8 @@ use crate::{db_err, opt_us, to_us};
 pub(crate) struct SqliteTx<'c> {
     pub(crate) conn: &'c Connection,
     pub(crate) head: Option<ChainHead>,
+    /// After-commit effects of the jobs that succeeded so far in this transaction.
+    pub(crate) effects: Vec<AfterCommit>,
 }
 
 impl SqliteTx<'_> {
@@ -342,5 +344,9 @@ impl WriteTx for SqliteTx<'_> {
         )?;
         self.head = Some(ChainHead { seq: r.seq, hash });
         Ok(())
+    }
+
+    fn after_commit(&mut self, effect: AfterCommit) {
+        self.effects.push(effect);
     }
 }

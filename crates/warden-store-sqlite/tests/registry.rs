@@ -392,6 +392,14 @@ fn a_version_1_database_is_migrated_on_open_and_keeps_its_data() {
         [],
     )
     .unwrap();
+    conn.execute(
+        "INSERT INTO identities (id, name, environment, kind, owner_id, purpose, status, scopes, privileged, \
+         audiences, constraints, labels, origin, created_at, updated_at) VALUES \
+         (x'0f0e0d0c0b0a09080706050403020100', 'old', 'prod', 'bot', x'000102030405060708090a0b0c0d0e0f', \
+         'Suspended before the upgrade', 'suspended', '[]', 0, '[]', '{}', '{}', 'managed', 0, 0)",
+        [],
+    )
+    .unwrap();
     drop(conn);
     let key = ServerKey::generate();
     let store = SqliteStore::open(&path, key.hasher(CHECKPOINT_LABEL)).unwrap();
@@ -420,4 +428,104 @@ fn a_version_1_database_is_migrated_on_open_and_keeps_its_data() {
         )
         .unwrap();
     assert_eq!(kept, 1, "migration keeps existing rows");
+    let locked: i64 = conn
+        .query_row(
+            "SELECT suspended_by_admin FROM identities WHERE name = 'old'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        locked, 1,
+        "a suspension from before the upgrade is lifted only by an admin"
+    );
+}
+
+#[tokio::test]
+async fn after_commit_effects_run_even_when_the_caller_is_gone_and_never_for_failed_jobs() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let e = env().await;
+    let ran = Arc::new(AtomicBool::new(false));
+    let failed_ran = Arc::new(AtomicBool::new(false));
+    let (r1, r2) = (ran.clone(), failed_ran.clone());
+    // The receipt is dropped at once, as when an HTTP client disconnects mid-request.
+    drop(
+        e.store
+            .submit(Box::new(move |tx: &mut dyn warden_core::ports::WriteTx| {
+                tx.after_commit(Box::new(move || r1.store(true, Ordering::SeqCst)));
+                Ok(Box::new(()) as Box<dyn std::any::Any + Send>)
+            })),
+    );
+    drop(
+        e.store
+            .submit(Box::new(move |tx: &mut dyn warden_core::ports::WriteTx| {
+                tx.after_commit(Box::new(move || r2.store(true, Ordering::SeqCst)));
+                Err(CoreError::InvalidState("no".into()))
+            })),
+    );
+    e.reg.barrier().await.unwrap();
+    assert!(ran.load(Ordering::SeqCst), "effect of a committed job ran");
+    assert!(
+        !failed_ran.load(Ordering::SeqCst),
+        "effect of a failed job never runs"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_authentication_gets_exactly_one_event_in_order() {
+    let e = env().await;
+    e.reg
+        .create_identity(&e.admin, identity("w"))
+        .await
+        .unwrap();
+    let key = e
+        .reg
+        .issue_credential(&e.admin, "w", api_key(None))
+        .await
+        .unwrap()
+        .secret
+        .unwrap();
+    let before = e.reg.verify_audit(&e.admin).unwrap().events_checked;
+    let reg = Arc::new(e.reg);
+    let mut tasks = Vec::new();
+    for i in 0..400 {
+        let (reg, admin) = (reg.clone(), e.admin.clone());
+        let k = if i % 4 == 0 {
+            "wdn_ak_bogus".to_owned()
+        } else {
+            key.clone()
+        };
+        tasks.push(tokio::spawn(async move {
+            reg.verify_key(&admin, &k).await.unwrap().valid
+        }));
+    }
+    let mut valid = 0;
+    for t in tasks {
+        valid += usize::from(t.await.unwrap());
+    }
+    assert_eq!(valid, 300);
+    reg.barrier().await.unwrap();
+    let report = reg.verify_audit(&e.admin).unwrap();
+    assert!(report.ok, "{report:?}");
+    assert_eq!(
+        report.events_checked - before,
+        400,
+        "one event per attempt, none twice"
+    );
+    let filter = warden_core::ports::AuditFilter {
+        action: Some("credential.authenticate".into()),
+        ..Default::default()
+    };
+    let events = reg.list_audit(&e.admin, &filter, 0, 1000).unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .filter(|ev| ev.outcome == AuditOutcome::Failure)
+            .count(),
+        100
+    );
+    assert!(
+        events.windows(2).all(|w| w[0].time <= w[1].time),
+        "times follow the chain's order"
+    );
 }

@@ -200,7 +200,9 @@ async fn run_server(cfg: ServerConfig, on_bound: impl FnOnce(&str)) -> Result<Ex
     warden_server::serve(listener, AppState::new(registry.clone()), shutdown).await?;
     jobs.abort();
     let _ = registry.flush_usage().await;
-    store.close();
+    // Joining the writer and checkpointer threads blocks: keep it off the async workers.
+    let closing = Arc::clone(&store);
+    let _ = tokio::task::spawn_blocking(move || closing.close()).await;
     drop(lock);
     Ok(ExitCode::SUCCESS)
 }

@@ -12,9 +12,10 @@ use warden_types::{AuditOutcome, CredentialKind, KeyVerification, WhoAmI};
 
 use super::Registry;
 use crate::actor::{Actor, Principal};
+use crate::clock::Clock;
 use crate::error::{CoreError, StoreError};
 use crate::lifecycle::check_usable;
-use crate::ports::NewAuditEvent;
+use crate::ports::{BatchHook, NewAuditEvent, WriteTx};
 
 /// `last_used_at` updates, collected in memory and written in one batch (no write per
 /// authentication).
@@ -36,18 +37,115 @@ impl UsageTracker {
     }
 }
 
-/// Authentication events waiting for the writer, with the time of the attempt and the place each
-/// holds in the backpressure semaphore.
+/// An authentication event waiting for the writer, with the time of the attempt and the place it
+/// holds in the backpressure semaphore (released when the event is committed).
+#[derive(Debug)]
+struct Pending {
+    at: OffsetDateTime,
+    event: NewAuditEvent,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
 #[derive(Debug, Default)]
+struct BufferState {
+    /// Waiting for the next transaction, in attempt order.
+    queued: std::collections::VecDeque<Pending>,
+    /// Appended in the transaction now running; released on commit, re-queued in front on failure.
+    inflight: Vec<Pending>,
+}
+
+/// Authentication events on their way to the audit chain. The store's writer appends everything
+/// queued at the start of every transaction ([`BatchHook`]); an event leaves the buffer only once
+/// the transaction holding it has committed, so none is lost or written twice.
+#[derive(Debug)]
 pub struct AuthBuffer {
-    events: Mutex<
-        Vec<(
-            OffsetDateTime,
-            NewAuditEvent,
-            tokio::sync::OwnedSemaphorePermit,
-        )>,
-    >,
+    state: Mutex<BufferState>,
+    /// A transaction that will drain the buffer is queued or running.
     scheduled: AtomicBool,
+    clock: Arc<dyn Clock>,
+}
+
+impl AuthBuffer {
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        AuthBuffer {
+            state: Mutex::new(BufferState::default()),
+            scheduled: AtomicBool::new(false),
+            clock,
+        }
+    }
+
+    /// Queues an event; its time is taken under the lock, so times follow the chain's order.
+    fn push(
+        &self,
+        event: NewAuditEvent,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<(), CoreError> {
+        let mut st = self
+            .state
+            .lock()
+            .map_err(|_| StoreError::Internal("the audit buffer is poisoned".into()))?;
+        let at = self.clock.now();
+        st.queued.push_back(Pending {
+            at,
+            event,
+            _permit: permit,
+        });
+        Ok(())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.state
+            .lock()
+            .map(|st| st.queued.is_empty())
+            .unwrap_or(true)
+    }
+}
+
+impl BatchHook for AuthBuffer {
+    fn in_transaction(&self, tx: &mut dyn WriteTx) -> Result<(), CoreError> {
+        let batch: Vec<Pending> = match self.state.lock() {
+            Ok(mut st) => st.queued.drain(..).collect(),
+            Err(_) => {
+                return Err(StoreError::Internal("the audit buffer is poisoned".into()).into());
+            }
+        };
+        let mut result = Ok(());
+        for p in &batch {
+            if let Err(e) = crate::audit::append(tx, p.at, p.event.clone()) {
+                result = Err(e.into());
+                break;
+            }
+        }
+        // On failure the store rolls the hook's writes back and the transaction goes on without
+        // them: the events go back to the front of the queue for the next transaction. On success
+        // they are in flight until `finished` reports whether the transaction committed.
+        if let Ok(mut st) = self.state.lock() {
+            if result.is_err() {
+                for p in batch.into_iter().rev() {
+                    st.queued.push_front(p);
+                }
+            } else {
+                st.inflight = batch;
+            }
+        }
+        result
+    }
+
+    fn finished(&self, committed: bool) -> bool {
+        let Ok(mut st) = self.state.lock() else {
+            return false;
+        };
+        let inflight = std::mem::take(&mut st.inflight);
+        if !committed {
+            for p in inflight.into_iter().rev() {
+                st.queued.push_front(p);
+            }
+        }
+        let more = !st.queued.is_empty();
+        // Committed: the permits of the written events are released as `inflight` drops.
+        self.scheduled.store(more && committed, Ordering::Release);
+        more && committed
+    }
 }
 
 enum KeyLookup {
@@ -286,38 +384,34 @@ impl Registry {
             .acquire_owned()
             .await
             .map_err(|_| StoreError::Unavailable("the audit queue is closed".into()))?;
-        let at = self.clock.now();
-        let buffer = &self.auth_buffer;
-        match buffer.events.lock() {
-            Ok(mut v) => v.push((at, event, permit)),
-            Err(_) => {
-                return Err(StoreError::Internal("the audit buffer is poisoned".into()).into());
-            }
-        }
-        // One drain job at a time appends everything buffered, in order, in one savepoint.
-        if !buffer.scheduled.swap(true, Ordering::AcqRel) {
-            let drain = Arc::clone(buffer);
-            let mut receipt = self.store.submit(Box::new(move |tx| {
-                drain.scheduled.store(false, Ordering::Release);
-                let batch = drain
-                    .events
-                    .lock()
-                    .map(|mut v| std::mem::take(&mut *v))
-                    .unwrap_or_default();
-                for (at, event, permit) in batch {
-                    crate::audit::append(tx, at, event)?;
-                    drop(permit);
-                }
+        self.auth_buffer.push(event, permit)?;
+        // Make sure a transaction will come to drain it: any write does; if none is pending, queue
+        // an empty job. Refused at the door (overloaded or closed): fail closed — the event stays
+        // queued and is written with the next transaction.
+        if !self.auth_buffer.scheduled.swap(true, Ordering::AcqRel) {
+            let mut receipt = self.store.submit(Box::new(|_tx| {
                 Ok(Box::new(()) as Box<dyn std::any::Any + Send>)
             }));
-            // Refused at the door (overloaded or closed): fail closed, and let the next attempt
-            // schedule the drain again.
             if let Ok(Err(e)) = receipt.try_recv() {
-                buffer.scheduled.store(false, Ordering::Release);
+                self.auth_buffer.scheduled.store(false, Ordering::Release);
                 return Err(e);
             }
         }
         Ok(())
+    }
+
+    /// Queues a transaction if authentication events are waiting (a periodic safety net; the
+    /// writer drains the buffer in every transaction anyway).
+    pub fn nudge_audit(&self) {
+        if !self.auth_buffer.is_empty() && !self.auth_buffer.scheduled.swap(true, Ordering::AcqRel)
+        {
+            let mut receipt = self.store.submit(Box::new(|_tx| {
+                Ok(Box::new(()) as Box<dyn std::any::Any + Send>)
+            }));
+            if let Ok(Err(_)) = receipt.try_recv() {
+                self.auth_buffer.scheduled.store(false, Ordering::Release);
+            }
+        }
     }
 
     /// The credential a secret hash belongs to, and its identity: from the cache when the entry is

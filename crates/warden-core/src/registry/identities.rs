@@ -366,6 +366,27 @@ impl Registry {
                 );
                 return Ok(Err(job.deny(tx, &actor, action, target, e)?));
             }
+            // An admin may lock a suspension a member started (suspend again), so that only an
+            // admin can lift it.
+            if t == Transition::Suspend
+                && from == IdentityStatus::Suspended
+                && actor.is_admin()
+                && !identity.suspended_by_admin
+            {
+                identity.suspended_by_admin = true;
+                identity.status_reason = reason.clone();
+                identity.updated_at = job.now();
+                tx.update_identity(&identity)?;
+                job.record(
+                    tx,
+                    &actor,
+                    action,
+                    target,
+                    AuditOutcome::Success,
+                    json!({ "from": from, "to": from, "reason": reason, "locked_by_admin": true }),
+                )?;
+                return Ok(Ok(identity));
+            }
             let to = match next_status(from, t) {
                 Ok(to) => to,
                 Err(e) => return Ok(Err(e)),

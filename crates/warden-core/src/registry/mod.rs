@@ -40,9 +40,9 @@ pub struct Registry {
     checkpoint_hasher: KeyedHasher,
     usage: UsageTracker,
     /// Operator token hash → operator.
-    operators: GenCache<[u8; 32], OperatorRecord>,
+    operators: Arc<GenCache<[u8; 32], OperatorRecord>>,
     /// API key hash → the credential and its identity.
-    keys: GenCache<[u8; 32], (Credential, Identity)>,
+    keys: Arc<GenCache<[u8; 32], (Credential, Identity)>>,
     /// Places for authentication events queued but not yet appended.
     auth_permits: Arc<tokio::sync::Semaphore>,
     auth_buffer: Arc<AuthBuffer>,
@@ -67,6 +67,8 @@ impl Registry {
         policy: Policy,
         key: &ServerKey,
     ) -> Self {
+        let auth_buffer = Arc::new(AuthBuffer::new(Arc::clone(&clock)));
+        store.set_batch_hook(Arc::clone(&auth_buffer) as Arc<dyn crate::ports::BatchHook>);
         Registry {
             store,
             clock,
@@ -74,10 +76,10 @@ impl Registry {
             secret_hasher: key.hasher(SECRET_HASH_LABEL),
             checkpoint_hasher: key.hasher(CHECKPOINT_LABEL),
             usage: UsageTracker::default(),
-            operators: GenCache::default(),
-            keys: GenCache::default(),
+            operators: Arc::new(GenCache::default()),
+            keys: Arc::new(GenCache::default()),
             auth_permits: Arc::new(tokio::sync::Semaphore::new(AUTH_EVENTS_IN_FLIGHT)),
-            auth_buffer: Arc::new(AuthBuffer::default()),
+            auth_buffer,
         }
     }
 
@@ -127,10 +129,17 @@ impl Registry {
         T: Send + 'static,
         F: FnOnce(&mut dyn WriteTx, &Job) -> Result<T, CoreError> + Send + 'static,
     {
-        let out = self.write(f).await;
-        self.operators.invalidate();
-        self.keys.invalidate();
-        out
+        let (operators, keys) = (Arc::clone(&self.operators), Arc::clone(&self.keys));
+        self.write(move |tx, job| {
+            let out = f(tx, job)?;
+            // On the writer, after the commit and before any answer, even if our caller is gone.
+            tx.after_commit(Box::new(move || {
+                operators.invalidate();
+                keys.invalidate();
+            }));
+            Ok(out)
+        })
+        .await
     }
 
     /// Waits until every write queued before this call is committed (the writer is FIFO), so that

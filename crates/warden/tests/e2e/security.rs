@@ -488,3 +488,32 @@ async fn only_an_admin_lifts_an_admins_suspension() {
     s.ok(&bob, &["identity", "resume", "worker"]);
     assert!(s.key_valid(&key).await);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_admin_can_lock_a_members_suspension() {
+    let s = Server::start();
+    let t = s.admin.clone();
+    s.ok(&t, &["team", "create", "payments"]);
+    let bob = s.operator("bob", "member", &["payments"]);
+    s.identity(&bob, "worker", "payments", &[]);
+    s.ok(
+        &bob,
+        &["identity", "suspend", "worker", "--reason", "maintenance"],
+    );
+    s.ok(
+        &t,
+        &[
+            "identity",
+            "suspend",
+            "worker",
+            "--reason",
+            "incident 9: hold until reviewed",
+        ],
+    );
+    let o = s.cli(&bob, &["identity", "resume", "worker"]);
+    assert!(stderr(&o).contains("only an admin"), "{}", stderr(&o));
+    s.ok(
+        &t,
+        &["identity", "resume", "worker", "--reason", "reviewed"],
+    );
+}
