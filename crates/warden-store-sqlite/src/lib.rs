@@ -34,6 +34,8 @@ pub const MAX_BATCH: usize = 512;
 /// Jobs that may wait for the writer before submissions are refused as overloaded.
 pub const QUEUE_DEPTH: usize = 16_384;
 const IDLE_READERS: usize = 16;
+/// How long the writer lets hook-only work gather before committing it without a job.
+const HOOK_WINDOW: std::time::Duration = std::time::Duration::from_micros(500);
 
 pub(crate) fn db_err(e: rusqlite::Error) -> StoreError {
     match &e {
@@ -413,10 +415,12 @@ fn run_writer(
     let mut more = false;
     loop {
         let first = if more {
-            match receiver.try_recv() {
+            // The hook has work but no job is waiting: give the hook's work a moment to gather
+            // (a group-commit window) instead of committing a sliver of it at once.
+            match receiver.recv_timeout(HOOK_WINDOW) {
                 Ok(m) => Some(m),
-                Err(std::sync::mpsc::TryRecvError::Empty) => None,
-                Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
             }
         } else {
             match receiver.recv() {

@@ -132,17 +132,24 @@ impl BatchHook for AuthBuffer {
     }
 
     fn finished(&self, committed: bool) -> bool {
-        let Ok(mut st) = self.state.lock() else {
-            return false;
+        let (written, more) = {
+            let Ok(mut st) = self.state.lock() else {
+                return false;
+            };
+            let inflight = std::mem::take(&mut st.inflight);
+            let written = if committed {
+                inflight
+            } else {
+                for p in inflight.into_iter().rev() {
+                    st.queued.push_front(p);
+                }
+                Vec::new()
+            };
+            (written, !st.queued.is_empty())
         };
-        let inflight = std::mem::take(&mut st.inflight);
-        if !committed {
-            for p in inflight.into_iter().rev() {
-                st.queued.push_front(p);
-            }
-        }
-        let more = !st.queued.is_empty();
-        // Committed: the permits of the written events are released as `inflight` drops.
+        // Release the written events (and their permits) outside the lock: verifiers push into
+        // the buffer under it.
+        drop(written);
         self.scheduled.store(more && committed, Ordering::Release);
         more && committed
     }

@@ -48,9 +48,10 @@ pub struct Registry {
     auth_buffer: Arc<AuthBuffer>,
 }
 
-/// Authentication events that may wait for the writer at once (below the store's queue depth, so
-/// mutations always find room).
-pub const AUTH_EVENTS_IN_FLIGHT: usize = 8_192;
+/// Authentication events that may wait for their commit at once. They live in the registry's
+/// buffer, not in the store's job queue, so this bounds memory (~400 bytes each) and nothing else;
+/// callers beyond it wait for a place (backpressure) rather than being refused.
+pub const AUTH_EVENTS_IN_FLIGHT: usize = 65_536;
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
