@@ -529,3 +529,37 @@ async fn every_authentication_gets_exactly_one_event_in_order() {
         "times follow the chain's order"
     );
 }
+
+#[tokio::test]
+async fn durable_mode_commits_authentication_events_before_answering() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = ServerKey::generate();
+    let store = Arc::new(
+        SqliteStore::open(&dir.path().join("w.db"), key.hasher(CHECKPOINT_LABEL)).unwrap(),
+    );
+    let clock = Arc::new(FakeClock::new(datetime!(2026-01-01 00:00 UTC)));
+    let policy = Policy {
+        durable_authentication_events: true,
+        ..Policy::default()
+    };
+    let reg = Registry::new(store.clone(), clock, policy, &key);
+    let created = reg.bootstrap_admin("admin").await.unwrap();
+    let admin = reg.authenticate(&created.token, "t", "test").await.unwrap();
+    for i in 0..3 {
+        assert!(!reg.verify_key(&admin, "wdn_ak_nope").await.unwrap().valid);
+        // No barrier: the event is already committed when the answer arrives.
+        let filter = warden_core::ports::AuditFilter {
+            action: Some("credential.authenticate".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            reg.list_audit(&admin, &filter, 0, 100).unwrap().len(),
+            i + 1
+        );
+    }
+    let filter = warden_core::ports::AuditFilter {
+        action: Some("credential.authenticate".into()),
+        ..Default::default()
+    };
+    assert_eq!(reg.list_audit(&admin, &filter, 0, 100).unwrap().len(), 3);
+}
