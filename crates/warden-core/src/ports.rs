@@ -54,6 +54,8 @@ pub struct ChangeFilter {
 pub struct OperatorRecord {
     pub operator: Operator,
     pub team_ids: Vec<Uuid>,
+    /// The operator that created this one (`None` for the bootstrap admin).
+    pub created_by: Option<Uuid>,
 }
 
 /// The last link of the audit chain.
@@ -163,8 +165,12 @@ pub trait WriteTx: ReadStore {
     fn insert_team(&mut self, team: &Team) -> Result<(), StoreError>;
     fn add_member(&mut self, team: Uuid, operator: Uuid) -> Result<(), StoreError>;
     fn remove_member(&mut self, team: Uuid, operator: Uuid) -> Result<bool, StoreError>;
-    fn insert_operator(&mut self, operator: &Operator, token_hash: &[u8])
-    -> Result<(), StoreError>;
+    fn insert_operator(
+        &mut self,
+        operator: &Operator,
+        token_hash: &[u8],
+        created_by: Option<Uuid>,
+    ) -> Result<(), StoreError>;
     /// Sets `disabled_at` and, when given, replaces the token hash.
     fn update_operator(
         &mut self,

@@ -258,10 +258,11 @@ fn operator_row(conn: &Connection, row: &Row<'_>) -> Result<OperatorRecord, Stor
             disabled_at: opt_from_us(get(row, 4)?)?,
         },
         team_ids: teams.into_iter().map(|(id, _)| id).collect(),
+        created_by: get::<Option<Vec<u8>>>(row, 5)?.map(uuid_of).transpose()?,
     })
 }
 
-const OPERATOR_COLS: &str = "id, name, role, created_at, disabled_at";
+const OPERATOR_COLS: &str = "id, name, role, created_at, disabled_at, created_by";
 
 pub(crate) fn operator(conn: &Connection, id: Uuid) -> Result<Option<OperatorRecord>, StoreError> {
     let sql = format!("SELECT {OPERATOR_COLS} FROM operators WHERE id = ?1");

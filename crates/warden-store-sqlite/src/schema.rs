@@ -129,6 +129,8 @@ CREATE TABLE audit_checkpoint (
 ALTER TABLE identities ADD COLUMN suspended_by_admin INTEGER NOT NULL DEFAULT 0;
 -- Who suspended them before is unknown: fail safe, only an admin lifts an existing suspension.
 UPDATE identities SET suspended_by_admin = 1 WHERE status = 'suspended';
+-- Who created each operator: an admin may not enable an admin it created (four eyes).
+ALTER TABLE operators ADD COLUMN created_by BLOB;
 "#,
 ];
 

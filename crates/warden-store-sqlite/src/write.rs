@@ -91,17 +91,24 @@ impl WriteTx for SqliteTx<'_> {
         )? > 0)
     }
 
-    fn insert_operator(&mut self, o: &Operator, token_hash: &[u8]) -> Result<(), StoreError> {
+    fn insert_operator(
+        &mut self,
+        o: &Operator,
+        token_hash: &[u8],
+        created_by: Option<Uuid>,
+    ) -> Result<(), StoreError> {
         exec(
             self.conn,
-            "INSERT INTO operators (id, name, role, token_hash, created_at, disabled_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO operators (id, name, role, token_hash, created_at, disabled_at, created_by) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
                 b(o.id),
                 o.name,
                 o.role.as_str(),
                 token_hash,
                 to_us(o.created_at),
-                opt_us(o.disabled_at)
+                opt_us(o.disabled_at),
+                ob(created_by)
             ],
         )?;
         Ok(())

@@ -173,15 +173,26 @@ impl Registry {
                 for t in &req.teams {
                     team_ids.push(find_team(tx, t)?);
                 }
+                // Four eyes on admins: once another active admin exists, a new admin starts
+                // disabled and only an admin other than its creator can enable it. (With a single
+                // admin — bootstrap — the first additional admin is trusted at once.)
+                let creator = actor.operator_id();
+                let held = req.role == OperatorRole::Admin
+                    && tx.list_operators()?.iter().any(|o| {
+                        o.role == OperatorRole::Admin
+                            && o.disabled_at.is_none()
+                            && Some(o.id) != creator
+                    });
+                let now = job.now();
                 let op = Operator {
                     id: Uuid::now_v7(),
                     name: req.name.clone(),
                     role: req.role,
                     teams: team_ids.iter().map(|t| t.name.clone()).collect(),
-                    created_at: job.now(),
-                    disabled_at: None,
+                    created_at: now,
+                    disabled_at: held.then_some(now),
                 };
-                tx.insert_operator(&op, &hash).map_err(|e| {
+                tx.insert_operator(&op, &hash, creator).map_err(|e| {
                     conflict_as_exists(e, || format!("operator {:?} already exists", req.name))
                 })?;
                 for t in &team_ids {
@@ -193,7 +204,7 @@ impl Registry {
                     "operator.create",
                     format!("operator:{}", op.id),
                     AuditOutcome::Success,
-                    json!({ "name": op.name, "role": op.role, "teams": op.teams }),
+                    json!({ "name": op.name, "role": op.role, "teams": op.teams, "awaits_enabling": held }),
                 )?;
                 Ok(Ok(op))
             })
@@ -230,9 +241,20 @@ impl Registry {
             "operator.enable"
         };
         self.write_invalidating(move |tx, job| {
-            let mut op = find_operator(tx, &operator)?.operator;
+            let record = find_operator(tx, &operator)?;
+            let mut op = record.operator;
             let target = format!("operator:{}", op.id);
             if let Err(e) = admin_only(&actor, "disabling or enabling an operator") {
+                return Ok(Err(job.deny(tx, &actor, action, target, e)?));
+            }
+            if !disable
+                && op.role == OperatorRole::Admin
+                && record.created_by.is_some()
+                && record.created_by == actor.operator_id()
+            {
+                let e = CoreError::SelfApproval(
+                    "four-eyes rule: an admin cannot enable an admin it created; another admin must".into(),
+                );
                 return Ok(Err(job.deny(tx, &actor, action, target, e)?));
             }
             if disable && actor.operator_id() == Some(op.id) {

@@ -517,3 +517,34 @@ async fn an_admin_can_lock_a_members_suspension() {
         &["identity", "resume", "worker", "--reason", "reviewed"],
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_admin_needs_a_second_admin_to_be_enabled() {
+    let s = Server::start();
+    let t = s.admin.clone();
+    // Bootstrap: the only admin's first additional admin is active at once.
+    let carol = s.operator("carol", "admin", &[]);
+    assert_eq!(s.json(&carol, &["whoami"])["name"], "carol");
+    // From now on a new admin starts disabled, and its creator cannot enable it.
+    let created = s.json(&t, &["operator", "create", "dave", "--role", "admin"]);
+    assert!(created["operator"]["disabled_at"].is_string(), "{created}");
+    let dave = created["token"].as_str().unwrap().to_owned();
+    assert!(stderr(&s.cli(&dave, &["whoami"])).contains("unauthenticated"));
+    let o = s.cli(&t, &["operator", "enable", "dave"]);
+    assert!(stderr(&o).contains("self_approval"), "{}", stderr(&o));
+    assert!(stderr(&s.cli(&dave, &["whoami"])).contains("unauthenticated"));
+    s.ok(
+        &carol,
+        &[
+            "operator",
+            "enable",
+            "dave",
+            "--reason",
+            "confirmed with the security team",
+        ],
+    );
+    assert_eq!(s.json(&dave, &["whoami"])["name"], "dave");
+    // Members and auditors are not admins: they are active at once.
+    let aud = s.operator("audrey", "auditor", &[]);
+    assert_eq!(s.json(&aud, &["whoami"])["name"], "audrey");
+}
