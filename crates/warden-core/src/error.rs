@@ -40,6 +40,9 @@ pub enum CoreError {
     SelfApproval(String),
     #[error("{0}")]
     TtlTooLong(String),
+    /// Too many failed authentications from the caller's address.
+    #[error("too many failed authentications from this address; retry in {retry_after_secs}s")]
+    Throttled { retry_after_secs: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -15,6 +15,10 @@ pub struct Policy {
     /// Answer authentications only after their audit event is committed (instead of once it is
     /// queued, in order, for the next group commit).
     pub durable_authentication_events: bool,
+    /// Failed bearer authentications one source address may make per window before it is
+    /// refused (429) for the rest of the window.
+    pub auth_failure_limit: u32,
+    pub auth_failure_window: Duration,
 }
 
 impl Default for Policy {
@@ -26,6 +30,8 @@ impl Default for Policy {
             default_rotation_overlap: Duration::hours(24),
             extra_privileged_scopes: Vec::new(),
             durable_authentication_events: false,
+            auth_failure_limit: 100,
+            auth_failure_window: Duration::seconds(10),
         }
     }
 }

@@ -36,6 +36,16 @@ impl From<CoreError> for ApiError {
             CoreError::InvalidState(m) => (ErrorCode::InvalidState, m, None),
             CoreError::SelfApproval(m) => (ErrorCode::SelfApproval, m, None),
             CoreError::TtlTooLong(m) => (ErrorCode::TtlTooLong, m, Some("ttl_seconds".into())),
+            CoreError::Throttled { retry_after_secs } => {
+                let mut p = Problem::new(
+                    ErrorCode::TooManyRequests,
+                    format!(
+                        "too many failed authentications from this address; retry in {retry_after_secs}s"
+                    ),
+                );
+                p.retry_after = Some(retry_after_secs);
+                return ApiError(Box::new(p));
+            }
             CoreError::Store(StoreError::Unavailable(m)) => {
                 tracing::warn!(cause = %m, "store unavailable");
                 (
@@ -77,6 +87,11 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Some(secs) = self.0.retry_after
+            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+        {
+            res.headers_mut().insert(header::RETRY_AFTER, v);
+        }
         if status == StatusCode::UNAUTHORIZED {
             res.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

@@ -34,6 +34,8 @@ pub enum ErrorCode {
     RouteNotFound,
     /// The method is not allowed on this route.
     MethodNotAllowed,
+    /// Too many failed authentications from this address; retry after `retry_after` seconds.
+    TooManyRequests,
     /// The store is unavailable or overloaded; retry.
     Unavailable,
     /// An unexpected failure; the server log has the cause under the request id.
@@ -41,7 +43,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::InvalidField,
         ErrorCode::MalformedRequest,
         ErrorCode::PayloadTooLarge,
@@ -56,6 +58,7 @@ impl ErrorCode {
         ErrorCode::TtlTooLong,
         ErrorCode::RouteNotFound,
         ErrorCode::MethodNotAllowed,
+        ErrorCode::TooManyRequests,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
     ];
@@ -76,6 +79,7 @@ impl ErrorCode {
             ErrorCode::TtlTooLong => "ttl_too_long",
             ErrorCode::RouteNotFound => "route_not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::TooManyRequests => "too_many_requests",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }
@@ -91,6 +95,7 @@ impl ErrorCode {
             ErrorCode::AlreadyExists | ErrorCode::Ambiguous | ErrorCode::InvalidState => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
+            ErrorCode::TooManyRequests => 429,
             ErrorCode::Unavailable => 503,
             ErrorCode::Internal => 500,
         }
@@ -112,6 +117,7 @@ impl ErrorCode {
             ErrorCode::TtlTooLong => "ttl too long",
             ErrorCode::RouteNotFound => "route not found",
             ErrorCode::MethodNotAllowed => "method not allowed",
+            ErrorCode::TooManyRequests => "too many requests",
             ErrorCode::Unavailable => "service unavailable",
             ErrorCode::Internal => "internal error",
         }
@@ -138,6 +144,9 @@ pub struct Problem {
     pub field: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// For `too_many_requests`: seconds until the caller may try again (also `Retry-After`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
 }
 
 impl Problem {
@@ -150,6 +159,7 @@ impl Problem {
             code,
             field: None,
             request_id: None,
+            retry_after: None,
         }
     }
 }

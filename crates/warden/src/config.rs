@@ -39,6 +39,8 @@ pub struct CredentialFile {
 #[serde(deny_unknown_fields)]
 pub struct GuardrailFile {
     pub privileged_scopes: Option<Vec<String>>,
+    pub auth_failure_limit: Option<u32>,
+    pub auth_failure_window: Option<String>,
 }
 
 /// The validated, immutable server configuration.
@@ -105,10 +107,17 @@ impl ServerConfig {
         if let Some(v) = pick(creds.rotation_overlap, "WARDEN_ROTATION_OVERLAP") {
             policy.default_rotation_overlap = parse_duration("credentials.rotation_overlap", &v)?;
         }
-        let mut privileged = file
-            .guardrails
-            .and_then(|g| g.privileged_scopes)
-            .unwrap_or_default();
+        let guardrails = file.guardrails.unwrap_or_default();
+        if let Some(n) = guardrails.auth_failure_limit {
+            if n == 0 {
+                bail!("guardrails.auth_failure_limit: must be at least 1");
+            }
+            policy.auth_failure_limit = n;
+        }
+        if let Some(w) = &guardrails.auth_failure_window {
+            policy.auth_failure_window = parse_duration("guardrails.auth_failure_window", w)?;
+        }
+        let mut privileged = guardrails.privileged_scopes.unwrap_or_default();
         if let Some(v) = env("WARDEN_PRIVILEGED_SCOPES") {
             privileged = v
                 .split(',')

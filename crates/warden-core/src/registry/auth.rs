@@ -161,6 +161,50 @@ enum KeyLookup {
     Found(Arc<(warden_types::Credential, warden_types::Identity)>),
 }
 
+/// Failed bearer authentications per source address, in fixed windows.
+#[derive(Debug, Default)]
+pub struct FailureLimiter(Mutex<HashMap<String, (OffsetDateTime, u32)>>);
+
+/// Addresses tracked at most; beyond it, expired windows are dropped (and, failing that, all).
+const MAX_TRACKED_SOURCES: usize = 100_000;
+
+impl FailureLimiter {
+    /// Seconds the source must wait, if it is over the limit in its current window.
+    fn throttled(&self, source: &str, now: OffsetDateTime, policy: &crate::Policy) -> Option<u64> {
+        let mut m = self.0.lock().ok()?;
+        let (start, count) = *m.get(source)?;
+        let end = start + policy.auth_failure_window;
+        if now >= end {
+            m.remove(source);
+            return None;
+        }
+        (count >= policy.auth_failure_limit).then(|| {
+            u64::try_from((end - now).whole_seconds())
+                .unwrap_or(0)
+                .max(1)
+        })
+    }
+
+    /// Counts a failure; true when this one reaches the limit (throttling starts).
+    fn fail(&self, source: &str, now: OffsetDateTime, policy: &crate::Policy) -> bool {
+        let Ok(mut m) = self.0.lock() else {
+            return false;
+        };
+        if m.len() >= MAX_TRACKED_SOURCES && !m.contains_key(source) {
+            m.retain(|_, (start, _)| now < *start + policy.auth_failure_window);
+            if m.len() >= MAX_TRACKED_SOURCES {
+                m.clear();
+            }
+        }
+        let entry = m.entry(source.to_owned()).or_insert((now, 0));
+        if now >= entry.0 + policy.auth_failure_window {
+            *entry = (now, 0);
+        }
+        entry.1 += 1;
+        entry.1 == policy.auth_failure_limit
+    }
+}
+
 /// The one message an unauthenticated caller gets, whatever check failed; the audit event says
 /// which.
 const AUTH_FAILED: &str = "invalid, expired or revoked credentials";
@@ -178,6 +222,38 @@ impl Registry {
             request_id: request_id.to_owned(),
             source: source.to_owned(),
         };
+        let now = self.now();
+        if let Some(retry_after_secs) = self.failures.throttled(source, now, &self.policy) {
+            return Err(CoreError::Throttled { retry_after_secs });
+        }
+        let result = self.authenticate_bearer(bearer, &anonymous).await;
+        if matches!(result, Err(CoreError::Unauthenticated(_)))
+            && self.failures.fail(source, now, &self.policy)
+        {
+            self.record_authentication(NewAuditEvent {
+                actor: anonymous.label(),
+                action: "auth.throttled",
+                target: format!("source:{source}"),
+                outcome: AuditOutcome::Denied,
+                request_id: anonymous.request_id.clone(),
+                source: anonymous.source.clone(),
+                details: json!({
+                    "failures": self.policy.auth_failure_limit,
+                    "window_seconds": self.policy.auth_failure_window.whole_seconds(),
+                })
+                .to_string(),
+            })
+            .await?;
+        }
+        result
+    }
+
+    async fn authenticate_bearer(
+        &self,
+        bearer: &str,
+        anonymous: &Actor,
+    ) -> Result<Actor, CoreError> {
+        let (request_id, source) = (anonymous.request_id.as_str(), anonymous.source.as_str());
         match token::parse(bearer) {
             Ok(TokenKind::Operator) => {
                 let hash = self.secret_hasher.hash(bearer.as_bytes());
@@ -205,7 +281,7 @@ impl Registry {
                     }),
                     Some(r) => {
                         self.auth_failure(
-                            &anonymous,
+                            anonymous,
                             "operator.authenticate",
                             format!("operator:{}", r.operator.id),
                             "operator disabled",
@@ -215,7 +291,7 @@ impl Registry {
                     }
                     None => {
                         self.auth_failure(
-                            &anonymous,
+                            anonymous,
                             "operator.authenticate",
                             "operator:unknown".into(),
                             "unknown token",
@@ -226,7 +302,7 @@ impl Registry {
                 }
             }
             Ok(TokenKind::ApiKey) => {
-                let v = self.verify_key(&anonymous, bearer).await?;
+                let v = self.verify_key(anonymous, bearer).await?;
                 match (v.valid, v.identity_id, v.credential_id, v.identity) {
                     (true, Some(id), Some(credential_id), Some(name)) => Ok(Actor {
                         principal: Principal::Identity {
@@ -242,7 +318,7 @@ impl Registry {
             }
             Ok(TokenKind::ClientSecret) => {
                 self.auth_failure(
-                    &anonymous,
+                    anonymous,
                     "operator.authenticate",
                     "credential:unknown".into(),
                     "client secret used as a bearer token",
@@ -254,7 +330,7 @@ impl Registry {
             }
             Err(e) => {
                 self.auth_failure(
-                    &anonymous,
+                    anonymous,
                     "operator.authenticate",
                     "operator:unknown".into(),
                     &e.to_string(),
@@ -489,5 +565,49 @@ impl Registry {
             Ok(n)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use time::Duration;
+    use time::macros::datetime;
+
+    use super::*;
+
+    #[test]
+    fn a_source_is_throttled_after_the_limit_until_its_window_ends() {
+        let policy = crate::Policy {
+            auth_failure_limit: 3,
+            auth_failure_window: Duration::seconds(10),
+            ..Default::default()
+        };
+        let l = FailureLimiter::default();
+        let t0 = datetime!(2026-01-01 00:00:00 UTC);
+        assert!(!l.fail("a", t0, &policy));
+        assert!(!l.fail("a", t0, &policy));
+        assert_eq!(l.throttled("a", t0, &policy), None, "below the limit");
+        assert!(
+            l.fail("a", t0 + Duration::seconds(1), &policy),
+            "the third failure starts throttling"
+        );
+        assert_eq!(
+            l.throttled("a", t0 + Duration::seconds(2), &policy),
+            Some(8)
+        );
+        assert_eq!(
+            l.throttled("b", t0 + Duration::seconds(2), &policy),
+            None,
+            "other sources are not affected"
+        );
+        assert_eq!(
+            l.throttled("a", t0 + Duration::seconds(10), &policy),
+            None,
+            "the window ended"
+        );
+        assert!(
+            !l.fail("a", t0 + Duration::seconds(11), &policy),
+            "a new window starts at one"
+        );
     }
 }

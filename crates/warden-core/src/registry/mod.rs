@@ -17,7 +17,7 @@ use uuid::Uuid;
 use warden_crypto::{KeyedHasher, ServerKey};
 use warden_types::{AuditOutcome, AuditVerifyReport, Credential, Identity};
 
-pub use auth::{AuthBuffer, UsageTracker};
+pub use auth::{AuthBuffer, FailureLimiter, UsageTracker};
 
 use crate::actor::Actor;
 use crate::audit;
@@ -46,6 +46,7 @@ pub struct Registry {
     /// Places for authentication events queued but not yet appended.
     auth_permits: Arc<tokio::sync::Semaphore>,
     auth_buffer: Arc<AuthBuffer>,
+    failures: FailureLimiter,
 }
 
 /// Authentication events that may wait for their commit at once. They live in the registry's
@@ -81,6 +82,7 @@ impl Registry {
             keys: Arc::new(GenCache::default()),
             auth_permits: Arc::new(tokio::sync::Semaphore::new(AUTH_EVENTS_IN_FLIGHT)),
             auth_buffer,
+            failures: FailureLimiter::default(),
         }
     }
 

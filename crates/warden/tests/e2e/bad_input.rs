@@ -388,3 +388,60 @@ async fn openapi_health_and_readiness() {
     let (st, _, _) = send(&s, "GET", "/readyz", None, None).await;
     assert_eq!(st, 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_source_that_keeps_failing_authentication_is_throttled() {
+    let s = Server::start();
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/whoami", s.url);
+    for i in 0..100 {
+        let r = http
+            .get(&url)
+            .bearer_auth(format!("wrong-{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 401, "attempt {i} is within the limit");
+    }
+    let r = http
+        .get(&url)
+        .bearer_auth("wrong-again")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 429);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=10).contains(&retry), "{retry}");
+    let p: Value = r.json().await.unwrap();
+    assert_eq!(p["code"], "too_many_requests");
+    // The address is refused whatever it sends, until the window ends.
+    let r = http.get(&url).bearer_auth(&s.admin).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 429);
+    // Another address is not affected; through it (the API's audit reads include every event
+    // answered before them) every failure up to the limit was audited, then one throttling event.
+    let other = reqwest::Client::builder()
+        .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let count = |action: &'static str| {
+        let other = other.clone();
+        let (base, token) = (s.url.clone(), s.admin.clone());
+        async move {
+            let r = other
+                .get(format!("{base}/v1/audit?action={action}&limit=1000"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 200);
+            let page: Value = r.json().await.unwrap();
+            page["items"].as_array().unwrap().len()
+        }
+    };
+    assert_eq!(count("operator.authenticate").await, 100);
+    assert_eq!(count("auth.throttled").await, 1);
+}
