@@ -241,4 +241,21 @@ pub trait Store: Send + Sync {
     fn ready(&self) -> Result<(), StoreError>;
     /// Installs the hook run in every write transaction (replacing any earlier one).
     fn set_batch_hook(&self, hook: std::sync::Arc<dyn BatchHook>);
+    /// Counters of the write path, for metrics.
+    fn stats(&self) -> StoreStats {
+        StoreStats::default()
+    }
+}
+
+/// Counters of a store's write path since it was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Transactions committed.
+    pub commits: u64,
+    /// Write jobs committed.
+    pub jobs: u64,
+    /// Write jobs that failed (and were rolled back alone).
+    pub failed_jobs: u64,
+    /// Transactions that failed to begin or commit.
+    pub failed_commits: u64,
 }

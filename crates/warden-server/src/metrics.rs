@@ -84,5 +84,36 @@ pub(crate) async fn render(State(state): State<AppState>) -> Response {
         "",
         m.duration_us.load(Ordering::Relaxed),
     );
+    let s = state.registry.store().stats();
+    counter(
+        "warden_store_commits_total",
+        "Write transactions committed (each a group commit of many jobs).",
+        "",
+        s.commits,
+    );
+    counter(
+        "warden_store_jobs_total",
+        "Write jobs committed.",
+        "",
+        s.jobs,
+    );
+    counter(
+        "warden_store_failed_jobs_total",
+        "Write jobs rolled back on their own.",
+        "",
+        s.failed_jobs,
+    );
+    counter(
+        "warden_store_failed_commits_total",
+        "Write transactions that failed to begin or commit.",
+        "",
+        s.failed_commits,
+    );
+    counter(
+        "warden_audit_authentication_events_total",
+        "Authentication events committed through the asynchronous audit buffer.",
+        "",
+        state.registry.authentication_events_written(),
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

@@ -14,7 +14,7 @@ mod write;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -24,7 +24,9 @@ use time::OffsetDateTime;
 use tokio::sync::oneshot;
 use warden_core::StoreError;
 use warden_core::audit::checkpoint_mac;
-use warden_core::ports::{BatchHook, ChainHead, JobOutput, JobReceipt, ReadStore, Store, WriteJob};
+use warden_core::ports::{
+    BatchHook, ChainHead, JobOutput, JobReceipt, ReadStore, Store, StoreStats, WriteJob,
+};
 use warden_crypto::KeyedHasher;
 
 use crate::write::SqliteTx;
@@ -175,6 +177,15 @@ impl SqliteStore {
     /// Opens (creating if needed) the database at `path`, applies migrations, and starts the
     /// writer. `checkpoint_key` signs the audit chain head at every commit.
     pub fn open(path: &Path, checkpoint_key: KeyedHasher) -> Result<Self, StoreError> {
+        Self::open_with(path, checkpoint_key, WalOptions::default())
+    }
+
+    /// [`SqliteStore::open`] with explicit WAL limits (tests use small ones).
+    pub fn open_with(
+        path: &Path,
+        checkpoint_key: KeyedHasher,
+        wal: WalOptions,
+    ) -> Result<Self, StoreError> {
         let mut conn = Connection::open(path).map_err(db_err)?;
         configure(&conn)?;
         // An existing chain is checked against its checkpoint before anything is changed, so a
@@ -187,10 +198,20 @@ impl SqliteStore {
         let head = read::audit_head(&conn)?;
         check_head(&conn, head, &checkpoint_key)?;
         // Checkpoints happen on their own thread, so the writer never stalls copying WAL pages.
-        conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")
-            .map_err(db_err)?;
+        // The writer keeps the hot pages (chain head, index leaves) in its own cache instead of
+        // re-reading them from the OS on every group commit; savepoint journals stay in memory.
+        conn.execute_batch(&format!(
+            "PRAGMA wal_autocheckpoint = 0;
+             PRAGMA journal_size_limit = {};
+             PRAGMA cache_size = -65536;
+             PRAGMA temp_store = MEMORY;",
+            wal.size_limit_bytes
+        ))
+        .map_err(db_err)?;
+
         let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
-        let checkpointer = spawn_checkpointer(path, stop_rx)?;
+        let wal_long = Arc::new(AtomicBool::new(false));
+        let checkpointer = spawn_checkpointer(path, stop_rx, Arc::clone(&wal_long), wal)?;
         let (sender, receiver) = sync_channel::<Message>(QUEUE_DEPTH);
         let stats = Arc::new(WriterStats::default());
         let writer_stats = Arc::clone(&stats);
@@ -206,6 +227,7 @@ impl SqliteStore {
                     head,
                     writer_hook,
                     &writer_stats,
+                    &wal_long,
                 )
             })
             .map_err(|e| StoreError::Internal(format!("starting the writer thread: {e}")))?;
@@ -289,6 +311,16 @@ impl Store for SqliteStore {
         }))
     }
 
+    fn stats(&self) -> StoreStats {
+        let s = &self.stats;
+        StoreStats {
+            commits: s.batches.load(Ordering::Relaxed),
+            jobs: s.jobs.load(Ordering::Relaxed),
+            failed_jobs: s.failed_jobs.load(Ordering::Relaxed),
+            failed_commits: s.failed_commits.load(Ordering::Relaxed),
+        }
+    }
+
     fn submit(&self, job: WriteJob) -> JobReceipt {
         let (tx, rx) = oneshot::channel();
         let sender = self.sender.lock().ok().and_then(|s| s.clone());
@@ -337,11 +369,40 @@ impl Store for SqliteStore {
     }
 }
 
-/// Every second, copies committed WAL pages into the database file (`PASSIVE`: never waits for,
-/// nor blocks, the writer or readers). Stops when `stop` is dropped, after a last full checkpoint.
+/// How the WAL is kept bounded. Under continuous writes a checkpoint on another thread never ends
+/// between two transactions, and SQLite only rewinds the log when a transaction starts on a fully
+/// copied one: without help the WAL grows without bound (and every commit extends the file, which
+/// the kernel zero-fills at a high CPU cost).
+#[derive(Debug, Clone, Copy)]
+pub struct WalOptions {
+    /// How often the checkpointer copies committed WAL pages into the database file.
+    pub checkpoint_every: std::time::Duration,
+    /// WAL frames beyond which the log is brought back to its start.
+    pub restart_frames: i64,
+    /// The WAL file is trimmed to this size when the log restarts (`journal_size_limit`).
+    pub size_limit_bytes: i64,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        WalOptions {
+            checkpoint_every: std::time::Duration::from_millis(200),
+            restart_frames: 16_384,
+            size_limit_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Copies committed WAL pages into the database file on its own thread (`PASSIVE`: never waits
+/// for, nor blocks, the writer or readers). When the log is longer than
+/// [`WalOptions::restart_frames`] it raises `wal_long`: the writer then copies the few frames left
+/// between two transactions, and its next transaction rewrites the log from the start. Stops
+/// when `stop` is dropped, after a last full checkpoint.
 fn spawn_checkpointer(
     path: &Path,
     stop: std::sync::mpsc::Receiver<()>,
+    wal_long: Arc<AtomicBool>,
+    options: WalOptions,
 ) -> Result<JoinHandle<()>, StoreError> {
     let conn = Connection::open(path).map_err(db_err)?;
     conn.execute_batch("PRAGMA busy_timeout = 5000;")
@@ -351,10 +412,16 @@ fn spawn_checkpointer(
         .spawn(move || {
             use std::sync::mpsc::RecvTimeoutError;
             loop {
-                match stop.recv_timeout(std::time::Duration::from_secs(1)) {
+                match stop.recv_timeout(options.checkpoint_every) {
                     Err(RecvTimeoutError::Timeout) => {
-                        if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE);") {
-                            tracing::warn!(error = %e, "WAL checkpoint failed");
+                        match conn
+                            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1))
+                        {
+                            Ok(frames) if frames > options.restart_frames => {
+                                wal_long.store(true, Ordering::Relaxed);
+                            }
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
                         }
                     }
                     _ => {
@@ -409,6 +476,7 @@ fn run_writer(
     head: ChainHead,
     hook: HookSlot,
     stats: &WriterStats,
+    wal_long: &AtomicBool,
 ) {
     let mut head = Some(head);
     // Whether the hook asked for another transaction even without a job.
@@ -438,6 +506,22 @@ fn run_writer(
         }
         let h = hook.lock().ok().and_then(|h| h.clone());
         (head, more) = run_batch(&conn, batch, &checkpoint_key, head, h.as_deref(), stats);
+        if wal_long.swap(false, Ordering::Relaxed) {
+            // Between two transactions: copy the frames the checkpointer has not reached yet, so
+            // the next transaction starts on a fully copied log and rewrites it from its start.
+            // Busy (the checkpointer is at work) or not complete: try again after the next one.
+            match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            }) {
+                Ok((0, log, copied)) if log == copied => {}
+                Ok(_) => wal_long.store(true, Ordering::Relaxed),
+                Err(e) => tracing::warn!(error = %e, "WAL checkpoint on the writer failed"),
+            }
+        }
     }
     // Closing: one last transaction so that the hook's buffered work is not left behind.
     let h = hook.lock().ok().and_then(|h| h.clone());

@@ -1,7 +1,7 @@
 //! Authentication of callers and of NHI credentials, and usage tracking.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::json;
@@ -63,6 +63,8 @@ pub struct AuthBuffer {
     /// A transaction that will drain the buffer is queued or running.
     scheduled: AtomicBool,
     clock: Arc<dyn Clock>,
+    /// Events committed through this buffer.
+    pub(crate) written: AtomicU64,
 }
 
 impl AuthBuffer {
@@ -71,6 +73,7 @@ impl AuthBuffer {
             state: Mutex::new(BufferState::default()),
             scheduled: AtomicBool::new(false),
             clock,
+            written: AtomicU64::new(0),
         }
     }
 
@@ -149,6 +152,8 @@ impl BatchHook for AuthBuffer {
         };
         // Release the written events (and their permits) outside the lock: verifiers push into
         // the buffer under it.
+        self.written
+            .fetch_add(written.len() as u64, Ordering::Relaxed);
         drop(written);
         self.scheduled.store(more && committed, Ordering::Release);
         more && committed

@@ -94,6 +94,13 @@ impl Registry {
         self.clock.now()
     }
 
+    /// Authentication events committed through the buffer (asynchronous mode) since start.
+    pub fn authentication_events_written(&self) -> u64 {
+        self.auth_buffer
+            .written
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }

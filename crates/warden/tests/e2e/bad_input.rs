@@ -359,6 +359,17 @@ async fn every_bad_request_is_a_problem_with_a_stable_code() {
         metrics.contains("warden_http_responses_5xx_total 0"),
         "{metrics}"
     );
+    // The write path is visible too: commits happened, the failed authentications' events went
+    // through the asynchronous audit buffer.
+    let value = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    };
+    assert!(value("warden_store_commits_total ") > 0);
+    assert!(value("warden_store_jobs_total ") > 0);
+    assert!(value("warden_audit_authentication_events_total ") >= 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]
