@@ -19,6 +19,44 @@ pub struct Policy {
     /// refused (429) for the rest of the window.
     pub auth_failure_limit: u32,
     pub auth_failure_window: Duration,
+    /// The token service's settings.
+    pub tokens: TokenPolicy,
+}
+
+/// How the token service issues and signs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenPolicy {
+    /// Lifetime of an access token when nothing lowers it.
+    pub default_ttl: Duration,
+    /// No access token lives longer, whatever an identity asks.
+    pub max_ttl: Duration,
+    /// `EdDSA` or `ES256`.
+    pub signing_alg: String,
+    /// A signing key signs this long before it is replaced.
+    pub key_rotation_period: Duration,
+    /// A new key is published this long before it signs (so resource servers' JWKS caches have it).
+    pub key_publish_delay: Duration,
+    /// Longest accepted lifetime of a client assertion (`exp - now`).
+    pub assertion_max_lifetime: Duration,
+    /// Oldest accepted DPoP proof (`now - iat`).
+    pub dpop_max_age: Duration,
+    /// Clock skew tolerated on `iat`, `nbf` and `exp`.
+    pub clock_leeway: Duration,
+}
+
+impl Default for TokenPolicy {
+    fn default() -> Self {
+        TokenPolicy {
+            default_ttl: Duration::minutes(10),
+            max_ttl: Duration::hours(1),
+            signing_alg: "EdDSA".into(),
+            key_rotation_period: Duration::days(30),
+            key_publish_delay: Duration::minutes(10),
+            assertion_max_lifetime: Duration::minutes(5),
+            dpop_max_age: Duration::seconds(60),
+            clock_leeway: Duration::seconds(10),
+        }
+    }
 }
 
 impl Default for Policy {
@@ -32,6 +70,7 @@ impl Default for Policy {
             durable_authentication_events: false,
             auth_failure_limit: 100,
             auth_failure_window: Duration::seconds(10),
+            tokens: TokenPolicy::default(),
         }
     }
 }

@@ -72,6 +72,23 @@ pub struct Checkpoint {
     pub mac: Vec<u8>,
 }
 
+/// One of Warden's token-signing keys as stored; the private half is sealed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SigningKeyRecord {
+    pub kid: String,
+    pub alg: String,
+    pub public_jwk: serde_json::Value,
+    /// PKCS#8, sealed with the server key (AES-256-GCM, the kid as associated data).
+    pub sealed_key: Vec<u8>,
+    pub created_at: OffsetDateTime,
+    /// Published from creation; signs from this time on.
+    pub activates_at: OffsetDateTime,
+    /// Stops signing at this time (its successor's activation).
+    pub retires_at: Option<OffsetDateTime>,
+    /// Leaves the JWKS at this time, once every token it signed has expired.
+    pub expires_at: Option<OffsetDateTime>,
+}
+
 /// An audit event before the chain assigns it a place.
 #[derive(Debug, Clone)]
 pub struct NewAuditEvent {
@@ -158,6 +175,11 @@ pub trait ReadStore {
     /// verification).
     fn audit_records(&self, after: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError>;
     fn audit_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError>;
+
+    /// Every signing key, oldest first.
+    fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError>;
+    /// Whether an access token was revoked (and has not expired since).
+    fn token_revoked(&self, jti: &str) -> Result<bool, StoreError>;
 }
 
 /// Writes inside one transaction. Reads through a `WriteTx` see its own writes.
@@ -195,6 +217,26 @@ pub trait WriteTx: ReadStore {
     ) -> Result<(), StoreError>;
 
     fn insert_change_request(&mut self, change: &ChangeRequest) -> Result<(), StoreError>;
+
+    fn insert_signing_key(&mut self, key: &SigningKeyRecord) -> Result<(), StoreError>;
+    /// Sets when a key stops signing and when it leaves the JWKS.
+    fn schedule_signing_key(
+        &mut self,
+        kid: &str,
+        retires_at: Option<OffsetDateTime>,
+        expires_at: Option<OffsetDateTime>,
+    ) -> Result<(), StoreError>;
+    /// Records a single-use value; `false` if it was already used.
+    fn use_once(&mut self, hash: &[u8; 32], expires_at: OffsetDateTime)
+    -> Result<bool, StoreError>;
+    fn revoke_token(
+        &mut self,
+        jti: &str,
+        identity: Uuid,
+        expires_at: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+    /// Forgets single-use values and token revocations that expired by `now`. Returns how many.
+    fn purge_expired_token_state(&mut self, now: OffsetDateTime) -> Result<usize, StoreError>;
     fn update_change_request(&mut self, change: &ChangeRequest) -> Result<(), StoreError>;
 
     /// The head of the audit chain as this transaction sees it.

@@ -52,6 +52,18 @@ pub fn is_privileged(scope: &str, extra: &[String]) -> bool {
     }
 }
 
+/// Whether holding `granted` lets a token carry `requested`: equal, or `granted` is `*`, or
+/// `granted` is `resource:*` / `*:action` / `*:*` matching `requested`'s side.
+pub fn covers(granted: &str, requested: &str) -> bool {
+    if granted == requested || granted == "*" {
+        return true;
+    }
+    match (granted.split_once(':'), requested.split_once(':')) {
+        (Some((gr, ga)), Some((rr, ra))) => (gr == "*" || gr == rr) && (ga == "*" || ga == ra),
+        _ => false,
+    }
+}
+
 /// Validates and de-duplicates a list of scopes, keeping a stable (sorted) order.
 pub fn normalise(scopes: &[String]) -> Result<Vec<String>, CoreError> {
     if scopes.len() > MAX_SCOPES {
@@ -117,5 +129,21 @@ mod tests {
         assert_eq!(got, vec!["a:y".to_owned(), "b:x".to_owned()]);
         let many: Vec<String> = (0..65).map(|i| format!("r{i}:read")).collect();
         assert!(normalise(&many).is_err());
+    }
+
+    #[test]
+    fn wildcards_cover_narrower_scopes_and_nothing_else() {
+        assert!(covers("ledger:*", "ledger:write"));
+        assert!(covers("*:read", "ledger:read"));
+        assert!(covers("*", "admin"));
+        assert!(covers("ledger:write", "ledger:write"));
+        assert!(
+            !covers("ledger:write", "ledger:*"),
+            "narrow does not cover wide"
+        );
+        assert!(!covers("ledger:read", "ledger:write"));
+        assert!(!covers("ledger:*", "billing:write"));
+        assert!(!covers("admin", "ledger:read"));
+        assert!(!covers("*:*", "admin"));
     }
 }

@@ -6,10 +6,12 @@
 //!   stored; constant-time comparison.
 //! - [`chain`]: the canonical encoding and hash of audit events.
 //! - [`jwk`]: validation and RFC 7638 thumbprints of public JWKs.
+//! - [`sealed`]: AES-256-GCM sealing of secrets kept at rest (signing keys).
 
 pub mod chain;
 pub mod jwk;
 pub mod keyed;
+pub mod sealed;
 pub mod token;
 
 pub use keyed::{KeyedHasher, ServerKey, ct_eq};

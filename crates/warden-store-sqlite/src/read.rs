@@ -7,6 +7,7 @@ use uuid::Uuid;
 use warden_core::StoreError;
 use warden_core::ports::{
     AuditFilter, AuditRecord, ChainHead, ChangeFilter, Checkpoint, IdentityFilter, OperatorRecord,
+    SigningKeyRecord,
 };
 use warden_types::{AuditEvent, ChangeRequest, Credential, Identity, Operator, Team};
 
@@ -511,6 +512,37 @@ pub(crate) fn audit_records(
     )
 }
 
+pub(crate) fn signing_keys(conn: &Connection) -> Result<Vec<SigningKeyRecord>, StoreError> {
+    collect(
+        conn,
+        "SELECT kid, alg, public_jwk, sealed_key, created_at, activates_at, retires_at, expires_at \
+         FROM signing_keys ORDER BY activates_at, kid",
+        [],
+        |r| {
+            Ok(SigningKeyRecord {
+                kid: get(r, 0)?,
+                alg: get(r, 1)?,
+                public_jwk: json_col(&get::<String>(r, 2)?, "public_jwk")?,
+                sealed_key: get(r, 3)?,
+                created_at: from_us(get(r, 4)?)?,
+                activates_at: from_us(get(r, 5)?)?,
+                retires_at: opt_from_us(get(r, 6)?)?,
+                expires_at: opt_from_us(get(r, 7)?)?,
+            })
+        },
+    )
+}
+
+pub(crate) fn token_revoked(conn: &Connection, jti: &str) -> Result<bool, StoreError> {
+    Ok(one(
+        conn,
+        "SELECT 1 FROM revoked_tokens WHERE jti = ?1",
+        [jti],
+        |_| Ok(()),
+    )?
+    .is_some())
+}
+
 pub(crate) fn audit_checkpoint(conn: &Connection) -> Result<Option<Checkpoint>, StoreError> {
     one(
         conn,
@@ -673,6 +705,14 @@ macro_rules! impl_read_store {
                 &self,
             ) -> Result<Option<warden_core::ports::Checkpoint>, warden_core::StoreError> {
                 crate::read::audit_checkpoint(self.conn())
+            }
+            fn signing_keys(
+                &self,
+            ) -> Result<Vec<warden_core::ports::SigningKeyRecord>, warden_core::StoreError> {
+                crate::read::signing_keys(self.conn())
+            }
+            fn token_revoked(&self, jti: &str) -> Result<bool, warden_core::StoreError> {
+                crate::read::token_revoked(self.conn(), jti)
             }
         }
     };

@@ -132,6 +132,32 @@ UPDATE identities SET suspended_by_admin = 1 WHERE status = 'suspended';
 -- Who created each operator: an admin may not enable an admin it created (four eyes).
 ALTER TABLE operators ADD COLUMN created_by BLOB;
 "#,
+    // v3: the token service.
+    r#"
+CREATE TABLE signing_keys (
+    kid TEXT PRIMARY KEY,
+    alg TEXT NOT NULL,
+    public_jwk TEXT NOT NULL,
+    sealed_key BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    activates_at INTEGER NOT NULL,
+    retires_at INTEGER,
+    expires_at INTEGER
+);
+-- Single-use values (client assertion and DPoP proof jti), keyed-hashed, kept until they expire.
+CREATE TABLE token_jtis (
+    jti_hash BLOB PRIMARY KEY,
+    expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX token_jtis_expiry ON token_jtis(expires_at);
+-- Access tokens revoked before their expiry (RFC 7009).
+CREATE TABLE revoked_tokens (
+    jti TEXT PRIMARY KEY,
+    identity_id BLOB NOT NULL,
+    expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX revoked_tokens_expiry ON revoked_tokens(expires_at);
+"#,
 ];
 
 /// The schema version this binary writes.

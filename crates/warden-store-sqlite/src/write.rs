@@ -4,7 +4,7 @@ use rusqlite::{Connection, params};
 use time::OffsetDateTime;
 use uuid::Uuid;
 use warden_core::StoreError;
-use warden_core::ports::{AfterCommit, AuditRecord, ChainHead, WriteTx};
+use warden_core::ports::{AfterCommit, AuditRecord, ChainHead, SigningKeyRecord, WriteTx};
 use warden_types::{ChangeRequest, Credential, Identity, Operator, Team};
 
 use crate::read::impl_read_store;
@@ -267,6 +267,84 @@ impl WriteTx for SqliteTx<'_> {
             params![b(identity), t],
         )?;
         Ok(())
+    }
+
+    fn insert_signing_key(&mut self, k: &SigningKeyRecord) -> Result<(), StoreError> {
+        exec(
+            self.conn,
+            "INSERT INTO signing_keys (kid, alg, public_jwk, sealed_key, created_at, activates_at, retires_at, expires_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                k.kid,
+                k.alg,
+                json(&k.public_jwk)?,
+                k.sealed_key,
+                to_us(k.created_at),
+                to_us(k.activates_at),
+                opt_us(k.retires_at),
+                opt_us(k.expires_at)
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn schedule_signing_key(
+        &mut self,
+        kid: &str,
+        retires_at: Option<OffsetDateTime>,
+        expires_at: Option<OffsetDateTime>,
+    ) -> Result<(), StoreError> {
+        let n = exec(
+            self.conn,
+            "UPDATE signing_keys SET retires_at = ?2, expires_at = ?3 WHERE kid = ?1",
+            params![kid, opt_us(retires_at), opt_us(expires_at)],
+        )?;
+        if n == 0 {
+            return Err(StoreError::Internal(format!("no signing key {kid:?}")));
+        }
+        Ok(())
+    }
+
+    fn use_once(
+        &mut self,
+        hash: &[u8; 32],
+        expires_at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let n = exec(
+            self.conn,
+            "INSERT OR IGNORE INTO token_jtis (jti_hash, expires_at) VALUES (?1, ?2)",
+            params![hash.as_slice(), to_us(expires_at)],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn revoke_token(
+        &mut self,
+        jti: &str,
+        identity: Uuid,
+        expires_at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        exec(
+            self.conn,
+            "INSERT OR IGNORE INTO revoked_tokens (jti, identity_id, expires_at) VALUES (?1, ?2, ?3)",
+            params![jti, b(identity), to_us(expires_at)],
+        )?;
+        Ok(())
+    }
+
+    fn purge_expired_token_state(&mut self, now: OffsetDateTime) -> Result<usize, StoreError> {
+        let t = to_us(now);
+        let a = exec(
+            self.conn,
+            "DELETE FROM token_jtis WHERE expires_at <= ?1",
+            [t],
+        )?;
+        let b = exec(
+            self.conn,
+            "DELETE FROM revoked_tokens WHERE expires_at <= ?1",
+            [t],
+        )?;
+        Ok(a + b)
     }
 
     fn insert_change_request(&mut self, c: &ChangeRequest) -> Result<(), StoreError> {

@@ -7,10 +7,12 @@
 
 mod error;
 mod model;
+mod oauth;
 mod requests;
 
 pub use error::{ErrorCode, Problem};
 pub use model::*;
+pub use oauth::*;
 pub use requests::*;
 
 /// RFC 3339 (de)serialisation for optional timestamps, shared by every record.

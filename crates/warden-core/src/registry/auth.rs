@@ -23,7 +23,7 @@ use crate::ports::{BatchHook, NewAuditEvent, WriteTx};
 pub struct UsageTracker(Mutex<HashMap<Uuid, (Uuid, OffsetDateTime)>>);
 
 impl UsageTracker {
-    fn record(&self, credential: Uuid, identity: Uuid, at: OffsetDateTime) {
+    pub(crate) fn record(&self, credential: Uuid, identity: Uuid, at: OffsetDateTime) {
         if let Ok(mut m) = self.0.lock() {
             m.insert(credential, (identity, at));
         }
@@ -160,7 +160,7 @@ impl BatchHook for AuthBuffer {
     }
 }
 
-enum KeyLookup {
+pub(crate) enum KeyLookup {
     Unknown,
     Orphan(Uuid),
     Found(Arc<(warden_types::Credential, warden_types::Identity)>),
@@ -175,7 +175,12 @@ const MAX_TRACKED_SOURCES: usize = 100_000;
 
 impl FailureLimiter {
     /// Seconds the source must wait, if it is over the limit in its current window.
-    fn throttled(&self, source: &str, now: OffsetDateTime, policy: &crate::Policy) -> Option<u64> {
+    pub(crate) fn throttled(
+        &self,
+        source: &str,
+        now: OffsetDateTime,
+        policy: &crate::Policy,
+    ) -> Option<u64> {
         let mut m = self.0.lock().ok()?;
         let (start, count) = *m.get(source)?;
         let end = start + policy.auth_failure_window;
@@ -191,7 +196,7 @@ impl FailureLimiter {
     }
 
     /// Counts a failure; true when this one reaches the limit (throttling starts).
-    fn fail(&self, source: &str, now: OffsetDateTime, policy: &crate::Policy) -> bool {
+    pub(crate) fn fail(&self, source: &str, now: OffsetDateTime, policy: &crate::Policy) -> bool {
         let Ok(mut m) = self.0.lock() else {
             return false;
         };
@@ -459,7 +464,10 @@ impl Registry {
     /// for the commit; otherwise it waits only until the event has its place in the writer's
     /// ordered queue (committed with the next group commit, within milliseconds). A full queue
     /// fails the request: no authentication is answered without its event.
-    async fn record_authentication(&self, event: NewAuditEvent) -> Result<(), CoreError> {
+    pub(crate) async fn record_authentication(
+        &self,
+        event: NewAuditEvent,
+    ) -> Result<(), CoreError> {
         if self.policy.durable_authentication_events {
             return self
                 .write(move |tx, job| Ok(crate::audit::append(tx, job.now(), event)?))
@@ -504,7 +512,7 @@ impl Registry {
 
     /// The credential a secret hash belongs to, and its identity: from the cache when the entry is
     /// current, else from the store (and then cached).
-    fn key_lookup(&self, hash: &[u8; 32]) -> Result<KeyLookup, CoreError> {
+    pub(crate) fn key_lookup(&self, hash: &[u8; 32]) -> Result<KeyLookup, CoreError> {
         if let Some(hit) = self.keys.get(hash) {
             return Ok(KeyLookup::Found(hit));
         }

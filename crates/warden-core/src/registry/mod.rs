@@ -6,7 +6,9 @@ mod auth;
 pub mod cache;
 mod credentials;
 mod identities;
+mod keys;
 mod teams;
+mod tokens;
 
 use std::any::Any;
 use std::sync::Arc;
@@ -18,6 +20,8 @@ use warden_crypto::{KeyedHasher, ServerKey};
 use warden_types::{AuditOutcome, AuditVerifyReport, Credential, Identity};
 
 pub use auth::{AuthBuffer, FailureLimiter, UsageTracker};
+pub use keys::SIGNING_KEY_SEAL_LABEL;
+pub use tokens::{ClientAuth, JWT_BEARER_ASSERTION, OAuthError, TokenRequest, in_cidr};
 
 use crate::actor::Actor;
 use crate::audit;
@@ -47,6 +51,10 @@ pub struct Registry {
     auth_permits: Arc<tokio::sync::Semaphore>,
     auth_buffer: Arc<AuthBuffer>,
     failures: FailureLimiter,
+    /// Seals the token service's signing keys at rest.
+    sealer: warden_crypto::sealed::Sealer,
+    keyring: std::sync::RwLock<Arc<keys::Keyring>>,
+    issuer: std::sync::OnceLock<String>,
 }
 
 /// Authentication events that may wait for their commit at once. They live in the registry's
@@ -83,6 +91,9 @@ impl Registry {
             auth_permits: Arc::new(tokio::sync::Semaphore::new(AUTH_EVENTS_IN_FLIGHT)),
             auth_buffer,
             failures: FailureLimiter::default(),
+            sealer: warden_crypto::sealed::Sealer::new(key, SIGNING_KEY_SEAL_LABEL),
+            keyring: std::sync::RwLock::new(Arc::new(keys::Keyring::default())),
+            issuer: std::sync::OnceLock::new(),
         }
     }
 

@@ -1,0 +1,817 @@
+//! The token service: `client_credentials` with client secrets or signed client assertions, DPoP
+//! binding, RFC 9068 access tokens, introspection and revocation.
+//!
+//! Every issuance commits its audit event (and the single-use values it consumed) before the
+//! token is returned; every refusal is audited with the precise reason, while the client only
+//! learns the RFC 6749 error code.
+
+use std::net::IpAddr;
+
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use uuid::Uuid;
+use warden_crypto::token::{self, TokenKind};
+use warden_jose::{
+    AccessTokenRules, AssertionRules, DpopRequest, JoseError, VerifyingKey, check_access_token,
+    check_assertion, decode, verify_dpop,
+};
+use warden_types::{
+    AuditOutcome, Credential, CredentialKind, Identity, IdentityStatus, Introspection,
+    TokenResponse,
+};
+
+use super::Registry;
+use super::auth::KeyLookup;
+use crate::actor::{Actor, Principal};
+use crate::error::CoreError;
+use crate::lifecycle::check_usable;
+use crate::ports::NewAuditEvent;
+use crate::scope;
+
+/// The client assertion type of RFC 7523 §2.2.
+pub const JWT_BEARER_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// How a client authenticated at the token endpoint.
+#[derive(Clone)]
+pub enum ClientAuth {
+    None,
+    /// `client_secret_basic` (`basic`) or `client_secret_post`.
+    Secret {
+        client_id: String,
+        secret: String,
+        basic: bool,
+    },
+    /// `private_key_jwt`.
+    Assertion {
+        client_id: Option<String>,
+        assertion_type: String,
+        assertion: String,
+    },
+}
+
+impl std::fmt::Debug for ClientAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientAuth::None => f.write_str("ClientAuth::None"),
+            ClientAuth::Secret {
+                client_id, basic, ..
+            } => write!(
+                f,
+                "ClientAuth::Secret({client_id}, basic={basic}, [redacted])"
+            ),
+            ClientAuth::Assertion { client_id, .. } => {
+                write!(f, "ClientAuth::Assertion({client_id:?}, [redacted])")
+            }
+        }
+    }
+}
+
+impl ClientAuth {
+    fn method(&self) -> &'static str {
+        match self {
+            ClientAuth::None => "none",
+            ClientAuth::Secret { basic: true, .. } => "client_secret_basic",
+            ClientAuth::Secret { .. } => "client_secret_post",
+            ClientAuth::Assertion { .. } => "private_key_jwt",
+        }
+    }
+
+    fn basic(&self) -> bool {
+        matches!(self, ClientAuth::Secret { basic: true, .. })
+    }
+
+    fn claimed_client(&self) -> Option<&str> {
+        match self {
+            ClientAuth::None => None,
+            ClientAuth::Secret { client_id, .. } => Some(client_id),
+            ClientAuth::Assertion { client_id, .. } => client_id.as_deref(),
+        }
+    }
+}
+
+/// A token request as the HTTP layer parsed it.
+#[derive(Debug, Clone)]
+pub struct TokenRequest {
+    pub grant_type: String,
+    pub client: ClientAuth,
+    pub scope: Option<String>,
+    /// RFC 8707 `resource` parameters.
+    pub resources: Vec<String>,
+    /// The `DPoP` header, if any.
+    pub dpop: Option<String>,
+    pub request_id: String,
+    pub source: String,
+}
+
+/// RFC 6749 §5.2 errors (and RFC 8707's, RFC 9449's). The description never says which check
+/// failed beyond what the code says; the audit event does.
+#[derive(Debug, thiserror::Error)]
+pub enum OAuthError {
+    #[error("invalid_request: {0}")]
+    InvalidRequest(String),
+    #[error("invalid_client")]
+    InvalidClient { basic: bool },
+    #[error("invalid_grant")]
+    InvalidGrant,
+    #[error("unauthorized_client: {0}")]
+    UnauthorizedClient(&'static str),
+    #[error("unsupported_grant_type")]
+    UnsupportedGrantType,
+    #[error("invalid_scope")]
+    InvalidScope,
+    #[error("invalid_target")]
+    InvalidTarget,
+    #[error("invalid_dpop_proof")]
+    InvalidDpopProof,
+    #[error(transparent)]
+    Core(#[from] CoreError),
+}
+
+impl OAuthError {
+    /// The `error` code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            OAuthError::InvalidRequest(_) => "invalid_request",
+            OAuthError::InvalidClient { .. } => "invalid_client",
+            OAuthError::InvalidGrant => "invalid_grant",
+            OAuthError::UnauthorizedClient(_) => "unauthorized_client",
+            OAuthError::UnsupportedGrantType => "unsupported_grant_type",
+            OAuthError::InvalidScope => "invalid_scope",
+            OAuthError::InvalidTarget => "invalid_target",
+            OAuthError::InvalidDpopProof => "invalid_dpop_proof",
+            OAuthError::Core(CoreError::Throttled { .. }) => "slow_down",
+            OAuthError::Core(_) => "server_error",
+        }
+    }
+
+    /// The `error_description` a client may see.
+    pub fn description(&self) -> String {
+        match self {
+            OAuthError::InvalidRequest(why) => why.clone(),
+            OAuthError::InvalidClient { .. } => "client authentication failed".into(),
+            OAuthError::InvalidGrant => "the grant is invalid".into(),
+            OAuthError::UnauthorizedClient(why) => (*why).into(),
+            OAuthError::UnsupportedGrantType => "only client_credentials is supported".into(),
+            OAuthError::InvalidScope => {
+                "the requested scope is invalid or exceeds what this client was granted".into()
+            }
+            OAuthError::InvalidTarget => {
+                "a requested resource is not among this client's allowed audiences".into()
+            }
+            OAuthError::InvalidDpopProof => "the DPoP proof is invalid".into(),
+            OAuthError::Core(CoreError::Throttled { retry_after_secs }) => {
+                format!("too many failed attempts; retry in {retry_after_secs}s")
+            }
+            OAuthError::Core(CoreError::Store(_)) => "the service is unavailable".into(),
+            OAuthError::Core(_) => "the request could not be processed".into(),
+        }
+    }
+}
+
+/// A failure with its precise reason (for the audit log only).
+struct Refusal {
+    error: OAuthError,
+    reason: String,
+    identity: Option<Uuid>,
+}
+
+fn refuse(error: OAuthError, reason: impl Into<String>, identity: Option<Uuid>) -> Refusal {
+    Refusal {
+        error,
+        reason: reason.into(),
+        identity,
+    }
+}
+
+/// Whether `ip` is inside `cidr` (`a.b.c.d/n`, `x::/n`, or a bare address).
+pub fn in_cidr(ip: IpAddr, cidr: &str) -> bool {
+    let (net, bits) = match cidr.split_once('/') {
+        Some((n, b)) => (n, b.parse::<u32>().ok()),
+        None => (cidr, None),
+    };
+    match (ip, net.parse::<IpAddr>()) {
+        (IpAddr::V4(a), Ok(IpAddr::V4(n))) => {
+            let bits = bits.unwrap_or(32).min(32);
+            let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), Ok(IpAddr::V6(n))) => {
+            let bits = bits.unwrap_or(128).min(128);
+            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
+/// What a successful client authentication yields.
+struct Authenticated {
+    identity: Identity,
+    credential: Credential,
+    /// Single-use values consumed (keyed hash, keep until).
+    once: Vec<([u8; 32], OffsetDateTime)>,
+}
+
+impl Registry {
+    /// The issuer URL; set once the server knows its address.
+    pub fn issuer(&self) -> Option<&str> {
+        self.issuer.get().map(String::as_str)
+    }
+
+    /// Sets the issuer URL (the server's public base URL, no trailing slash). Only the first call
+    /// counts.
+    pub fn set_issuer(&self, url: &str) {
+        let _ = self.issuer.set(url.trim_end_matches('/').to_owned());
+    }
+
+    fn once_hash(&self, kind: &str, scope: &str, value: &str) -> [u8; 32] {
+        self.secret_hasher
+            .hash(format!("once\0{kind}\0{scope}\0{value}").as_bytes())
+    }
+
+    /// Authenticates the client of a token, introspection or revocation request.
+    fn authenticate_client(
+        &self,
+        client: &ClientAuth,
+        issuer: &str,
+        now: OffsetDateTime,
+    ) -> Result<Authenticated, Refusal> {
+        let invalid = |why: &str, id: Option<Uuid>| {
+            refuse(
+                OAuthError::InvalidClient {
+                    basic: client.basic(),
+                },
+                why,
+                id,
+            )
+        };
+        match client {
+            ClientAuth::None => Err(invalid("no client authentication", None)),
+            ClientAuth::Secret {
+                client_id, secret, ..
+            } => {
+                let id = Uuid::parse_str(client_id).ok();
+                match token::parse(secret) {
+                    Ok(TokenKind::ClientSecret) => {}
+                    Ok(_) => return Err(invalid("not a client secret", id)),
+                    Err(e) => return Err(invalid(&format!("malformed secret: {e}"), id)),
+                }
+                let hash = self.secret_hasher.hash(secret.as_bytes());
+                let found = self
+                    .key_lookup(&hash)
+                    .map_err(|e| refuse(e.into(), "store", id))?;
+                let KeyLookup::Found(pair) = found else {
+                    return Err(invalid("unknown secret", id));
+                };
+                let (c, i) = &*pair;
+                if c.kind != CredentialKind::ClientSecret || Some(i.id) != id {
+                    return Err(invalid("secret does not belong to client_id", id));
+                }
+                check_usable(c, i, now).map_err(|why| invalid(why, id))?;
+                Ok(Authenticated {
+                    identity: i.clone(),
+                    credential: c.clone(),
+                    once: Vec::new(),
+                })
+            }
+            ClientAuth::Assertion {
+                client_id,
+                assertion_type,
+                assertion,
+            } => {
+                let claimed = client_id.as_deref().and_then(|c| Uuid::parse_str(c).ok());
+                if assertion_type != JWT_BEARER_ASSERTION {
+                    return Err(invalid("unknown client_assertion_type", claimed));
+                }
+                let jws =
+                    decode(assertion).map_err(|e| invalid(&format!("assertion: {e}"), claimed))?;
+                let iss = jws
+                    .str_claim("iss")
+                    .map_err(|e| invalid(&format!("assertion: {e}"), claimed))?;
+                let id = Uuid::parse_str(iss)
+                    .map_err(|_| invalid("assertion iss is not a client id", claimed))?;
+                if client_id.as_deref().is_some_and(|c| c != iss) {
+                    return Err(invalid(
+                        "client_id differs from the assertion's iss",
+                        Some(id),
+                    ));
+                }
+                let store = self
+                    .reader()
+                    .map_err(|e| refuse(e.into(), "store", Some(id)))?;
+                let identity = store
+                    .identity(id)
+                    .map_err(|e| refuse(CoreError::from(e).into(), "store", Some(id)))?
+                    .ok_or_else(|| invalid("unknown client", Some(id)))?;
+                let keys = store
+                    .credentials_of(id)
+                    .map_err(|e| refuse(CoreError::from(e).into(), "store", Some(id)))?;
+                drop(store);
+                let kid = jws.header.kid.as_deref();
+                let mut matched = None;
+                for c in keys.iter().filter(|c| {
+                    c.kind == CredentialKind::PublicKey
+                        && c.revoked_at.is_none()
+                        && c.expires_at > now
+                }) {
+                    let Some(jwk) = &c.public_jwk else { continue };
+                    let Ok(key) = VerifyingKey::from_jwk(jwk) else {
+                        continue;
+                    };
+                    if kid.is_some_and(|k| key.kid.as_deref() != Some(k) && key.thumbprint != k) {
+                        continue;
+                    }
+                    if key.verify(&jws).is_ok() {
+                        matched = Some(c.clone());
+                        break;
+                    }
+                }
+                let credential = matched.ok_or_else(|| {
+                    invalid("assertion signature matches no key of the client", Some(id))
+                })?;
+                check_usable(&credential, &identity, now).map_err(|why| invalid(why, Some(id)))?;
+                let token_endpoint = format!("{issuer}/oauth2/token");
+                let tokens = &self.policy.tokens;
+                let claims = check_assertion(
+                    &jws,
+                    &AssertionRules {
+                        client_id: iss,
+                        audiences: &[token_endpoint.as_str(), issuer],
+                        now: now.unix_timestamp(),
+                        max_lifetime_secs: tokens.assertion_max_lifetime.whole_seconds(),
+                        leeway_secs: tokens.clock_leeway.whole_seconds(),
+                    },
+                )
+                .map_err(|e| invalid(&format!("assertion: {e}"), Some(id)))?;
+                let keep = OffsetDateTime::from_unix_timestamp(claims.exp)
+                    .unwrap_or(now)
+                    .max(now)
+                    + tokens.clock_leeway;
+                Ok(Authenticated {
+                    once: vec![(self.once_hash("assertion", iss, &claims.jti), keep)],
+                    identity,
+                    credential,
+                })
+            }
+        }
+    }
+
+    /// Issues an access token (`client_credentials`).
+    pub async fn issue_token(&self, req: TokenRequest) -> Result<TokenResponse, OAuthError> {
+        let now = self.now();
+        if let Some(retry_after_secs) = self.failures.throttled(&req.source, now, &self.policy) {
+            return Err(CoreError::Throttled { retry_after_secs }.into());
+        }
+        let method = req.client.method();
+        match self.try_issue(&req, now).await {
+            Ok(ok) => Ok(ok),
+            Err(r) => {
+                let event = NewAuditEvent {
+                    actor: match r.identity {
+                        Some(id) => format!("identity:{id}"),
+                        None => "anonymous".into(),
+                    },
+                    action: "token.denied",
+                    target: match (r.identity, req.client.claimed_client()) {
+                        (Some(id), _) => format!("identity:{id}"),
+                        (None, Some(c)) => {
+                            format!("client:{}", c.chars().take(64).collect::<String>())
+                        }
+                        (None, None) => "client:unknown".into(),
+                    },
+                    outcome: AuditOutcome::Failure,
+                    request_id: req.request_id.clone(),
+                    source: req.source.clone(),
+                    details: json!({
+                        "error": r.error.code(),
+                        "reason": r.reason,
+                        "method": method,
+                    })
+                    .to_string(),
+                };
+                if matches!(r.error, OAuthError::InvalidClient { .. }) {
+                    self.failures.fail(&req.source, now, &self.policy);
+                }
+                self.record_authentication(event).await?;
+                Err(r.error)
+            }
+        }
+    }
+
+    async fn try_issue(
+        &self,
+        req: &TokenRequest,
+        now: OffsetDateTime,
+    ) -> Result<TokenResponse, Refusal> {
+        let issuer = self
+            .issuer()
+            .ok_or_else(|| {
+                refuse(
+                    CoreError::InvalidState("the issuer URL is not set".into()).into(),
+                    "no issuer",
+                    None,
+                )
+            })?
+            .to_owned();
+        if req.grant_type != "client_credentials" {
+            return Err(refuse(
+                OAuthError::UnsupportedGrantType,
+                format!(
+                    "grant_type {:?}",
+                    req.grant_type.chars().take(64).collect::<String>()
+                ),
+                None,
+            ));
+        }
+        let Authenticated {
+            identity: i,
+            credential: c,
+            mut once,
+        } = self.authenticate_client(&req.client, &issuer, now)?;
+        let id = Some(i.id);
+        let tokens = &self.policy.tokens;
+
+        if !i.constraints.allowed_networks.is_empty() {
+            let ip: Option<IpAddr> = req.source.parse().ok();
+            if !ip.is_some_and(|ip| {
+                i.constraints
+                    .allowed_networks
+                    .iter()
+                    .any(|n| in_cidr(ip, n))
+            }) {
+                return Err(refuse(
+                    OAuthError::UnauthorizedClient(
+                        "this client may not request tokens from this network",
+                    ),
+                    format!("source {} outside allowed networks", req.source),
+                    id,
+                ));
+            }
+        }
+
+        // Scope: a subset of what the identity holds; nothing asked means everything held.
+        let scopes: Vec<String> = match req.scope.as_deref().map(str::trim) {
+            None | Some("") => i.scopes.clone(),
+            Some(s) => {
+                let asked: Vec<String> = s
+                    .split(' ')
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                for a in &asked {
+                    if scope::check(a).is_err() || !i.scopes.iter().any(|g| scope::covers(g, a)) {
+                        return Err(refuse(
+                            OAuthError::InvalidScope,
+                            format!("scope {a:?} not granted"),
+                            id,
+                        ));
+                    }
+                }
+                asked
+            }
+        };
+
+        // Audience (RFC 8707): each resource must be allowed; none asked means the defaults.
+        let audiences: Vec<String> = if req.resources.is_empty() {
+            if i.audiences.is_empty() {
+                vec![issuer.clone()]
+            } else {
+                i.audiences.clone()
+            }
+        } else {
+            for r in &req.resources {
+                if r.contains('#') || !r.contains("://") {
+                    return Err(refuse(
+                        OAuthError::InvalidTarget,
+                        format!(
+                            "resource {:?} is not an absolute URI",
+                            r.chars().take(200).collect::<String>()
+                        ),
+                        id,
+                    ));
+                }
+                if !i.audiences.iter().any(|a| a == r) {
+                    return Err(refuse(
+                        OAuthError::InvalidTarget,
+                        format!(
+                            "resource {:?} not allowed",
+                            r.chars().take(200).collect::<String>()
+                        ),
+                        id,
+                    ));
+                }
+            }
+            req.resources.clone()
+        };
+
+        // Sender constraint.
+        let mut jkt = None;
+        if let Some(proof) = &req.dpop {
+            let token_endpoint = format!("{issuer}/oauth2/token");
+            let p = verify_dpop(
+                proof,
+                &DpopRequest {
+                    method: "POST",
+                    url: &token_endpoint,
+                    now: now.unix_timestamp(),
+                    max_age_secs: tokens.dpop_max_age.whole_seconds(),
+                    leeway_secs: tokens.clock_leeway.whole_seconds(),
+                    access_token: None,
+                    nonce: None,
+                },
+            )
+            .map_err(|e: JoseError| {
+                refuse(OAuthError::InvalidDpopProof, format!("dpop: {e}"), id)
+            })?;
+            once.push((
+                self.once_hash("dpop", &p.jkt, &p.jti),
+                now + tokens.dpop_max_age + tokens.clock_leeway * 2,
+            ));
+            jkt = Some(p.jkt);
+        }
+        let required = i
+            .constraints
+            .require_sender_constraint
+            .unwrap_or(i.environment == "prod");
+        if required && jkt.is_none() {
+            return Err(refuse(
+                OAuthError::InvalidRequest(
+                    "this client must bind its tokens: send a DPoP proof".into(),
+                ),
+                "sender constraint required",
+                id,
+            ));
+        }
+
+        // Lifetime: the default, lowered by every cap that applies.
+        let mut ttl = tokens.default_ttl.min(tokens.max_ttl);
+        if let Some(s) = i.constraints.max_token_ttl_seconds {
+            ttl = ttl.min(time::Duration::seconds(
+                i64::try_from(s).unwrap_or(i64::MAX),
+            ));
+        }
+        ttl = ttl.min(c.expires_at - now);
+        if let Some(e) = i.expires_at {
+            ttl = ttl.min(e - now);
+        }
+        let ttl_secs = ttl.whole_seconds();
+        if ttl_secs < 1 {
+            return Err(refuse(
+                OAuthError::InvalidClient {
+                    basic: req.client.basic(),
+                },
+                "no lifetime left",
+                id,
+            ));
+        }
+
+        let ring = self.keyring();
+        let signer = ring.signer.clone().ok_or_else(|| {
+            refuse(
+                CoreError::InvalidState("no signing key".into()).into(),
+                "no signing key",
+                id,
+            )
+        })?;
+        let jti = Uuid::now_v7().to_string();
+        let iat = now.unix_timestamp();
+        let exp = iat + ttl_secs;
+        let scope_str = scopes.join(" ");
+        let mut claims = json!({
+            "iss": issuer,
+            "sub": i.id.to_string(),
+            "client_id": i.id.to_string(),
+            "aud": if audiences.len() == 1 { Value::String(audiences[0].clone()) } else { json!(audiences) },
+            "exp": exp,
+            "iat": iat,
+            "nbf": iat,
+            "jti": jti,
+            "scope": scope_str,
+        });
+        if let Some(j) = &jkt {
+            claims["cnf"] = json!({ "jkt": j });
+        }
+        let access_token = signer.sign("at+jwt", &claims).map_err(|e| {
+            refuse(
+                CoreError::InvalidState(e.to_string()).into(),
+                "signing failed",
+                id,
+            )
+        })?;
+
+        // Commit the single-use values and the audit event before answering.
+        let event = NewAuditEvent {
+            actor: format!("identity:{}", i.id),
+            action: "token.issued",
+            target: format!("identity:{}", i.id),
+            outcome: AuditOutcome::Success,
+            request_id: req.request_id.clone(),
+            source: req.source.clone(),
+            details: json!({
+                "method": req.client.method(),
+                "credential": c.id,
+                "jti": jti,
+                "scope": scope_str,
+                "aud": audiences,
+                "exp": exp,
+                "binding": if jkt.is_some() { "dpop" } else { "bearer" },
+            })
+            .to_string(),
+        };
+        let written = self
+            .write(move |tx, job| {
+                for (kind, (hash, keep)) in once.iter().enumerate() {
+                    if !tx.use_once(hash, *keep)? {
+                        return Ok(Some(kind));
+                    }
+                }
+                crate::audit::append(tx, job.now(), event)?;
+                Ok(None)
+            })
+            .await
+            .map_err(|e| refuse(e.into(), "store", id))?;
+        if let Some(which) = written {
+            // The job wrote nothing (see above): which value was a replay decides the error.
+            let assertion_first = matches!(req.client, ClientAuth::Assertion { .. });
+            return Err(if which == 0 && assertion_first {
+                refuse(
+                    OAuthError::InvalidClient { basic: false },
+                    "assertion jti replayed",
+                    id,
+                )
+            } else {
+                refuse(OAuthError::InvalidDpopProof, "dpop jti replayed", id)
+            });
+        }
+        self.usage.record(c.id, i.id, now);
+        Ok(TokenResponse {
+            access_token,
+            token_type: if jkt.is_some() { "DPoP" } else { "Bearer" }.into(),
+            expires_in: u64::try_from(ttl_secs).unwrap_or(0),
+            scope: scope_str,
+        })
+    }
+
+    /// Who may introspect or revoke: an operator, or a client authenticated at the endpoint.
+    pub fn authenticate_endpoint_client(&self, client: &ClientAuth) -> Result<Actor, OAuthError> {
+        let issuer = self
+            .issuer()
+            .ok_or_else(|| CoreError::InvalidState("the issuer URL is not set".into()))?
+            .to_owned();
+        self.authenticate_client(client, &issuer, self.now())
+            .map(|a| Actor {
+                principal: Principal::Identity {
+                    id: a.identity.id,
+                    name: a.identity.name,
+                    credential_id: a.credential.id,
+                },
+                request_id: String::new(),
+                source: String::new(),
+            })
+            .map_err(|r| r.error)
+    }
+
+    /// Verifies an access token issued here: signature under a published key, claims, not
+    /// revoked, its identity still active. `None` when inactive, for whatever reason.
+    fn active_token(
+        &self,
+        token: &str,
+    ) -> Result<Option<(warden_jose::AccessToken, Identity)>, CoreError> {
+        let Some(issuer) = self.issuer() else {
+            return Ok(None);
+        };
+        let Ok(jws) = decode(token) else {
+            return Ok(None);
+        };
+        let ring = self.keyring();
+        let Some(key) = jws
+            .header
+            .kid
+            .as_deref()
+            .and_then(|k| ring.verifiers.get(k))
+        else {
+            return Ok(None);
+        };
+        if jws.verify(key).is_err() {
+            return Ok(None);
+        }
+        let Ok(at) = check_access_token(
+            &jws,
+            &AccessTokenRules {
+                issuer,
+                audience: None,
+                now: self.now().unix_timestamp(),
+                leeway_secs: 0,
+            },
+        ) else {
+            return Ok(None);
+        };
+        let store = self.reader()?;
+        if store.token_revoked(&at.jti)? {
+            return Ok(None);
+        }
+        let Some(identity) = Uuid::parse_str(&at.sub)
+            .ok()
+            .map(|id| store.identity(id))
+            .transpose()?
+            .flatten()
+        else {
+            return Ok(None);
+        };
+        if identity.status != IdentityStatus::Active
+            || identity.expires_at.is_some_and(|e| e <= self.now())
+        {
+            return Ok(None);
+        }
+        Ok(Some((at, identity)))
+    }
+
+    /// RFC 7662 introspection for an authenticated caller.
+    pub fn introspect(&self, caller: &Actor, token: &str) -> Result<Introspection, CoreError> {
+        if matches!(caller.principal, Principal::Anonymous) {
+            return Err(CoreError::Unauthenticated(
+                "authenticate to introspect".into(),
+            ));
+        }
+        Ok(match self.active_token(token)? {
+            None => Introspection::default(),
+            Some((at, identity)) => Introspection {
+                active: true,
+                scope: Some(at.scope.join(" ")),
+                client_id: Some(at.client_id),
+                token_type: Some(if at.jkt.is_some() { "DPoP" } else { "Bearer" }.into()),
+                exp: Some(at.exp),
+                iat: Some(at.iat),
+                sub: Some(at.sub),
+                aud: Some(at.aud),
+                iss: Some(at.iss),
+                jti: Some(at.jti),
+                cnf: at
+                    .jkt
+                    .map(|j| json!({ "jkt": j }))
+                    .or_else(|| at.x5t_s256.map(|x| json!({ "x5t#S256": x }))),
+                username: Some(identity.name),
+            },
+        })
+    }
+
+    /// RFC 7009 revocation: the token's own client, or an operator who manages its owner, may
+    /// revoke it. Invalid or already inactive tokens are accepted silently (§2.2).
+    pub async fn revoke_access_token(&self, caller: &Actor, token: &str) -> Result<(), OAuthError> {
+        let Some((at, identity)) = self.active_token(token)? else {
+            return Ok(());
+        };
+        let allowed = match &caller.principal {
+            Principal::Identity { id, .. } => *id == identity.id,
+            Principal::Operator { .. } | Principal::System => {
+                caller.can_manage_team(identity.owner_id)
+            }
+            Principal::Anonymous => false,
+        };
+        if !allowed {
+            return Err(OAuthError::UnauthorizedClient(
+                "this token was not issued to you",
+            ));
+        }
+        let exp = OffsetDateTime::from_unix_timestamp(at.exp).unwrap_or_else(|_| self.now());
+        let actor = caller.clone();
+        self.write(move |tx, job| {
+            tx.revoke_token(&at.jti, identity.id, exp)?;
+            job.record(
+                tx,
+                &actor,
+                "token.revoked",
+                format!("identity:{}", identity.id),
+                AuditOutcome::Success,
+                json!({ "jti": at.jti }),
+            )
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Forgets expired single-use values and revocations. Returns how many rows went.
+    pub async fn purge_token_state(&self) -> Result<usize, CoreError> {
+        self.write(|tx, job| Ok(tx.purge_expired_token_state(job.now())?))
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_membership() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        assert!(in_cidr(ip("10.1.2.3"), "10.0.0.0/8"));
+        assert!(!in_cidr(ip("11.1.2.3"), "10.0.0.0/8"));
+        assert!(in_cidr(ip("192.168.1.7"), "192.168.1.7"));
+        assert!(!in_cidr(ip("192.168.1.8"), "192.168.1.7/32"));
+        assert!(in_cidr(ip("1.2.3.4"), "0.0.0.0/0"));
+        assert!(in_cidr(ip("2001:db8::1"), "2001:db8::/32"));
+        assert!(!in_cidr(ip("2001:db9::1"), "2001:db8::/32"));
+        assert!(!in_cidr(ip("10.0.0.1"), "::/0"), "families never mix");
+        assert!(!in_cidr(ip("10.0.0.1"), "not-a-network"));
+    }
+}
