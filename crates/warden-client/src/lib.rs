@@ -17,6 +17,9 @@ pub enum ClientError {
     /// The server answered with something that is not what the API promises.
     #[error("unexpected response from the server: {0}")]
     Decode(String),
+    /// The token service refused (RFC 6749 §5.2).
+    #[error("{}: {}", .0.error, .0.error_description.as_deref().unwrap_or(""))]
+    OAuth(Box<OAuthErrorBody>),
 }
 
 impl ClientError {
@@ -31,6 +34,22 @@ impl ClientError {
 pub type Result<T> = std::result::Result<T, ClientError>;
 
 /// Percent-encodes one path segment (identity references may contain `/`).
+/// `application/x-www-form-urlencoded` encoding of one value (RFC 6749 §2.3.1 wants client ids
+/// and secrets encoded so before HTTP Basic).
+fn form_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'*') {
+            out.push(char::from(b));
+        } else if b == b' ' {
+            out.push('+');
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 pub fn segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
@@ -161,6 +180,61 @@ impl Client {
 
     async fn post<T: DeserializeOwned, B: Serialize>(&self, path: &str, body: &B) -> Result<T> {
         self.send(self.http.post(self.url(path)).json(body)).await
+    }
+
+    /// `POST /oauth2/token` with form parameters, an optional DPoP proof and optional HTTP Basic
+    /// client credentials. Needs no operator token.
+    pub async fn oauth_token(
+        &self,
+        form: &[(&str, &str)],
+        dpop: Option<&str>,
+        basic: Option<(&str, &str)>,
+    ) -> Result<TokenResponse> {
+        let mut req = self.http.post(self.url("/oauth2/token")).form(form);
+        if let Some(p) = dpop {
+            req = req.header("DPoP", p);
+        }
+        if let Some((id, secret)) = basic {
+            req = req.basic_auth(form_encode(id), Some(form_encode(secret)));
+        }
+        let res = req.send().await.map_err(|e| ClientError::Connect {
+            url: self.base.clone(),
+            reason: e.to_string(),
+        })?;
+        let status = res.status();
+        let bytes = res
+            .bytes()
+            .await
+            .map_err(|e| ClientError::Decode(e.to_string()))?;
+        if status.is_success() {
+            serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
+        } else {
+            serde_json::from_slice::<OAuthErrorBody>(&bytes)
+                .map(|e| ClientError::OAuth(Box::new(e)))
+                .or_else(|_| Err(ClientError::Decode(format!("status {status}"))))
+                .and_then(Err)
+        }
+    }
+
+    /// The issuer's metadata (RFC 8414) and its JWKS.
+    pub async fn oauth_metadata(&self) -> Result<serde_json::Value> {
+        self.get("/.well-known/oauth-authorization-server").await
+    }
+
+    pub async fn jwks(&self) -> Result<serde_json::Value> {
+        self.get("/oauth2/jwks").await
+    }
+
+    pub async fn list_signing_keys(&self) -> Result<SigningKeyList> {
+        self.get("/v1/signing-keys").await
+    }
+
+    pub async fn rotate_signing_key(&self, immediately: bool) -> Result<SigningKeyInfo> {
+        self.post(
+            "/v1/signing-keys/rotate",
+            &RotateSigningKeyRequest { immediately },
+        )
+        .await
     }
 
     pub async fn whoami(&self) -> Result<WhoAmI> {

@@ -472,18 +472,177 @@ impl SigningKey {
     /// Signs `claims` as a compact JWS with header `{alg, typ, kid}`.
     pub fn sign(&self, typ: &str, claims: &Value) -> Result<String, JoseError> {
         let header = serde_json::json!({ "alg": self.alg.as_str(), "typ": typ, "kid": self.kid });
-        let mut out = String::with_capacity(512);
-        URL_SAFE_NO_PAD.encode_string(header.to_string(), &mut out);
-        out.push('.');
-        URL_SAFE_NO_PAD.encode_string(claims.to_string(), &mut out);
-        let sig = self.sign_bytes(out.as_bytes())?;
-        out.push('.');
-        URL_SAFE_NO_PAD.encode_string(sig, &mut out);
-        Ok(out)
+        sign_compact(&self.pair, &header, claims)
     }
 
+    #[cfg(test)]
     fn sign_bytes(&self, msg: &[u8]) -> Result<Vec<u8>, JoseError> {
-        match &self.pair {
+        self.pair.sign(msg)
+    }
+}
+
+/// A client's own key, loaded from (or generated as) a private JWK: what `warden token get` signs
+/// client assertions and DPoP proofs with. `Debug` shows the key id only.
+pub struct ClientKey {
+    alg: Alg,
+    kid: String,
+    public: Value,
+    pair: Pair,
+}
+
+impl std::fmt::Debug for ClientKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ClientKey({} {})", self.alg, self.kid)
+    }
+}
+
+impl ClientKey {
+    /// A new Ed25519 key and its private JWK (`kid` = its thumbprint).
+    pub fn generate_ed25519() -> Result<(ClientKey, Zeroizing<String>), JoseError> {
+        use ring::rand::SecureRandom;
+        let mut seed = Zeroizing::new([0u8; 32]);
+        SystemRandom::new()
+            .fill(seed.as_mut())
+            .map_err(|_| JoseError::Sign)?;
+        let pair =
+            Ed25519KeyPair::from_seed_unchecked(seed.as_ref()).map_err(|_| JoseError::Sign)?;
+        let public = serde_json::json!({
+            "kty": "OKP", "crv": "Ed25519",
+            "x": URL_SAFE_NO_PAD.encode(pair.public_key().as_ref()),
+        });
+        let kid = check_public_jwk(&public)?.thumbprint;
+        let private = Zeroizing::new(
+            serde_json::json!({
+                "kty": "OKP", "crv": "Ed25519",
+                "x": public["x"], "d": URL_SAFE_NO_PAD.encode(seed.as_ref()),
+                "kid": kid, "alg": "EdDSA",
+            })
+            .to_string(),
+        );
+        Ok((
+            ClientKey::from_private_jwk(
+                &serde_json::from_str(&private).map_err(|_| JoseError::Sign)?,
+            )?,
+            private,
+        ))
+    }
+
+    /// From a private JWK: OKP Ed25519 or EC P-256 (with `d`).
+    pub fn from_private_jwk(jwk: &Value) -> Result<ClientKey, JoseError> {
+        let member = |name: &'static str| -> Result<Zeroizing<Vec<u8>>, JoseError> {
+            let s = jwk
+                .get(name)
+                .and_then(Value::as_str)
+                .ok_or(JoseError::Jwk(JwkError::Missing(name)))?;
+            URL_SAFE_NO_PAD
+                .decode(s)
+                .map(Zeroizing::new)
+                .map_err(|_| JoseError::Jwk(JwkError::BadValue(name)))
+        };
+        let mut public = jwk.clone();
+        if let Some(o) = public.as_object_mut() {
+            for m in ["d", "p", "q", "dp", "dq", "qi", "k"] {
+                o.remove(m);
+            }
+        }
+        let checked = check_public_jwk(&public)?;
+        let (alg, pair) = match checked.key_type.as_str() {
+            "OKP/Ed25519" => (
+                Alg::EdDSA,
+                Pair::Ed(
+                    Ed25519KeyPair::from_seed_and_public_key(&member("d")?, &member("x")?)
+                        .map_err(|_| JoseError::KeyMismatch)?,
+                ),
+            ),
+            "EC/P-256" => {
+                let mut point = vec![4u8];
+                point.extend_from_slice(&member("x")?);
+                point.extend_from_slice(&member("y")?);
+                (
+                    Alg::ES256,
+                    Pair::Ec(
+                        EcdsaKeyPair::from_private_key_and_public_key(
+                            &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+                            &member("d")?,
+                            &point,
+                            &SystemRandom::new(),
+                        )
+                        .map_err(|_| JoseError::KeyMismatch)?,
+                    ),
+                )
+            }
+            _ => return Err(JoseError::KeyMismatch),
+        };
+        Ok(ClientKey {
+            alg,
+            kid: jwk
+                .get("kid")
+                .and_then(Value::as_str)
+                .map_or_else(|| checked.thumbprint.clone(), str::to_owned),
+            public: checked.public,
+            pair,
+        })
+    }
+
+    pub fn alg(&self) -> Alg {
+        self.alg
+    }
+
+    /// The public JWK (to register with `warden credential add`).
+    pub fn public_jwk(&self) -> &Value {
+        &self.public
+    }
+
+    /// A client assertion (RFC 7523) for `client_id` at `audience`, valid for `lifetime_secs`.
+    pub fn client_assertion(
+        &self,
+        client_id: &str,
+        audience: &str,
+        now: i64,
+        lifetime_secs: i64,
+        jti: &str,
+    ) -> Result<String, JoseError> {
+        let header = serde_json::json!({ "alg": self.alg.as_str(), "typ": "JWT", "kid": self.kid });
+        let claims = serde_json::json!({
+            "iss": client_id, "sub": client_id, "aud": audience,
+            "iat": now, "exp": now + lifetime_secs, "jti": jti,
+        });
+        sign_compact(&self.pair, &header, &claims)
+    }
+
+    /// A DPoP proof (RFC 9449 §4.2) for `method` `url`; `access_token` adds `ath`.
+    pub fn dpop_proof(
+        &self,
+        method: &str,
+        url: &str,
+        now: i64,
+        jti: &str,
+        access_token: Option<&str>,
+    ) -> Result<String, JoseError> {
+        let header =
+            serde_json::json!({ "alg": self.alg.as_str(), "typ": "dpop+jwt", "jwk": self.public });
+        let mut claims = serde_json::json!({ "jti": jti, "htm": method, "htu": url, "iat": now });
+        if let Some(t) = access_token {
+            claims["ath"] = Value::String(sha256_b64(t.as_bytes()));
+        }
+        sign_compact(&self.pair, &header, &claims)
+    }
+}
+
+fn sign_compact(pair: &Pair, header: &Value, claims: &Value) -> Result<String, JoseError> {
+    let mut out = String::with_capacity(512);
+    URL_SAFE_NO_PAD.encode_string(header.to_string(), &mut out);
+    out.push('.');
+    URL_SAFE_NO_PAD.encode_string(claims.to_string(), &mut out);
+    let sig = pair.sign(out.as_bytes())?;
+    out.push('.');
+    URL_SAFE_NO_PAD.encode_string(sig, &mut out);
+    Ok(out)
+}
+
+impl Pair {
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, JoseError> {
+        match self {
             Pair::Ed(p) => Ok(p.sign(msg).as_ref().to_vec()),
             Pair::Ec(p) => p
                 .sign(&SystemRandom::new(), msg)

@@ -439,6 +439,65 @@ fn access_token_claims_and_binding_are_read() {
     );
 }
 
+#[test]
+fn client_keys_sign_assertions_and_proofs_the_server_accepts() {
+    let (key, private) = ClientKey::generate_ed25519().unwrap();
+    let again = ClientKey::from_private_jwk(&serde_json::from_str(&private).unwrap()).unwrap();
+    assert_eq!(again.public_jwk(), key.public_jwk());
+    assert!(
+        key.public_jwk().get("d").is_none(),
+        "the public half has no private member"
+    );
+    let a = key
+        .client_assertion(
+            "client-1",
+            "https://warden.example/oauth2/token",
+            NOW,
+            60,
+            "j",
+        )
+        .unwrap();
+    let jws = decode(&a).unwrap();
+    VerifyingKey::from_jwk(key.public_jwk())
+        .unwrap()
+        .verify(&jws)
+        .unwrap();
+    let aud = ["https://warden.example/oauth2/token"];
+    assert!(check_assertion(&jws, &assertion_rules(&aud)).is_ok());
+    let p = key
+        .dpop_proof(
+            "POST",
+            "https://warden.example/oauth2/token",
+            NOW,
+            "p1",
+            None,
+        )
+        .unwrap();
+    assert!(verify_dpop(&p, &dpop_request("https://warden.example/oauth2/token")).is_ok());
+    // A P-256 private JWK loads too (a key made by the server's own generator, exported by hand).
+    let ec = serde_json::json!({"kty":"EC","crv":"P-256",
+        "x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0",
+        "d":"jpsQnnGQmL-YBIffH1136cspYG6-0iY7X1fCE9-E9LI"});
+    let eck = ClientKey::from_private_jwk(&ec).unwrap();
+    assert_eq!(eck.alg(), Alg::ES256);
+    let p = eck
+        .dpop_proof(
+            "POST",
+            "https://warden.example/oauth2/token",
+            NOW,
+            "p2",
+            None,
+        )
+        .unwrap();
+    assert!(verify_dpop(&p, &dpop_request("https://warden.example/oauth2/token")).is_ok());
+    // A d that does not belong to x is refused.
+    let mut wrong = serde_json::from_str::<Value>(&private).unwrap();
+    wrong["x"] = VerifyingKey::from_jwk(&ed_key().public_jwk())
+        .map(|_| ed_key().public_jwk()["x"].clone())
+        .unwrap();
+    assert!(ClientKey::from_private_jwk(&wrong).is_err());
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 

@@ -4,6 +4,7 @@
 mod auth;
 pub mod error;
 mod metrics;
+mod oauth;
 mod openapi;
 mod routes;
 
@@ -81,12 +82,24 @@ pub fn app(state: AppState) -> Router {
         .route("/approvals/{id}/approve", post(approve))
         .route("/approvals/{id}/deny", post(deny))
         .route("/audit", get(list_audit))
-        .route("/audit/verify", get(verify_audit));
+        .route("/audit/verify", get(verify_audit))
+        .route("/signing-keys", get(list_signing_keys))
+        .route("/signing-keys/rotate", post(rotate_signing_key));
+    let oauth2 = Router::new()
+        .route("/token", post(oauth::token))
+        .route("/jwks", get(oauth::jwks))
+        .route("/introspect", post(oauth::introspect))
+        .route("/revoke", post(oauth::revoke));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::render))
         .nest("/v1", v1)
+        .nest("/oauth2", oauth2)
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(oauth::metadata),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -108,6 +121,14 @@ pub fn spawn_jobs(registry: Arc<Registry>) -> tokio::task::JoinHandle<()> {
             registry.nudge_audit();
             if let Err(e) = registry.flush_usage().await {
                 tracing::warn!(error = %e, "flushing last_used_at failed");
+            }
+            if n.is_multiple_of(60) {
+                if let Err(e) = registry.maintain_signing_keys().await {
+                    tracing::warn!(error = %e, "signing key maintenance failed");
+                }
+                if let Err(e) = registry.purge_token_state().await {
+                    tracing::warn!(error = %e, "purging expired token state failed");
+                }
             }
             if n.is_multiple_of(10) {
                 match registry.end_overlaps().await {

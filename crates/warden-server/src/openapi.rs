@@ -33,6 +33,7 @@ impl utoipa::Modify for BearerAuth {
         routes::rotate_credential, routes::revoke_credential,
         routes::list_approvals, routes::get_approval, routes::approve, routes::deny,
         routes::list_audit, routes::verify_audit,
+        routes::list_signing_keys, routes::rotate_signing_key,
     ),
     components(schemas(warden_types::ErrorCode, warden_types::Problem)),
     modifiers(&BearerAuth),

@@ -537,3 +537,28 @@ pub(crate) async fn verify_audit(
         .map_err(|_| ApiError::new(ErrorCode::Internal, "verification task failed"))??;
     Ok(Json(report))
 }
+
+/// The token service's signing keys (admins and auditors).
+#[utoipa::path(get, path = "/v1/signing-keys", responses((status = 200, body = SigningKeyList)))]
+pub(crate) async fn list_signing_keys(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+) -> ApiResult<Json<SigningKeyList>> {
+    Ok(Json(SigningKeyList {
+        items: s.registry.list_signing_keys(&a)?,
+    }))
+}
+
+/// Rotate the signing key (admins).
+#[utoipa::path(post, path = "/v1/signing-keys/rotate", request_body = RotateSigningKeyRequest,
+    responses((status = 201, body = SigningKeyInfo), (status = 403, body = Problem)))]
+pub(crate) async fn rotate_signing_key(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    Body(req): Body<RotateSigningKeyRequest>,
+) -> ApiResult<(StatusCode, Json<SigningKeyInfo>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(s.registry.rotate_signing_key(&a, req.immediately).await?),
+    ))
+}

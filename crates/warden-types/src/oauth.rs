@@ -99,3 +99,8 @@ pub struct RotateSigningKeyRequest {
     #[serde(default)]
     pub immediately: bool,
 }
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SigningKeyList {
+    pub items: Vec<SigningKeyInfo>,
+}

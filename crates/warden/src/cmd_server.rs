@@ -190,6 +190,15 @@ async fn run_server(cfg: ServerConfig, on_bound: impl FnOnce(&str)) -> Result<Ex
         .await
         .with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;
+    registry.set_issuer(
+        cfg.public_url
+            .as_deref()
+            .unwrap_or(&format!("http://{addr}")),
+    );
+    registry
+        .maintain_signing_keys()
+        .await
+        .context("preparing the token signing keys")?;
     tracing::info!(address = %addr, data_dir = %dir.display(), "warden listening on http://{addr}");
     on_bound(&format!("http://{addr}"));
     let jobs = warden_server::spawn_jobs(registry.clone());

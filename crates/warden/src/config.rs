@@ -14,8 +14,11 @@ pub const EXAMPLE: &str = include_str!("../warden.example.toml");
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub listen: Option<String>,
+    /// The base URL clients reach this server at (the OAuth issuer); default `http://<listen>`.
+    pub public_url: Option<String>,
     pub log: Option<String>,
     pub credentials: Option<CredentialFile>,
+    pub tokens: Option<TokenFile>,
     pub guardrails: Option<GuardrailFile>,
     pub audit: Option<AuditFile>,
 }
@@ -37,6 +40,16 @@ pub struct CredentialFile {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct TokenFile {
+    pub default_ttl: Option<String>,
+    pub max_ttl: Option<String>,
+    pub signing_alg: Option<String>,
+    pub key_rotation_period: Option<String>,
+    pub key_publish_delay: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct GuardrailFile {
     pub privileged_scopes: Option<Vec<String>>,
     pub auth_failure_limit: Option<u32>,
@@ -48,6 +61,7 @@ pub struct GuardrailFile {
 pub struct ServerConfig {
     pub data_dir: PathBuf,
     pub listen: String,
+    pub public_url: Option<String>,
     pub log: String,
     pub policy: Policy,
 }
@@ -138,6 +152,35 @@ impl ServerConfig {
             Some("false" | "0") => false,
             Some(other) => bail!("WARDEN_DURABLE_AUTHENTICATION: {other:?} is not true or false"),
         };
+        let tokens = file.tokens.unwrap_or_default();
+        let t = &mut policy.tokens;
+        if let Some(v) = pick(tokens.default_ttl, "WARDEN_TOKEN_TTL") {
+            t.default_ttl = parse_duration("tokens.default_ttl", &v)?;
+        }
+        if let Some(v) = tokens.max_ttl {
+            t.max_ttl = parse_duration("tokens.max_ttl", &v)?;
+        }
+        if let Some(v) = tokens.key_rotation_period {
+            t.key_rotation_period = parse_duration("tokens.key_rotation_period", &v)?;
+        }
+        if let Some(v) = tokens.key_publish_delay {
+            t.key_publish_delay = parse_duration("tokens.key_publish_delay", &v)?;
+        }
+        if let Some(v) = pick(tokens.signing_alg, "WARDEN_TOKEN_SIGNING_ALG") {
+            if v != "EdDSA" && v != "ES256" {
+                bail!("tokens.signing_alg: {v:?} is not EdDSA or ES256");
+            }
+            t.signing_alg = v;
+        }
+        if t.default_ttl > t.max_ttl {
+            bail!("tokens.default_ttl is longer than tokens.max_ttl");
+        }
+        let public_url = env("WARDEN_PUBLIC_URL").or(file.public_url);
+        if let Some(u) = &public_url
+            && warden_jose::normalize_url(u).is_none()
+        {
+            bail!("public_url: {u:?} is not an http(s) URL");
+        }
         let listen = listen_flag
             .map(str::to_owned)
             .or_else(|| env("WARDEN_LISTEN"))
@@ -152,6 +195,7 @@ impl ServerConfig {
         Ok(ServerConfig {
             data_dir: data_dir.to_owned(),
             listen,
+            public_url: public_url.map(|u| u.trim_end_matches('/').to_owned()),
             log,
             policy,
         })

@@ -7,6 +7,7 @@ mod cmd_credential;
 mod cmd_identity;
 mod cmd_server;
 mod cmd_team;
+mod cmd_token;
 mod config;
 mod output;
 
@@ -79,6 +80,12 @@ enum Cmd {
     /// API keys.
     #[command(subcommand)]
     Key(cmd_credential::KeyCmd),
+    /// Access tokens: get one (as a machine), verify one, make a key pair.
+    #[command(subcommand)]
+    Token(cmd_token::TokenCmd),
+    /// The token service's signing keys.
+    #[command(subcommand)]
+    Keys(cmd_token::KeysCmd),
     /// Show who the token belongs to.
     Whoami,
 }
@@ -102,6 +109,11 @@ pub fn client_file_path() -> Option<PathBuf> {
 }
 
 fn client(g: &Global) -> Result<Client> {
+    client_with_token(g, "\0")
+}
+
+/// A client with the configured server; `token` `"\0"` means the configured operator token.
+fn client_with_token(g: &Global, token: &str) -> Result<Client> {
     let file: ClientFile = match client_file_path() {
         Some(p) if p.exists() => {
             let text =
@@ -116,6 +128,9 @@ fn client(g: &Global) -> Result<Client> {
         .or_else(|| std::env::var("WARDEN_URL").ok())
         .or(file.server)
         .unwrap_or_else(|| format!("http://{}", config::DEFAULT_LISTEN));
+    if token != "\0" {
+        return Ok(Client::new(&server, token)?);
+    }
     let Some(token) = g
         .token
         .clone()
@@ -138,6 +153,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Identity(c) => cmd_identity::run(&client(&cli.global)?, c, json).await,
         Cmd::Credential(c) => cmd_credential::run(&client(&cli.global)?, c, json).await,
         Cmd::Key(c) => cmd_credential::run_key(&client(&cli.global)?, c, json).await,
+        Cmd::Token(c) => {
+            // A machine getting a token has no operator token; names need one to resolve.
+            let operator = client(&cli.global).ok();
+            let anonymous = client_with_token(&cli.global, "")?;
+            cmd_token::run(&anonymous, operator.as_ref(), c, json).await
+        }
+        Cmd::Keys(c) => cmd_token::run_keys(&client(&cli.global)?, c, json).await,
         Cmd::Approval(c) => cmd_approval::run(&client(&cli.global)?, c, json).await,
         Cmd::Team(c) => cmd_team::run_team(&client(&cli.global)?, c, json).await,
         Cmd::Operator(c) => cmd_team::run_operator(&client(&cli.global)?, c, json).await,

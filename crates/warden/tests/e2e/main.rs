@@ -12,4 +12,5 @@ mod bad_input;
 mod crash;
 mod security;
 mod tamper;
+mod tokens;
 mod tour;

@@ -1,0 +1,301 @@
+//! `warden token get|verify|keygen` (a machine's side of the token service) and
+//! `warden keys list|rotate` (the operator's side).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use serde_json::{Value, json};
+use uuid::Uuid;
+use warden_client::Client;
+use warden_jose::{AccessTokenRules, ClientKey, VerifyingKey, check_access_token, decode};
+use warden_types::SigningKeyInfo;
+
+use crate::output::{self, table};
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCmd {
+    /// Get an access token (client_credentials): with a private key file (private_key_jwt), or
+    /// a client secret (client_secret_basic). Prints the token, or the whole response with --json.
+    Get {
+        /// The identity: its client_id, or a name (resolved with your operator token).
+        #[arg(long)]
+        identity: String,
+        /// A private JWK file (made by `warden token keygen`): sign a client assertion with it.
+        #[arg(long, conflicts_with = "secret")]
+        key: Option<PathBuf>,
+        /// A client secret (better: the WARDEN_CLIENT_SECRET environment variable).
+        #[arg(long, env = "WARDEN_CLIENT_SECRET", hide_env_values = true)]
+        secret: Option<String>,
+        /// Bind the token to the key with a DPoP proof (needs --key).
+        #[arg(long, requires = "key")]
+        dpop: bool,
+        /// Space-separated scopes; default: everything the identity holds.
+        #[arg(long)]
+        scope: Option<String>,
+        /// Audience (RFC 8707 resource); repeatable; default: the identity's audiences.
+        #[arg(long)]
+        resource: Vec<String>,
+    },
+    /// Verify an access token against the server's published keys (signature, issuer, expiry,
+    /// audience). Exits 1 if it is not valid.
+    Verify {
+        token: String,
+        /// The audience the token must carry.
+        #[arg(long)]
+        audience: Option<String>,
+    },
+    /// Make an Ed25519 key pair: writes FILE (private JWK, mode 0600) and FILE with `.pub.jwk`
+    /// in place of `.jwk` (the public JWK, for `warden credential add`).
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCmd {
+    /// The token signing keys and their status.
+    List,
+    /// Start signing with a new key. By default it is published first and signs after the
+    /// publish delay; the old key stays published until its tokens have expired.
+    Rotate {
+        /// Switch now and withdraw the old key (its tokens stop verifying): for a leaked key.
+        #[arg(long)]
+        immediately: bool,
+    },
+}
+
+fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// The token endpoint and issuer, from the server's metadata.
+async fn endpoints(client: &Client) -> Result<(String, String)> {
+    let meta = client.oauth_metadata().await?;
+    let issuer = meta["issuer"]
+        .as_str()
+        .context("the server's metadata has no issuer")?
+        .to_owned();
+    let token = meta["token_endpoint"]
+        .as_str()
+        .context("the server's metadata has no token_endpoint")?
+        .to_owned();
+    Ok((issuer, token))
+}
+
+pub async fn run(
+    client: &Client,
+    operator: Option<&Client>,
+    cmd: TokenCmd,
+    json_out: bool,
+) -> Result<ExitCode> {
+    match cmd {
+        TokenCmd::Get {
+            identity,
+            key,
+            secret,
+            dpop,
+            scope,
+            resource,
+        } => {
+            let client_id = match Uuid::parse_str(&identity) {
+                Ok(id) => id.to_string(),
+                Err(_) => {
+                    let Some(op) = operator else {
+                        bail!(
+                            "pass the identity's client_id (a name needs an operator token to resolve)"
+                        );
+                    };
+                    op.identity(&identity).await?.client_id
+                }
+            };
+            let (_, endpoint) = endpoints(client).await?;
+            let mut form: Vec<(&str, String)> = vec![("grant_type", "client_credentials".into())];
+            if let Some(s) = &scope {
+                form.push(("scope", s.clone()));
+            }
+            for r in &resource {
+                form.push(("resource", r.clone()));
+            }
+            let mut proof = None;
+            let mut basic = None;
+            match (&key, &secret) {
+                (Some(path), _) => {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    let jwk: Value = serde_json::from_str(&text)
+                        .with_context(|| format!("{} is not a JWK", path.display()))?;
+                    let k = ClientKey::from_private_jwk(&jwk).with_context(|| {
+                        format!("{} is not a usable private JWK", path.display())
+                    })?;
+                    let now = unix_now();
+                    let assertion = k.client_assertion(
+                        &client_id,
+                        &endpoint,
+                        now,
+                        60,
+                        &Uuid::now_v7().to_string(),
+                    )?;
+                    form.push(("client_id", client_id.clone()));
+                    form.push((
+                        "client_assertion_type",
+                        warden_core::registry::JWT_BEARER_ASSERTION.into(),
+                    ));
+                    form.push(("client_assertion", assertion));
+                    if dpop {
+                        proof = Some(k.dpop_proof(
+                            "POST",
+                            &endpoint,
+                            now,
+                            &Uuid::now_v7().to_string(),
+                            None,
+                        )?);
+                    }
+                }
+                (None, Some(s)) => basic = Some((client_id.clone(), s.clone())),
+                (None, None) => bail!(
+                    "pass --key FILE (private_key_jwt) or a client secret (WARDEN_CLIENT_SECRET)"
+                ),
+            }
+            let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let t = client
+                .oauth_token(
+                    &pairs,
+                    proof.as_deref(),
+                    basic.as_ref().map(|(a, b)| (a.as_str(), b.as_str())),
+                )
+                .await?;
+            output::print(json_out, &t, || t.access_token.clone())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        TokenCmd::Verify { token, audience } => {
+            let (issuer, _) = endpoints(client).await?;
+            let jwks = client.jwks().await?;
+            let verdict = (|| -> Result<warden_jose::AccessToken> {
+                let jws = decode(&token)?;
+                let kid = jws
+                    .header
+                    .kid
+                    .clone()
+                    .context("the token names no key (kid)")?;
+                let jwk = jwks["keys"]
+                    .as_array()
+                    .and_then(|ks| ks.iter().find(|k| k["kid"] == Value::String(kid.clone())))
+                    .context("the token's key is not published by this server")?;
+                VerifyingKey::from_jwk(jwk)?.verify(&jws)?;
+                Ok(check_access_token(
+                    &jws,
+                    &AccessTokenRules {
+                        issuer: &issuer,
+                        audience: audience.as_deref(),
+                        now: unix_now(),
+                        leeway_secs: 0,
+                    },
+                )?)
+            })();
+            match verdict {
+                Ok(at) => {
+                    let v = json!({
+                        "valid": true, "sub": at.sub, "client_id": at.client_id, "aud": at.aud,
+                        "scope": at.scope.join(" "), "exp": at.exp, "jti": at.jti,
+                        "cnf": at.jkt.map(|j| json!({"jkt": j})),
+                    });
+                    output::print(json_out, &v, || {
+                        format!(
+                            "valid: sub {} scope {:?} expires in {}s{}",
+                            at.sub,
+                            at.scope.join(" "),
+                            at.exp - unix_now(),
+                            if v["cnf"].is_null() {
+                                ""
+                            } else {
+                                " (DPoP-bound)"
+                            }
+                        )
+                    })?;
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    let v = json!({ "valid": false, "reason": e.to_string() });
+                    output::print(json_out, &v, || format!("invalid: {e}"))?;
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+        TokenCmd::Keygen { out } => {
+            let (key, private) = ClientKey::generate_ed25519()?;
+            let name = out.to_string_lossy();
+            let public_path = PathBuf::from(match name.strip_suffix(".jwk") {
+                Some(stem) => format!("{stem}.pub.jwk"),
+                None => format!("{name}.pub.jwk"),
+            });
+            write_private(&out, private.as_bytes())?;
+            std::fs::write(
+                &public_path,
+                serde_json::to_string_pretty(key.public_jwk())?,
+            )
+            .with_context(|| format!("writing {}", public_path.display()))?;
+            let v = json!({ "private": out, "public": public_path, "jwk": key.public_jwk() });
+            output::print(json_out, &v, || {
+                format!(
+                    "private key: {} (keep it secret)\npublic key:  {} (register it: warden credential add IDENTITY --jwk {})",
+                    out.display(),
+                    public_path.display(),
+                    public_path.display()
+                )
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("creating {} (it must not exist yet)", path.display()))?;
+    f.write_all(bytes)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+pub async fn run_keys(client: &Client, cmd: KeysCmd, json_out: bool) -> Result<ExitCode> {
+    let row = |k: &SigningKeyInfo| {
+        vec![
+            k.kid.clone(),
+            k.alg.clone(),
+            k.status.clone(),
+            crate::output::time(k.activates_at),
+            k.expires_at.map(crate::output::time).unwrap_or_default(),
+        ]
+    };
+    match cmd {
+        KeysCmd::List => {
+            let list = client.list_signing_keys().await?;
+            output::print(json_out, &list, || {
+                table(
+                    &["KID", "ALG", "STATUS", "SIGNS FROM", "UNPUBLISHED AT"],
+                    &list.items.iter().map(row).collect::<Vec<_>>(),
+                )
+            })?;
+        }
+        KeysCmd::Rotate { immediately } => {
+            let k = client.rotate_signing_key(immediately).await?;
+            output::print(json_out, &k, || {
+                format!(
+                    "new signing key {} ({}), signs from {}",
+                    k.kid,
+                    k.status,
+                    crate::output::time(k.activates_at)
+                )
+            })?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
