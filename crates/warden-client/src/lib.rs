@@ -209,10 +209,9 @@ impl Client {
         if status.is_success() {
             serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
         } else {
-            serde_json::from_slice::<OAuthErrorBody>(&bytes)
+            Err(serde_json::from_slice::<OAuthErrorBody>(&bytes)
                 .map(|e| ClientError::OAuth(Box::new(e)))
-                .or_else(|_| Err(ClientError::Decode(format!("status {status}"))))
-                .and_then(Err)
+                .unwrap_or_else(|_| ClientError::Decode(format!("status {status}"))))
         }
     }
 

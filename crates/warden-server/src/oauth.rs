@@ -70,7 +70,11 @@ struct Form {
     resources: Vec<String>,
 }
 
-fn parse_form(headers: &HeaderMap, body: &[u8]) -> Result<Form, Response> {
+fn invalid(why: &str) -> OAuthError {
+    OAuthError::InvalidRequest(why.into())
+}
+
+fn parse_form(headers: &HeaderMap, body: &[u8]) -> Result<Form, OAuthError> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -79,12 +83,12 @@ fn parse_form(headers: &HeaderMap, body: &[u8]) -> Result<Form, Response> {
         m.trim()
             .eq_ignore_ascii_case("application/x-www-form-urlencoded")
     }) {
-        return Err(bad_request(
+        return Err(invalid(
             "send the parameters as application/x-www-form-urlencoded",
         ));
     }
     if body.len() > MAX_FORM {
-        return Err(bad_request("the request body is too large"));
+        return Err(invalid("the request body is too large"));
     }
     let mut form = Form {
         single: HashMap::new(),
@@ -94,7 +98,7 @@ fn parse_form(headers: &HeaderMap, body: &[u8]) -> Result<Form, Response> {
         if k == "resource" {
             form.resources.push(v.into_owned());
         } else if form.single.insert(k.to_string(), v.into_owned()).is_some() {
-            return Err(bad_request(&format!(
+            return Err(invalid(&format!(
                 "parameter `{}` is repeated",
                 k.chars().take(40).collect::<String>()
             )));
@@ -105,7 +109,7 @@ fn parse_form(headers: &HeaderMap, body: &[u8]) -> Result<Form, Response> {
 
 /// The client authentication of a request: HTTP Basic, or the form's `client_secret`, or a
 /// client assertion. More than one method is an error (RFC 6749 §2.3).
-fn client_auth(headers: &HeaderMap, form: &mut Form) -> Result<ClientAuth, Response> {
+fn client_auth(headers: &HeaderMap, form: &mut Form) -> Result<ClientAuth, OAuthError> {
     let basic = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -122,23 +126,23 @@ fn client_auth(headers: &HeaderMap, form: &mut Form) -> Result<ClientAuth, Respo
         + usize::from(secret.is_some())
         + usize::from(assertion.is_some());
     if methods > 1 {
-        return Err(bad_request("use exactly one client authentication method"));
+        return Err(invalid("use exactly one client authentication method"));
     }
     if let Some(b) = basic {
         let decoded = STANDARD
             .decode(b.trim())
             .ok()
             .and_then(|d| String::from_utf8(d).ok())
-            .ok_or_else(|| oauth_error(&OAuthError::InvalidClient { basic: true }))?;
+            .ok_or(OAuthError::InvalidClient { basic: true })?;
         let (id, secret) = decoded
             .split_once(':')
-            .ok_or_else(|| oauth_error(&OAuthError::InvalidClient { basic: true }))?;
+            .ok_or(OAuthError::InvalidClient { basic: true })?;
         // RFC 6749 §2.3.1: both parts are form-urlencoded before being joined.
         let dec = |s: &str| {
             percent_encoding::percent_decode_str(&s.replace('+', " "))
                 .decode_utf8()
                 .map(|c| c.into_owned())
-                .map_err(|_| oauth_error(&OAuthError::InvalidClient { basic: true }))
+                .map_err(|_| OAuthError::InvalidClient { basic: true })
         };
         return Ok(ClientAuth::Secret {
             client_id: dec(id)?,
@@ -147,7 +151,7 @@ fn client_auth(headers: &HeaderMap, form: &mut Form) -> Result<ClientAuth, Respo
         });
     }
     if let Some(secret) = secret {
-        let client_id = client_id.ok_or_else(|| bad_request("client_secret needs client_id"))?;
+        let client_id = client_id.ok_or_else(|| invalid("client_secret needs client_id"))?;
         return Ok(ClientAuth::Secret {
             client_id,
             secret,
@@ -172,11 +176,11 @@ pub(crate) async fn token(State(s): State<AppState>, req: axum::extract::Request
     };
     let mut form = match parse_form(&parts.headers, &body) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(e) => return oauth_error(&e),
     };
     let client = match client_auth(&parts.headers, &mut form) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(e) => return oauth_error(&e),
     };
     let mut dpop = parts.headers.get_all("dpop").iter();
     let proof = match (dpop.next(), dpop.next()) {
@@ -208,7 +212,7 @@ async fn endpoint_caller(
     s: &AppState,
     parts: &axum::http::request::Parts,
     form: &mut Form,
-) -> Result<Actor, Response> {
+) -> Result<Actor, OAuthError> {
     let rid = request_id(parts);
     let src = source(parts);
     let bearer = parts
@@ -224,15 +228,13 @@ async fn endpoint_caller(
         s.registry
             .authenticate(&token, &rid, &src)
             .await
-            .map_err(|e| oauth_error(&OAuthError::Core(e)))?
+            .map_err(OAuthError::Core)?
     } else {
         let client = client_auth(&parts.headers, form)?;
         if matches!(client, ClientAuth::None) {
-            return Err(oauth_error(&OAuthError::InvalidClient { basic: false }));
+            return Err(OAuthError::InvalidClient { basic: false });
         }
-        s.registry
-            .authenticate_endpoint_client(&client)
-            .map_err(|e| oauth_error(&e))?
+        s.registry.authenticate_endpoint_client(&client)?
     };
     actor.request_id = rid;
     actor.source = src;
@@ -247,11 +249,11 @@ pub(crate) async fn introspect(State(s): State<AppState>, req: axum::extract::Re
     };
     let mut form = match parse_form(&parts.headers, &body) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(e) => return oauth_error(&e),
     };
     let caller = match endpoint_caller(&s, &parts, &mut form).await {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(e) => return oauth_error(&e),
     };
     let Some(token) = form.single.get("token") else {
         return bad_request("missing `token`");
@@ -270,11 +272,11 @@ pub(crate) async fn revoke(State(s): State<AppState>, req: axum::extract::Reques
     };
     let mut form = match parse_form(&parts.headers, &body) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(e) => return oauth_error(&e),
     };
     let caller = match endpoint_caller(&s, &parts, &mut form).await {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(e) => return oauth_error(&e),
     };
     let Some(token) = form.single.get("token") else {
         return bad_request("missing `token`");
