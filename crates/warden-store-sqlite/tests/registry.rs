@@ -647,3 +647,274 @@ async fn the_wal_stays_bounded_under_continuous_writes() {
         "the WAL reached {bounded} bytes (it grew to {unbounded} without rewinding)"
     );
 }
+
+mod tokens {
+    //! Token lifetimes and signing-key rotation, with a fake clock.
+
+    use serde_json::Value;
+    use warden_core::registry::{ClientAuth, JWT_BEARER_ASSERTION, TokenRequest};
+    use warden_jose::ClientKey;
+    use warden_types::{Constraints, TokenResponse};
+
+    use super::*;
+
+    const ISSUER: &str = "https://warden.test";
+
+    struct Client {
+        id: String,
+        key: ClientKey,
+    }
+
+    /// An identity in `staging` (no sender constraint) with a registered key.
+    async fn client(
+        e: &Env,
+        name: &str,
+        constraints: Option<Constraints>,
+        key_ttl: Option<u64>,
+    ) -> Client {
+        e.reg.set_issuer(ISSUER);
+        e.reg.maintain_signing_keys().await.unwrap();
+        let mut req = identity(name);
+        req.environment = "staging".into();
+        req.constraints = constraints;
+        let id = e
+            .reg
+            .create_identity(&e.admin, req)
+            .await
+            .unwrap()
+            .identity
+            .id;
+        let (key, _) = ClientKey::generate_ed25519().unwrap();
+        e.reg
+            .issue_credential(
+                &e.admin,
+                name,
+                IssueCredentialRequest {
+                    kind: CredentialKind::PublicKey,
+                    ttl_seconds: key_ttl,
+                    description: None,
+                    jwk: Some(key.public_jwk().clone()),
+                },
+            )
+            .await
+            .unwrap();
+        Client {
+            id: id.to_string(),
+            key,
+        }
+    }
+
+    async fn token(
+        e: &Env,
+        c: &Client,
+    ) -> Result<TokenResponse, warden_core::registry::OAuthError> {
+        let now = e.clock.now().unix_timestamp();
+        let assertion = c
+            .key
+            .client_assertion(
+                &c.id,
+                &format!("{ISSUER}/oauth2/token"),
+                now,
+                60,
+                &uuid::Uuid::now_v7().to_string(),
+            )
+            .unwrap();
+        e.reg
+            .issue_token(TokenRequest {
+                grant_type: "client_credentials".into(),
+                client: ClientAuth::Assertion {
+                    client_id: None,
+                    assertion_type: JWT_BEARER_ASSERTION.into(),
+                    assertion,
+                },
+                scope: None,
+                resources: vec![],
+                dpop: None,
+                request_id: "t".into(),
+                source: "127.0.0.1".into(),
+            })
+            .await
+    }
+
+    fn kid(token: &str) -> String {
+        warden_jose::decode(token).unwrap().header.kid.unwrap()
+    }
+
+    fn published(e: &Env) -> Vec<String> {
+        e.reg.jwks()["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    fn active(e: &Env, token: &str) -> bool {
+        e.reg.introspect(&e.admin, token).unwrap().active
+    }
+
+    #[tokio::test]
+    async fn lifetimes_take_the_lowest_cap() {
+        let e = env().await;
+        let plain = client(&e, "plain", None, None).await;
+        assert_eq!(
+            token(&e, &plain).await.unwrap().expires_in,
+            600,
+            "the default"
+        );
+        let capped = client(
+            &e,
+            "capped",
+            Some(Constraints {
+                max_token_ttl_seconds: Some(120),
+                ..Default::default()
+            }),
+            None,
+        )
+        .await;
+        assert_eq!(
+            token(&e, &capped).await.unwrap().expires_in,
+            120,
+            "the identity's cap"
+        );
+        let short_key = client(&e, "short-key", None, Some(90)).await;
+        let t = token(&e, &short_key).await.unwrap();
+        assert_eq!(
+            t.expires_in, 90,
+            "never outlives the key it was obtained with"
+        );
+        assert!(active(&e, &t.access_token));
+        e.clock.advance(Duration::seconds(90));
+        assert!(!active(&e, &t.access_token), "expired at exp");
+        assert!(token(&e, &short_key).await.is_err(), "the key expired too");
+    }
+
+    #[tokio::test]
+    async fn a_new_key_is_published_before_it_signs_and_the_old_one_stays_until_its_tokens_expire()
+    {
+        let e = env().await;
+        let c = client(&e, "rotating", None, None).await;
+        let t1 = token(&e, &c).await.unwrap().access_token;
+        let k1 = kid(&t1);
+        assert_eq!(published(&e), vec![k1.clone()]);
+
+        let next = e.reg.rotate_signing_key(&e.admin, false).await.unwrap();
+        assert_eq!(next.status, "next");
+        assert_eq!(
+            published(&e),
+            vec![k1.clone(), next.kid.clone()],
+            "published at once"
+        );
+        assert_eq!(
+            kid(&token(&e, &c).await.unwrap().access_token),
+            k1,
+            "but not signing yet"
+        );
+        let again = e.reg.rotate_signing_key(&e.admin, false).await.unwrap_err();
+        assert!(
+            matches!(again, CoreError::InvalidState(_)),
+            "one pending key at a time"
+        );
+
+        e.clock.advance(Duration::minutes(9));
+        let last_old = token(&e, &c).await.unwrap().access_token;
+        assert_eq!(kid(&last_old), k1);
+        e.clock.advance(Duration::minutes(1));
+        let t2 = token(&e, &c).await.unwrap().access_token;
+        assert_eq!(kid(&t2), next.kid, "signs after the publish delay");
+        assert!(active(&e, &last_old), "tokens of the old key still verify");
+        assert!(!active(&e, &t1), "(the first one has expired by now)");
+        assert!(published(&e).contains(&k1));
+
+        // The old key leaves the JWKS once every token it signed has expired (max TTL + leeway).
+        e.clock.advance(Duration::hours(1) + Duration::seconds(11));
+        assert_eq!(published(&e), vec![next.kid.clone()]);
+        let keys = e.reg.list_signing_keys(&e.admin).unwrap();
+        let status: Vec<(&str, &str)> = keys
+            .iter()
+            .map(|k| (k.kid.as_str(), k.status.as_str()))
+            .collect();
+        assert_eq!(
+            status,
+            vec![(k1.as_str(), "expired"), (next.kid.as_str(), "active")]
+        );
+
+        // On schedule: after the rotation period, maintenance publishes the next key.
+        e.clock.advance(Duration::days(30));
+        e.reg.maintain_signing_keys().await.unwrap();
+        let keys = e.reg.list_signing_keys(&e.admin).unwrap();
+        assert_eq!(keys.last().unwrap().status, "next");
+        // Members may not rotate.
+        let member = e
+            .reg
+            .authenticate(
+                &e.reg
+                    .create_operator(
+                        &e.admin,
+                        warden_types::CreateOperatorRequest {
+                            name: "m".into(),
+                            role: warden_types::OperatorRole::Member,
+                            teams: vec![],
+                        },
+                    )
+                    .await
+                    .unwrap()
+                    .token,
+                "t",
+                "test",
+            )
+            .await
+            .unwrap();
+        assert!(matches!(
+            e.reg.rotate_signing_key(&member, true).await,
+            Err(CoreError::Forbidden(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_immediate_rotation_withdraws_the_old_key_and_its_tokens() {
+        let e = env().await;
+        let c = client(&e, "compromised", None, None).await;
+        let t1 = token(&e, &c).await.unwrap().access_token;
+        let new = e.reg.rotate_signing_key(&e.admin, true).await.unwrap();
+        assert_eq!(new.status, "active");
+        assert_eq!(published(&e), vec![new.kid.clone()]);
+        assert!(
+            !active(&e, &t1),
+            "tokens of a withdrawn key are dead at once"
+        );
+        assert_eq!(kid(&token(&e, &c).await.unwrap().access_token), new.kid);
+    }
+
+    #[tokio::test]
+    async fn signing_keys_are_sealed_at_rest_under_the_server_key() {
+        let e = env().await;
+        let c = client(&e, "restart", None, None).await;
+        let t = token(&e, &c).await.unwrap().access_token;
+        let dir = e._dir.path().join("w.db");
+        let conn = rusqlite::Connection::open(&dir).unwrap();
+        let (sealed, jwk): (Vec<u8>, String) = conn
+            .query_row("SELECT sealed_key, public_jwk FROM signing_keys", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        let jwk: Value = serde_json::from_str(&jwk).unwrap();
+        assert!(jwk.get("d").is_none(), "only the public half is in clear");
+        assert!(sealed.len() > 48);
+        // Rebuilt from the store (as at start), the keyring still verifies the token.
+        e.reg.load_keyring().unwrap();
+        assert!(active(&e, &t));
+        // Under another server key the sealed key does not open: refused, not misused.
+        let other = Registry::new(
+            e.store.clone(),
+            e.clock.clone(),
+            Policy::default(),
+            &ServerKey::generate(),
+        );
+        let err = other.load_keyring().unwrap_err();
+        assert!(
+            matches!(err, CoreError::Store(StoreError::Corrupt(_))),
+            "{err:?}"
+        );
+    }
+}
