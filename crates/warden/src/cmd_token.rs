@@ -9,7 +9,7 @@ use clap::Subcommand;
 use serde_json::{Value, json};
 use uuid::Uuid;
 use warden_client::Client;
-use warden_jose::{AccessTokenRules, ClientKey, VerifyingKey, check_access_token, decode};
+use warden_jose::{ClientKey, decode};
 use warden_types::SigningKeyInfo;
 
 use crate::output::{self, table};
@@ -42,9 +42,20 @@ pub enum TokenCmd {
     /// audience). Exits 1 if it is not valid.
     Verify {
         token: String,
-        /// The audience the token must carry.
+        /// The audience the token must carry (default: the issuer).
         #[arg(long)]
         audience: Option<String>,
+        /// A scope the token must carry; repeatable.
+        #[arg(long)]
+        scope: Vec<String>,
+        /// The DPoP proof sent with the token, to check the binding too.
+        #[arg(long)]
+        dpop: Option<String>,
+        /// The request's method and URL the proof must match.
+        #[arg(long, default_value = "GET")]
+        method: String,
+        #[arg(long)]
+        url: Option<String>,
     },
     /// Make an Ed25519 key pair: writes FILE (private JWK, mode 0600) and FILE with `.pub.jwk`
     /// in place of `.jwk` (the public JWK, for `warden credential add`).
@@ -170,37 +181,60 @@ pub async fn run(
             output::print(json_out, &t, || t.access_token.clone())?;
             Ok(ExitCode::SUCCESS)
         }
-        TokenCmd::Verify { token, audience } => {
+        TokenCmd::Verify {
+            token,
+            audience,
+            scope,
+            dpop,
+            method,
+            url,
+        } => {
             let (issuer, _) = endpoints(client).await?;
-            let jwks = client.jwks().await?;
-            let verdict = (|| -> Result<warden_jose::AccessToken> {
-                let jws = decode(&token)?;
-                let kid = jws
-                    .header
-                    .kid
-                    .clone()
-                    .context("the token names no key (kid)")?;
-                let jwk = jwks["keys"]
-                    .as_array()
-                    .and_then(|ks| ks.iter().find(|k| k["kid"] == Value::String(kid.clone())))
-                    .context("the token's key is not published by this server")?;
-                VerifyingKey::from_jwk(jwk)?.verify(&jws)?;
-                Ok(check_access_token(
-                    &jws,
-                    &AccessTokenRules {
-                        issuer: &issuer,
-                        audience: audience.as_deref(),
-                        now: unix_now(),
-                        leeway_secs: 0,
-                    },
-                )?)
-            })();
+            // Through the resource servers' library: the JWKS is fetched from the issuer.
+            let verifier = warden_verify::Verifier::new(&issuer, None)?;
+            let bound = decode(&token)
+                .ok()
+                .is_some_and(|j| j.claims().get("cnf").is_some());
+            let authorization = if bound {
+                format!("DPoP {token}")
+            } else {
+                format!("Bearer {token}")
+            };
+            let scopes: Vec<&str> = scope.iter().map(String::as_str).collect();
+            let audience = audience.unwrap_or_else(|| issuer.clone());
+            let required = warden_verify::Requirements {
+                audience: &audience,
+                scopes: &scopes,
+            };
+            let verdict = match &dpop {
+                // With the proof: exactly what a resource server does.
+                Some(proof) => {
+                    verifier
+                        .verify(
+                            &warden_verify::Presented {
+                                authorization: &authorization,
+                                dpop: Some(proof),
+                                method: &method,
+                                url: url.as_deref().unwrap_or(&audience),
+                                client_certificate: None,
+                            },
+                            &required,
+                        )
+                        .await
+                }
+                // Without one, everything but the binding.
+                None => {
+                    verifier.refresh().await?;
+                    verifier.verify_claims_only(&token, &required, unix_now())
+                }
+            };
             match verdict {
                 Ok(at) => {
                     let v = json!({
                         "valid": true, "sub": at.sub, "client_id": at.client_id, "aud": at.aud,
                         "scope": at.scope.join(" "), "exp": at.exp, "jti": at.jti,
                         "cnf": at.jkt.map(|j| json!({"jkt": j})),
+                        "binding_checked": dpop.is_some(),
                     });
                     output::print(json_out, &v, || {
                         format!(
@@ -208,17 +242,18 @@ pub async fn run(
                             at.sub,
                             at.scope.join(" "),
                             at.exp - unix_now(),
-                            if v["cnf"].is_null() {
-                                ""
-                            } else {
-                                " (DPoP-bound)"
+                            match (v["cnf"].is_null(), dpop.is_some()) {
+                                (true, _) => "",
+                                (false, true) => " (DPoP-bound; proof checked)",
+                                (false, false) =>
+                                    " (DPoP-bound; pass --dpop PROOF to check the binding)",
                             }
                         )
                     })?;
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {
-                    let v = json!({ "valid": false, "reason": e.to_string() });
+                    let v = json!({ "valid": false, "error": e.code(), "reason": e.to_string() });
                     output::print(json_out, &v, || format!("invalid: {e}"))?;
                     Ok(ExitCode::from(1))
                 }
