@@ -60,10 +60,19 @@ struct Args {
     driver: Option<String>,
 }
 
+mod tokens;
+
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Serve the hello-world baseline and print its address.
     Hello {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+    },
+    /// The token service benchmark: three client authentication cases against their ceilings.
+    Tokens,
+    /// Serve the token ceiling (same cryptography, nothing else) and print its address.
+    Ceiling {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: String,
     },
@@ -500,12 +509,18 @@ fn main() -> Result<()> {
     if let Some(Cmd::Hello { listen }) = &a.cmd {
         return hello_server(listen);
     }
+    if let Some(Cmd::Ceiling { listen }) = &a.cmd {
+        return tokens::ceiling_server(listen);
+    }
     let warden = a.warden.canonicalize().with_context(|| {
         format!(
             "{} (build it with cargo build --release -p warden)",
             a.warden.display()
         )
     })?;
+    if let Some(Cmd::Tokens) = &a.cmd {
+        return tokens::main(&warden, a.connections, a.seconds, a.runs);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

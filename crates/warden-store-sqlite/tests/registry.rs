@@ -872,6 +872,37 @@ mod tokens {
     }
 
     #[tokio::test]
+    async fn a_key_registered_or_revoked_later_is_seen_by_the_cached_client() {
+        let e = env().await;
+        let mut c = client(&e, "cached", None, None).await;
+        token(&e, &c).await.unwrap();
+        // A second key, registered after the client's keys were cached, works at once.
+        let (second, _) = ClientKey::generate_ed25519().unwrap();
+        let added = e
+            .reg
+            .issue_credential(
+                &e.admin,
+                "cached",
+                IssueCredentialRequest {
+                    kind: CredentialKind::PublicKey,
+                    ttl_seconds: None,
+                    description: None,
+                    jwk: Some(second.public_jwk().clone()),
+                },
+            )
+            .await
+            .unwrap();
+        c.key = second;
+        token(&e, &c).await.unwrap();
+        // And stops working the moment it is revoked.
+        e.reg
+            .revoke_credential(&e.admin, added.credential.id, Some("test".into()))
+            .await
+            .unwrap();
+        assert!(token(&e, &c).await.is_err());
+    }
+
+    #[tokio::test]
     async fn an_immediate_rotation_withdraws_the_old_key_and_its_tokens() {
         let e = env().await;
         let c = client(&e, "compromised", None, None).await;

@@ -1,6 +1,7 @@
 //! Credentials: issue, list, rotate, revoke, and the end of rotation overlaps.
 
 use serde_json::json;
+use std::sync::Arc;
 use time::Duration;
 use uuid::Uuid;
 use warden_crypto::jwk::check_public_jwk;
@@ -71,7 +72,14 @@ impl Registry {
         let description = validate::description(req.description.as_deref())?;
         let material = self.material(req.kind, req.jwk.as_ref())?;
         let (actor, reference) = (actor.clone(), reference.to_owned());
+        // A new public key changes which assertions a client can sign: the cached client keys
+        // must be dropped. (New secrets are looked up by their own hash; nothing cached to drop.)
+        let clients = Arc::clone(&self.clients);
+        let is_key = req.kind == CredentialKind::PublicKey;
         self.write(move |tx, job| {
+            if is_key {
+                tx.after_commit(Box::new(move || clients.invalidate()));
+            }
             let identity = resolve_identity(tx, &actor, &reference)?;
             let target = identity_target(identity.id);
             if !actor.can_manage_team(identity.owner_id) {

@@ -47,6 +47,8 @@ pub struct Registry {
     operators: Arc<GenCache<[u8; 32], OperatorRecord>>,
     /// API key hash → the credential and its identity.
     keys: Arc<GenCache<[u8; 32], (Credential, Identity)>>,
+    /// Client id → the identity and its registered public keys (for `private_key_jwt`).
+    clients: Arc<GenCache<Uuid, tokens::ClientKeys>>,
     /// Places for authentication events queued but not yet appended.
     auth_permits: Arc<tokio::sync::Semaphore>,
     auth_buffer: Arc<AuthBuffer>,
@@ -88,6 +90,7 @@ impl Registry {
             usage: UsageTracker::default(),
             operators: Arc::new(GenCache::default()),
             keys: Arc::new(GenCache::default()),
+            clients: Arc::new(GenCache::default()),
             auth_permits: Arc::new(tokio::sync::Semaphore::new(AUTH_EVENTS_IN_FLIGHT)),
             auth_buffer,
             failures: FailureLimiter::default(),
@@ -150,13 +153,18 @@ impl Registry {
         T: Send + 'static,
         F: FnOnce(&mut dyn WriteTx, &Job) -> Result<T, CoreError> + Send + 'static,
     {
-        let (operators, keys) = (Arc::clone(&self.operators), Arc::clone(&self.keys));
+        let (operators, keys, clients) = (
+            Arc::clone(&self.operators),
+            Arc::clone(&self.keys),
+            Arc::clone(&self.clients),
+        );
         self.write(move |tx, job| {
             let out = f(tx, job)?;
             // On the writer, after the commit and before any answer, even if our caller is gone.
             tx.after_commit(Box::new(move || {
                 operators.invalidate();
                 keys.invalidate();
+                clients.invalidate();
             }));
             Ok(out)
         })

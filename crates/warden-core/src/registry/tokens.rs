@@ -6,6 +6,7 @@
 //! learns the RFC 6749 error code.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -204,6 +205,12 @@ pub fn in_cidr(ip: IpAddr, cidr: &str) -> bool {
     }
 }
 
+/// A client's identity and its usable-looking public keys, parsed once.
+pub(crate) struct ClientKeys {
+    identity: Identity,
+    keys: Vec<(Credential, warden_jose::JwkKey)>,
+}
+
 /// What a successful client authentication yields.
 struct Authenticated {
     identity: Identity,
@@ -227,6 +234,31 @@ impl Registry {
     fn once_hash(&self, kind: &str, scope: &str, value: &str) -> [u8; 32] {
         self.secret_hasher
             .hash(format!("once\0{kind}\0{scope}\0{value}").as_bytes())
+    }
+
+    /// A client's identity and public keys: cached, invalidated with every change that can alter
+    /// an authentication answer (like the API-key cache).
+    fn client_keys(&self, id: Uuid) -> Result<Option<Arc<ClientKeys>>, CoreError> {
+        if let Some(hit) = self.clients.get(&id) {
+            return Ok(Some(hit));
+        }
+        let generation = self.clients.generation();
+        let store = self.reader()?;
+        let Some(identity) = store.identity(id)? else {
+            return Ok(None);
+        };
+        let keys = store
+            .credentials_of(id)?
+            .into_iter()
+            .filter(|c| c.kind == CredentialKind::PublicKey && c.revoked_at.is_none())
+            .filter_map(|c| {
+                let key = VerifyingKey::from_jwk(c.public_jwk.as_ref()?).ok()?;
+                Some((c, key))
+            })
+            .collect();
+        let entry = Arc::new(ClientKeys { identity, keys });
+        self.clients.put(id, generation, Arc::clone(&entry));
+        Ok(Some(entry))
     }
 
     /// Authenticates the client of a token, introspection or revocation request.
@@ -296,28 +328,18 @@ impl Registry {
                         Some(id),
                     ));
                 }
-                let store = self
-                    .reader()
-                    .map_err(|e| refuse(e.into(), "store", Some(id)))?;
-                let identity = store
-                    .identity(id)
-                    .map_err(|e| refuse(CoreError::from(e).into(), "store", Some(id)))?
+                let client = self
+                    .client_keys(id)
+                    .map_err(|e| refuse(e.into(), "store", Some(id)))?
                     .ok_or_else(|| invalid("unknown client", Some(id)))?;
-                let keys = store
-                    .credentials_of(id)
-                    .map_err(|e| refuse(CoreError::from(e).into(), "store", Some(id)))?;
-                drop(store);
+                let identity = client.identity.clone();
                 let kid = jws.header.kid.as_deref();
                 let mut matched = None;
-                for c in keys.iter().filter(|c| {
-                    c.kind == CredentialKind::PublicKey
-                        && c.revoked_at.is_none()
-                        && c.expires_at > now
-                }) {
-                    let Some(jwk) = &c.public_jwk else { continue };
-                    let Ok(key) = VerifyingKey::from_jwk(jwk) else {
-                        continue;
-                    };
+                for (c, key) in client
+                    .keys
+                    .iter()
+                    .filter(|(c, _)| c.revoked_at.is_none() && c.expires_at > now)
+                {
                     if kid.is_some_and(|k| key.kid.as_deref() != Some(k) && key.thumbprint != k) {
                         continue;
                     }
