@@ -12,11 +12,13 @@ pub enum Principal {
         role: OperatorRole,
         teams: Vec<Uuid>,
     },
-    /// An NHI authenticated with one of its credentials.
+    /// An NHI authenticated with an API key (`credential_id`) or an access token
+    /// (`token_scopes`).
     Identity {
         id: Uuid,
         name: String,
-        credential_id: Uuid,
+        credential_id: Option<Uuid>,
+        token_scopes: Option<Vec<String>>,
     },
     /// Warden itself (background jobs, bootstrap).
     System,
@@ -103,6 +105,24 @@ impl Actor {
             } => Some(teams.clone()),
             Principal::Operator { .. } | Principal::System => None,
             _ => Some(Vec::new()),
+        }
+    }
+
+    /// An NHI acting on itself with an access token that carries `scope` (`warden:read`,
+    /// `warden:credentials`): machines manage what they own without an operator token. API keys
+    /// carry no scopes and grant nothing here.
+    pub fn acts_on_self(&self, identity: Uuid, scope: &str) -> bool {
+        match &self.principal {
+            Principal::Identity {
+                id,
+                token_scopes: Some(scopes),
+                ..
+            } => {
+                *id == identity
+                    && scopes.iter().any(|s| crate::scope::covers(s, scope))
+                    && scope.starts_with("warden:")
+            }
+            _ => false,
         }
     }
 

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::{ConnectInfo, FromRequestParts, OriginalUri};
 use axum::http::header;
 use axum::http::request::Parts;
 use warden_core::{Actor, CoreError};
@@ -38,22 +38,61 @@ impl FromRequestParts<AppState> for Caller {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let rid = request_id(parts);
         let src = source(parts);
-        let header = parts.headers.get(header::AUTHORIZATION);
-        let bearer = header
-            .and_then(|h| h.to_str().ok())
-            .and_then(|h| {
-                h.strip_prefix("Bearer ")
-                    .or_else(|| h.strip_prefix("bearer "))
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|h| h.to_str().ok());
+        // `Bearer <operator token | API key | access token>` or `DPoP <access token>`.
+        let scheme = |name: &str| {
+            header.and_then(|h| {
+                h.get(..name.len() + 1)
+                    .filter(|p| p[..name.len()].eq_ignore_ascii_case(name) && p.ends_with(' '))
+                    .map(|_| h[name.len() + 1..].trim())
             })
-            .map(str::trim);
-        let Some(token) = bearer else {
-            let mut p = ApiError::from(CoreError::Unauthenticated(
-                "send `Authorization: Bearer <operator token or API key>`".into(),
-            ));
-            p.0.request_id = Some(rid);
-            return Err(p);
         };
-        match state.registry.authenticate(token, &rid, &src).await {
+        let (dpop_scheme, token) = match (scheme("Bearer"), scheme("DPoP")) {
+            (Some(t), _) => (false, t),
+            (None, Some(t)) => (true, t),
+            (None, None) => {
+                let mut p = ApiError::from(CoreError::Unauthenticated(
+                    "send `Authorization: Bearer <operator token, API key or access token>` or `DPoP <access token>`".into(),
+                ));
+                p.0.request_id = Some(rid);
+                return Err(p);
+            }
+        };
+        let result =
+            if dpop_scheme || (!token.starts_with("wdn_") && token.matches('.').count() == 2) {
+                let mut proofs = parts.headers.get_all("dpop").iter();
+                let proof = match (proofs.next(), proofs.next()) {
+                    (Some(v), None) => v.to_str().ok(),
+                    _ => None,
+                };
+                // The path as the client sent it (a nested router sees it without its prefix).
+                let path = parts
+                    .extensions
+                    .get::<OriginalUri>()
+                    .map_or_else(|| parts.uri.path().to_owned(), |u| u.0.path().to_owned());
+                let anonymous = Actor {
+                    principal: warden_core::Principal::Anonymous,
+                    request_id: rid.clone(),
+                    source: src.clone(),
+                };
+                state
+                    .registry
+                    .authenticate_access_token(
+                        token,
+                        dpop_scheme,
+                        proof,
+                        parts.method.as_str(),
+                        &path,
+                        &anonymous,
+                    )
+                    .await
+            } else {
+                state.registry.authenticate(token, &rid, &src).await
+            };
+        match result {
             Ok(actor) => Ok(Caller(actor)),
             Err(e) => {
                 state

@@ -418,7 +418,12 @@ pub enum WhoAmI {
         environment: String,
         owner: String,
         scopes: Vec<String>,
-        credential_id: Uuid,
+        /// The credential the caller authenticated with (API key); absent for an access token.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        credential_id: Option<Uuid>,
+        /// The scopes of the access token the caller presented, if it presented one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token_scopes: Option<Vec<String>>,
     },
 }
 

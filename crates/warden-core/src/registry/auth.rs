@@ -318,7 +318,8 @@ impl Registry {
                         principal: Principal::Identity {
                             id,
                             name,
-                            credential_id,
+                            credential_id: Some(credential_id),
+                            token_scopes: None,
                         },
                         request_id: request_id.to_owned(),
                         source: source.to_owned(),
@@ -545,7 +546,10 @@ impl Registry {
                 })
             }
             Principal::Identity {
-                id, credential_id, ..
+                id,
+                credential_id,
+                token_scopes,
+                ..
             } => {
                 let i = self
                     .reader()?
@@ -558,6 +562,7 @@ impl Registry {
                     owner: i.owner,
                     scopes: i.scopes,
                     credential_id: *credential_id,
+                    token_scopes: token_scopes.clone(),
                 })
             }
             _ => Err(CoreError::Unauthenticated(AUTH_FAILED.into())),

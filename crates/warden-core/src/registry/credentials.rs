@@ -82,7 +82,9 @@ impl Registry {
             }
             let identity = resolve_identity(tx, &actor, &reference)?;
             let target = identity_target(identity.id);
-            if !actor.can_manage_team(identity.owner_id) {
+            if !actor.can_manage_team(identity.owner_id)
+                && !actor.acts_on_self(identity.id, "warden:credentials")
+            {
                 let e = CoreError::Forbidden(format!(
                     "you may not issue credentials for identities of team {:?}",
                     identity.owner
@@ -204,7 +206,9 @@ impl Registry {
             let identity = resolve_identity(tx, &actor, &old.identity_id.to_string())
                 .map_err(|_| CoreError::NotFound(format!("credential {id}")))?;
             let target = format!("credential:{id}");
-            if !actor.can_manage_team(identity.owner_id) {
+            if !actor.can_manage_team(identity.owner_id)
+                && !actor.acts_on_self(identity.id, "warden:credentials")
+            {
                 let e = CoreError::Forbidden(format!("you may not rotate credentials of team {:?}", identity.owner));
                 return Ok(Err(job.deny(tx, &actor, "credential.rotate", target, e)?));
             }
@@ -285,7 +289,9 @@ impl Registry {
             let identity = resolve_identity(tx, &actor, &c.identity_id.to_string())
                 .map_err(|_| CoreError::NotFound(format!("credential {id}")))?;
             let target = format!("credential:{id}");
-            if !actor.can_manage_team(identity.owner_id) {
+            if !actor.can_manage_team(identity.owner_id)
+                && !actor.acts_on_self(identity.id, "warden:credentials")
+            {
                 let e = CoreError::Forbidden(format!(
                     "you may not revoke credentials of team {:?}",
                     identity.owner

@@ -57,6 +57,8 @@ pub struct Registry {
     sealer: warden_crypto::sealed::Sealer,
     keyring: std::sync::RwLock<Arc<keys::Keyring>>,
     issuer: std::sync::OnceLock<String>,
+    /// DPoP proofs presented to `/v1` (replay protection).
+    proofs_seen: tokens::SeenProofs,
 }
 
 /// Authentication events that may wait for their commit at once. They live in the registry's
@@ -97,6 +99,7 @@ impl Registry {
             sealer: warden_crypto::sealed::Sealer::new(key, SIGNING_KEY_SEAL_LABEL),
             keyring: std::sync::RwLock::new(Arc::new(keys::Keyring::default())),
             issuer: std::sync::OnceLock::new(),
+            proofs_seen: tokens::SeenProofs::default(),
         }
     }
 
@@ -293,7 +296,11 @@ pub fn resolve_identity(
     };
     let mut visible: Vec<Identity> = candidates
         .into_iter()
-        .filter(|i| actor.can_read_team(i.owner_id))
+        .filter(|i| {
+            actor.can_read_team(i.owner_id)
+                || actor.acts_on_self(i.id, "warden:read")
+                || actor.acts_on_self(i.id, "warden:credentials")
+        })
         .collect();
     match visible.len() {
         0 => Err(not_found()),

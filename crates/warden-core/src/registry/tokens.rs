@@ -184,6 +184,37 @@ fn refuse(error: OAuthError, reason: impl Into<String>, identity: Option<Uuid>) 
     }
 }
 
+fn i_require_binding(identity: &Identity) -> bool {
+    identity
+        .constraints
+        .require_sender_constraint
+        .unwrap_or(identity.environment == "prod")
+}
+
+/// DPoP proofs seen by Warden's own API on this node, until they could no longer be accepted.
+#[derive(Debug, Default)]
+pub struct SeenProofs(std::sync::Mutex<std::collections::HashMap<[u8; 32], OffsetDateTime>>);
+
+/// Most proofs remembered; beyond it, expired ones are dropped, and failing that, new proofs are
+/// refused (fail closed) until some expire.
+const MAX_SEEN_PROOFS: usize = 1_000_000;
+
+impl SeenProofs {
+    /// Records a proof; `false` if it was seen before (or the memory is full).
+    fn first_use(&self, hash: [u8; 32], now: OffsetDateTime, keep_until: OffsetDateTime) -> bool {
+        let Ok(mut m) = self.0.lock() else {
+            return false;
+        };
+        if m.len() >= MAX_SEEN_PROOFS {
+            m.retain(|_, until| *until > now);
+            if m.len() >= MAX_SEEN_PROOFS {
+                return false;
+            }
+        }
+        m.insert(hash, keep_until).is_none()
+    }
+}
+
 /// Whether `ip` is inside `cidr` (`a.b.c.d/n`, `x::/n`, or a bare address).
 pub fn in_cidr(ip: IpAddr, cidr: &str) -> bool {
     let (net, bits) = match cidr.split_once('/') {
@@ -551,11 +582,7 @@ impl Registry {
             ));
             jkt = Some(p.jkt);
         }
-        let required = i
-            .constraints
-            .require_sender_constraint
-            .unwrap_or(i.environment == "prod");
-        if required && jkt.is_none() {
+        if i_require_binding(&i) && jkt.is_none() {
             return Err(refuse(
                 OAuthError::InvalidRequest(
                     "this client must bind its tokens: send a DPoP proof".into(),
@@ -685,7 +712,8 @@ impl Registry {
                 principal: Principal::Identity {
                     id: a.identity.id,
                     name: a.identity.name,
-                    credential_id: a.credential.id,
+                    credential_id: Some(a.credential.id),
+                    token_scopes: None,
                 },
                 request_id: String::new(),
                 source: String::new(),
@@ -746,6 +774,129 @@ impl Registry {
             return Ok(None);
         }
         Ok(Some((at, identity)))
+    }
+
+    /// Authenticates a caller of Warden's own API by an access token (audience: the issuer). A
+    /// DPoP-bound token needs `dpop_scheme` and a proof for this request (`method`, `path`) bound
+    /// to the token (`ath`), signed by the token's key, not seen before on this node.
+    pub async fn authenticate_access_token(
+        &self,
+        token: &str,
+        dpop_scheme: bool,
+        proof: Option<&str>,
+        method: &str,
+        path: &str,
+        anonymous: &Actor,
+    ) -> Result<Actor, CoreError> {
+        let now = self.now();
+        if let Some(retry_after_secs) =
+            self.failures
+                .throttled(&anonymous.source, now, &self.policy)
+        {
+            return Err(CoreError::Throttled { retry_after_secs });
+        }
+        match self.check_api_token(token, dpop_scheme, proof, method, path, now) {
+            Ok((at, identity)) => Ok(Actor {
+                principal: Principal::Identity {
+                    id: identity.id,
+                    name: identity.name,
+                    credential_id: None,
+                    token_scopes: Some(at.scope),
+                },
+                request_id: anonymous.request_id.clone(),
+                source: anonymous.source.clone(),
+            }),
+            Err((why, who)) => {
+                self.failures.fail(&anonymous.source, now, &self.policy);
+                self.record_authentication(NewAuditEvent {
+                    actor: anonymous.label(),
+                    action: "token.authenticate",
+                    target: who
+                        .map_or_else(|| "identity:unknown".into(), |id| format!("identity:{id}")),
+                    outcome: AuditOutcome::Failure,
+                    request_id: anonymous.request_id.clone(),
+                    source: anonymous.source.clone(),
+                    details: json!({ "reason": why }).to_string(),
+                })
+                .await?;
+                Err(CoreError::Unauthenticated(
+                    "authentication failed: invalid or unusable access token".into(),
+                ))
+            }
+        }
+    }
+
+    fn check_api_token(
+        &self,
+        token: &str,
+        dpop_scheme: bool,
+        proof: Option<&str>,
+        method: &str,
+        path: &str,
+        now: OffsetDateTime,
+    ) -> Result<(warden_jose::AccessToken, Identity), (String, Option<Uuid>)> {
+        let Some(issuer) = self.issuer().map(str::to_owned) else {
+            return Err(("no issuer".into(), None));
+        };
+        let (at, identity) = self
+            .active_token(token)
+            .map_err(|e| (format!("store: {e}"), None))?
+            .ok_or_else(|| {
+                (
+                    "token invalid, expired, revoked or of an inactive identity".to_owned(),
+                    None,
+                )
+            })?;
+        let who = Some(identity.id);
+        if !at.aud.iter().any(|a| a.trim_end_matches('/') == issuer) {
+            return Err(("token audience is not this server".into(), who));
+        }
+        match (&at.jkt, dpop_scheme) {
+            (Some(jkt), true) => {
+                let proof = proof.ok_or_else(|| ("DPoP proof missing".to_owned(), who))?;
+                let tokens = &self.policy.tokens;
+                let p = verify_dpop(
+                    proof,
+                    &DpopRequest {
+                        method,
+                        url: &format!("{issuer}{path}"),
+                        now: now.unix_timestamp(),
+                        max_age_secs: tokens.dpop_max_age.whole_seconds(),
+                        leeway_secs: tokens.clock_leeway.whole_seconds(),
+                        access_token: Some(token),
+                        nonce: None,
+                    },
+                )
+                .map_err(|e| (format!("dpop: {e}"), who))?;
+                if &p.jkt != jkt {
+                    return Err((
+                        "DPoP proof signed by another key than the token's".into(),
+                        who,
+                    ));
+                }
+                let keep = now + tokens.dpop_max_age + tokens.clock_leeway * 2;
+                if !self.proofs_seen.first_use(
+                    self.once_hash("dpop-api", &p.jkt, &p.jti),
+                    now,
+                    keep,
+                ) {
+                    return Err(("DPoP proof replayed".into(), who));
+                }
+            }
+            (Some(_), false) => {
+                return Err(("DPoP-bound token sent as a bearer token".into(), who));
+            }
+            (None, true) => return Err(("bearer token sent with the DPoP scheme".into(), who)),
+            (None, false) => {
+                if i_require_binding(&identity) {
+                    return Err((
+                        "this identity's tokens must be sender-constrained".into(),
+                        who,
+                    ));
+                }
+            }
+        }
+        Ok((at, identity))
     }
 
     /// RFC 7662 introspection for an authenticated caller.

@@ -700,3 +700,209 @@ async fn an_independent_python_client_gets_and_verifies_tokens() {
     assert_eq!(report["dpop"]["alg"], "EdDSA");
     assert_eq!(report["replay"], "invalid_client");
 }
+
+/// A request to Warden's own API with an access token (and a DPoP proof for `key`, if given).
+async fn api(
+    s: &Server,
+    method: &str,
+    path: &str,
+    token: &str,
+    key: Option<&ClientKey>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let url = format!("{}{path}", s.url);
+    let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut req = reqwest::Client::new().request(m, &url);
+    match key {
+        Some(k) => {
+            let proof = k
+                .dpop_proof(method, &url, now(), &jti(), Some(token))
+                .unwrap();
+            req = req
+                .header("Authorization", format!("DPoP {token}"))
+                .header("DPoP", proof);
+        }
+        None => req = req.header("Authorization", format!("Bearer {token}")),
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let res = req.send().await.unwrap();
+    let st = res.status().as_u16();
+    (st, res.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn machines_manage_their_own_credentials_with_warden_scoped_tokens() {
+    let s = Server::start();
+    s.ok(&s.admin, &["team", "create", "payments"]);
+    let mk = |name: &str, scopes: &[&str]| {
+        let mut args = vec![
+            "identity",
+            "create",
+            "--name",
+            name,
+            "--kind",
+            "workload",
+            "--owner",
+            "payments",
+            "--purpose",
+            "Rotates its own credentials",
+            "--env",
+            "prod",
+        ];
+        for sc in scopes {
+            args.extend(["--scope", sc]);
+        }
+        let id = s.json(&s.admin, &args);
+        let dir = s.data_dir();
+        let p = dir.join(format!("{name}.jwk"));
+        s.ok(&s.admin, &["token", "keygen", "--out", p.to_str().unwrap()]);
+        s.ok(
+            &s.admin,
+            &[
+                "credential",
+                "add",
+                name,
+                "--jwk",
+                dir.join(format!("{name}.pub.jwk")).to_str().unwrap(),
+            ],
+        );
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        (
+            id["identity"]["id"].as_str().unwrap().to_owned(),
+            p,
+            ClientKey::from_private_jwk(&v).unwrap(),
+        )
+    };
+    let (me, my_key_path, my_key) = mk("self-manager", &["warden:credentials", "ledger:read"]);
+    let (other, _, _) = mk("neighbour", &["ledger:read"]);
+    let get = |scope: &str| {
+        s.json(
+            &s.admin,
+            &[
+                "token",
+                "get",
+                "--identity",
+                &me,
+                "--key",
+                my_key_path.to_str().unwrap(),
+                "--dpop",
+                "--scope",
+                scope,
+            ],
+        )["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let token = get("warden:credentials");
+
+    // whoami with the token and its proof.
+    let (st, who) = api(&s, "GET", "/v1/whoami", &token, Some(&my_key), None).await;
+    assert_eq!(st, 200, "{who}");
+    assert_eq!(who["id"], me.as_str());
+    assert_eq!(who["token_scopes"], json!(["warden:credentials"]));
+    // Its own credentials: list them, issue itself a new key.
+    let (st, list) = api(
+        &s,
+        "GET",
+        &format!("/v1/identities/{me}/credentials"),
+        &token,
+        Some(&my_key),
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{list}");
+    let (st, issued) = api(
+        &s,
+        "POST",
+        &format!("/v1/identities/{me}/credentials"),
+        &token,
+        Some(&my_key),
+        Some(json!({"kind": "api_key", "ttl_seconds": 3600})),
+    )
+    .await;
+    assert_eq!(st, 201, "{issued}");
+    assert!(issued["secret"].as_str().unwrap().starts_with("wdn_ak_"));
+
+    // Not its neighbour's, and not without the proof, and not as a bearer token.
+    let (st, _) = api(
+        &s,
+        "POST",
+        &format!("/v1/identities/{other}/credentials"),
+        &token,
+        Some(&my_key),
+        Some(json!({"kind": "api_key"})),
+    )
+    .await;
+    assert!(
+        st == 404 || st == 403,
+        "another identity's credentials: {st}"
+    );
+    let (st, _) = api(&s, "GET", "/v1/whoami", &token, None, None).await;
+    assert_eq!(st, 401, "a DPoP-bound token as a bearer token");
+    let url = format!("{}/v1/whoami", s.url);
+    let res = reqwest::Client::new()
+        .get(&url)
+        .header("Authorization", format!("DPoP {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 401, "no proof");
+    // A proof for another URL, or replayed.
+    let proof = my_key
+        .dpop_proof(
+            "GET",
+            &format!("{}/v1/teams", s.url),
+            now(),
+            &jti(),
+            Some(&token),
+        )
+        .unwrap();
+    let res = reqwest::Client::new()
+        .get(&url)
+        .header("Authorization", format!("DPoP {token}"))
+        .header("DPoP", &proof)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 401, "proof for another URL");
+    let proof = my_key
+        .dpop_proof("GET", &url, now(), &jti(), Some(&token))
+        .unwrap();
+    for expected in [200, 401] {
+        let res = reqwest::Client::new()
+            .get(&url)
+            .header("Authorization", format!("DPoP {token}"))
+            .header("DPoP", &proof)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), expected, "first use, then replay");
+    }
+    // A token without the warden scope reads nothing and issues nothing.
+    let narrow = get("ledger:read");
+    let (st, _) = api(
+        &s,
+        "GET",
+        &format!("/v1/identities/{me}/credentials"),
+        &narrow,
+        Some(&my_key),
+        None,
+    )
+    .await;
+    assert_eq!(st, 404, "no warden:* scope, nothing visible");
+    // Suspending the identity kills the token for the API at once.
+    s.ok(
+        &s.admin,
+        &["identity", "suspend", "self-manager", "--reason", "test"],
+    );
+    let (st, _) = api(&s, "GET", "/v1/whoami", &token, Some(&my_key), None).await;
+    assert_eq!(st, 401, "suspended");
+    let denied = s.json(
+        &s.admin,
+        &["audit", "list", "--action", "token.authenticate"],
+    );
+    assert!(denied["items"].as_array().unwrap().len() >= 5, "{denied}");
+}
