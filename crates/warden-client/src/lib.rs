@@ -20,6 +20,9 @@ pub enum ClientError {
     /// The token service refused (RFC 6749 §5.2).
     #[error("{}: {}", .0.error, .0.error_description.as_deref().unwrap_or(""))]
     OAuth(Box<OAuthErrorBody>),
+    /// The token service wants a DPoP proof with this nonce (RFC 9449 §8): retry with it.
+    #[error("use_dpop_nonce: retry with the server's nonce")]
+    UseDpopNonce(String),
 }
 
 impl ClientError {
@@ -202,12 +205,23 @@ impl Client {
             reason: e.to_string(),
         })?;
         let status = res.status();
+        let nonce = res
+            .headers()
+            .get("dpop-nonce")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let bytes = res
             .bytes()
             .await
             .map_err(|e| ClientError::Decode(e.to_string()))?;
         if status.is_success() {
             serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
+        } else if let (Some(n), true) = (
+            nonce,
+            serde_json::from_slice::<OAuthErrorBody>(&bytes)
+                .is_ok_and(|e| e.error == "use_dpop_nonce"),
+        ) {
+            Err(ClientError::UseDpopNonce(n))
         } else {
             Err(serde_json::from_slice::<OAuthErrorBody>(&bytes)
                 .map(|e| ClientError::OAuth(Box::new(e)))

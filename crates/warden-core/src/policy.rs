@@ -42,6 +42,8 @@ pub struct TokenPolicy {
     pub dpop_max_age: Duration,
     /// Clock skew tolerated on `iat`, `nbf` and `exp`.
     pub clock_leeway: Duration,
+    /// Require server-provided nonces in DPoP proofs at the token endpoint (RFC 9449 §8).
+    pub dpop_nonce: bool,
 }
 
 impl Default for TokenPolicy {
@@ -55,6 +57,7 @@ impl Default for TokenPolicy {
             assertion_max_lifetime: Duration::minutes(5),
             dpop_max_age: Duration::seconds(60),
             clock_leeway: Duration::seconds(10),
+            dpop_nonce: false,
         }
     }
 }

@@ -619,11 +619,27 @@ impl ClientKey {
         jti: &str,
         access_token: Option<&str>,
     ) -> Result<String, JoseError> {
+        self.dpop_proof_with_nonce(method, url, now, jti, access_token, None)
+    }
+
+    /// [`ClientKey::dpop_proof`] carrying a server-provided `nonce`.
+    pub fn dpop_proof_with_nonce(
+        &self,
+        method: &str,
+        url: &str,
+        now: i64,
+        jti: &str,
+        access_token: Option<&str>,
+        nonce: Option<&str>,
+    ) -> Result<String, JoseError> {
         let header =
             serde_json::json!({ "alg": self.alg.as_str(), "typ": "dpop+jwt", "jwk": self.public });
         let mut claims = serde_json::json!({ "jti": jti, "htm": method, "htu": url, "iat": now });
         if let Some(t) = access_token {
             claims["ath"] = Value::String(sha256_b64(t.as_bytes()));
+        }
+        if let Some(n) = nonce {
+            claims["nonce"] = Value::String(n.to_owned());
         }
         sign_compact(&self.pair, &header, &claims)
     }

@@ -55,6 +55,11 @@ fn oauth_error(e: &OAuthError) -> Response {
                 res.headers_mut().insert(header::RETRY_AFTER, v);
             }
         }
+        OAuthError::UseDpopNonce(nonce) => {
+            if let Ok(v) = HeaderValue::from_str(nonce) {
+                res.headers_mut().insert("dpop-nonce", v);
+            }
+        }
         _ => {}
     }
     res
@@ -201,7 +206,16 @@ pub(crate) async fn token(State(s): State<AppState>, req: axum::extract::Request
         source: source(&parts),
     };
     match s.registry.issue_token(request).await {
-        Ok(t) => no_store(Json(t).into_response()),
+        Ok(t) => {
+            let mut res = no_store(Json(t).into_response());
+            // A fresh nonce for the client's next request (RFC 9449 §8.2).
+            if s.registry.dpop_nonces_required()
+                && let Ok(v) = HeaderValue::from_str(&s.registry.dpop_nonce(s.registry.now()))
+            {
+                res.headers_mut().insert("dpop-nonce", v);
+            }
+            res
+        }
         Err(e) => oauth_error(&e),
     }
 }

@@ -171,13 +171,44 @@ pub async fn run(
                 ),
             }
             let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            let t = client
-                .oauth_token(
-                    &pairs,
-                    proof.as_deref(),
-                    basic.as_ref().map(|(a, b)| (a.as_str(), b.as_str())),
-                )
-                .await?;
+            let basic = basic.as_ref().map(|(a, b)| (a.as_str(), b.as_str()));
+            let t = match client.oauth_token(&pairs, proof.as_deref(), basic).await {
+                // The server wants a nonce in the proof: one retry with it (and a fresh assertion,
+                // since the first one's jti is spent only if it was accepted).
+                Err(warden_client::ClientError::UseDpopNonce(nonce)) if dpop => {
+                    let path = key.as_ref().context("--dpop needs --key")?;
+                    let jwk: Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
+                    let k = ClientKey::from_private_jwk(&jwk)?;
+                    let now = unix_now();
+                    let assertion = k.client_assertion(
+                        &client_id,
+                        &endpoint,
+                        now,
+                        60,
+                        &Uuid::now_v7().to_string(),
+                    )?;
+                    let proof = k.dpop_proof_with_nonce(
+                        "POST",
+                        &endpoint,
+                        now,
+                        &Uuid::now_v7().to_string(),
+                        None,
+                        Some(&nonce),
+                    )?;
+                    let pairs: Vec<(&str, &str)> = pairs
+                        .iter()
+                        .map(|(a, b)| {
+                            if *a == "client_assertion" {
+                                (*a, assertion.as_str())
+                            } else {
+                                (*a, *b)
+                            }
+                        })
+                        .collect();
+                    client.oauth_token(&pairs, Some(&proof), basic).await?
+                }
+                other => other?,
+            };
             output::print(json_out, &t, || t.access_token.clone())?;
             Ok(ExitCode::SUCCESS)
         }

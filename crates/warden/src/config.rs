@@ -46,6 +46,7 @@ pub struct TokenFile {
     pub signing_alg: Option<String>,
     pub key_rotation_period: Option<String>,
     pub key_publish_delay: Option<String>,
+    pub dpop_nonce: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -172,6 +173,12 @@ impl ServerConfig {
             }
             t.signing_alg = v;
         }
+        t.dpop_nonce = match env("WARDEN_DPOP_NONCE").as_deref() {
+            None => tokens.dpop_nonce.unwrap_or(false),
+            Some("true") => true,
+            Some("false") => false,
+            Some(other) => bail!("WARDEN_DPOP_NONCE: {other:?} is not true or false"),
+        };
         if t.default_ttl > t.max_ttl {
             bail!("tokens.default_ttl is longer than tokens.max_ttl");
         }

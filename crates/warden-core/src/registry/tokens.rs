@@ -29,6 +29,9 @@ use crate::lifecycle::check_usable;
 use crate::ports::NewAuditEvent;
 use crate::scope;
 
+/// How long a DPoP nonce stays current.
+const NONCE_WINDOW_SECS: i64 = 300;
+
 /// The client assertion type of RFC 7523 §2.2.
 pub const JWT_BEARER_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
@@ -124,6 +127,9 @@ pub enum OAuthError {
     InvalidTarget,
     #[error("invalid_dpop_proof")]
     InvalidDpopProof,
+    /// The proof lacks the current server nonce; the client retries with this one.
+    #[error("use_dpop_nonce")]
+    UseDpopNonce(String),
     #[error(transparent)]
     Core(#[from] CoreError),
 }
@@ -140,6 +146,7 @@ impl OAuthError {
             OAuthError::InvalidScope => "invalid_scope",
             OAuthError::InvalidTarget => "invalid_target",
             OAuthError::InvalidDpopProof => "invalid_dpop_proof",
+            OAuthError::UseDpopNonce(_) => "use_dpop_nonce",
             OAuthError::Core(CoreError::Throttled { .. }) => "slow_down",
             OAuthError::Core(_) => "server_error",
         }
@@ -160,6 +167,9 @@ impl OAuthError {
                 "a requested resource is not among this client's allowed audiences".into()
             }
             OAuthError::InvalidDpopProof => "the DPoP proof is invalid".into(),
+            OAuthError::UseDpopNonce(_) => {
+                "the DPoP proof must carry the nonce given in the DPoP-Nonce header".into()
+            }
             OAuthError::Core(CoreError::Throttled { retry_after_secs }) => {
                 format!("too many failed attempts; retry in {retry_after_secs}s")
             }
@@ -260,6 +270,36 @@ impl Registry {
     /// counts.
     pub fn set_issuer(&self, url: &str) {
         let _ = self.issuer.set(url.trim_end_matches('/').to_owned());
+    }
+
+    /// The current DPoP nonce: a keyed hash of the 5-minute window, so every node that shares
+    /// the server key agrees without shared state.
+    pub fn dpop_nonce(&self, now: OffsetDateTime) -> String {
+        self.nonce_for(now.unix_timestamp().div_euclid(NONCE_WINDOW_SECS))
+    }
+
+    /// Whether the server requires DPoP nonces (and so sends `DPoP-Nonce`).
+    pub fn dpop_nonces_required(&self) -> bool {
+        self.policy.tokens.dpop_nonce
+    }
+
+    fn nonce_for(&self, window: i64) -> String {
+        let mac = self
+            .secret_hasher
+            .hash(format!("dpop-nonce\0{window}").as_bytes());
+        base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            &mac[..18],
+        )
+    }
+
+    /// The current or the previous window's nonce (a client may have fetched it just before the
+    /// window turned).
+    fn dpop_nonce_valid(&self, nonce: &str, now: OffsetDateTime) -> bool {
+        let w = now.unix_timestamp().div_euclid(NONCE_WINDOW_SECS);
+        [w, w - 1]
+            .iter()
+            .any(|w| warden_crypto::ct_eq(self.nonce_for(*w).as_bytes(), nonce.as_bytes()))
     }
 
     fn once_hash(&self, kind: &str, scope: &str, value: &str) -> [u8; 32] {
@@ -576,6 +616,18 @@ impl Registry {
             .map_err(|e: JoseError| {
                 refuse(OAuthError::InvalidDpopProof, format!("dpop: {e}"), id)
             })?;
+            if tokens.dpop_nonce {
+                let sent = decode(proof)
+                    .ok()
+                    .and_then(|j| j.opt_str_claim("nonce").ok().flatten().map(str::to_owned));
+                if !sent.is_some_and(|n| self.dpop_nonce_valid(&n, now)) {
+                    return Err(refuse(
+                        OAuthError::UseDpopNonce(self.dpop_nonce(now)),
+                        "dpop: nonce missing or stale",
+                        id,
+                    ));
+                }
+            }
             once.push((
                 self.once_hash("dpop", &p.jkt, &p.jti),
                 now + tokens.dpop_max_age + tokens.clock_leeway * 2,

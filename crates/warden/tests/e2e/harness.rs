@@ -46,6 +46,11 @@ pub fn init(dir: &Path) -> String {
 
 /// Spawns `warden serve` on a free port; returns the child and its URL.
 pub fn spawn(dir: &Path) -> (Child, String) {
+    spawn_with(dir, &[])
+}
+
+/// [`spawn`] with extra environment variables (configuration).
+pub fn spawn_with(dir: &Path, env: &[(&str, &str)]) -> (Child, String) {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -54,6 +59,7 @@ pub fn spawn(dir: &Path) -> (Child, String) {
     let mut child = warden()
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log))
         .spawn()
@@ -77,9 +83,14 @@ pub fn spawn(dir: &Path) -> (Child, String) {
 
 impl Server {
     pub fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// A server with extra environment variables (configuration).
+    pub fn start_with(env: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let admin = init(dir.path());
-        let (child, url) = spawn(dir.path());
+        let (child, url) = spawn_with(dir.path(), env);
         Server {
             dir,
             url,

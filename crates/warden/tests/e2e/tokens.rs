@@ -906,3 +906,67 @@ async fn machines_manage_their_own_credentials_with_warden_scoped_tokens() {
     );
     assert!(denied["items"].as_array().unwrap().len() >= 5, "{denied}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dpop_nonces_when_the_server_requires_them() {
+    let s = Server::start_with(&[("WARDEN_DPOP_NONCE", "true")]);
+    let (client_id, key) = setup(&s, "nonce-client", "prod");
+    // The CLI follows the use_dpop_nonce dance by itself.
+    let p = s.data_dir().join("nonce-client.jwk");
+    let t = s.json(
+        &s.admin,
+        &[
+            "token",
+            "get",
+            "--identity",
+            &client_id,
+            "--key",
+            p.to_str().unwrap(),
+            "--dpop",
+        ],
+    );
+    assert_eq!(t["token_type"], "DPoP");
+
+    let token_url = format!("{}/oauth2/token", s.url);
+    let send = |proof: String| {
+        let assertion = key
+            .client_assertion(&client_id, &token_url, now(), 60, &jti())
+            .unwrap();
+        let url = token_url.clone();
+        async move {
+            let res = reqwest::Client::new()
+                .post(&url)
+                .form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_assertion_type", ASSERTION),
+                    ("client_assertion", assertion.as_str()),
+                ])
+                .header("DPoP", proof)
+                .send()
+                .await
+                .unwrap();
+            let nonce = res
+                .headers()
+                .get("dpop-nonce")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let st = res.status().as_u16();
+            let body: Value = res.json().await.unwrap();
+            (st, body["error"].as_str().unwrap_or("").to_owned(), nonce)
+        }
+    };
+    let proof = |nonce: Option<&str>| {
+        key.dpop_proof_with_nonce("POST", &token_url, now(), &jti(), None, nonce)
+            .unwrap()
+    };
+    let (st, err, nonce) = send(proof(None)).await;
+    assert_eq!((st, err.as_str()), (400, "use_dpop_nonce"));
+    let nonce = nonce.expect("a DPoP-Nonce header");
+    let (_, err, _) = send(proof(Some("made-up"))).await;
+    assert_eq!(err, "use_dpop_nonce", "a nonce the server never gave");
+    let (st, err, next) = send(proof(Some(&nonce))).await;
+    assert_eq!((st, err.as_str()), (200, ""));
+    assert!(
+        next.is_some(),
+        "successful responses carry the nonce to use next"
+    );
+}
