@@ -37,21 +37,21 @@ struct Args {
     #[command(subcommand)]
     cmd: Option<Cmd>,
     /// The warden binary to benchmark.
-    #[arg(long, default_value = "target/release/warden")]
+    #[arg(long, default_value = "target/release/warden", global = true)]
     warden: PathBuf,
     /// Identities to create per run.
     #[arg(long, default_value_t = 100_000)]
     identities: usize,
     /// Concurrent connections for creations and key verification.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, global = true)]
     connections: usize,
     /// Concurrent connections for list/filter queries.
     #[arg(long, default_value_t = 8)]
     list_connections: usize,
     /// Seconds per timed phase (hello, list, verify).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, global = true)]
     seconds: u64,
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, global = true)]
     runs: usize,
     /// Load generator for the throughput phases (hello-world and keys/verify): `wrk` (a lean C
     /// generator, so the driver takes little of the shared cores) or `builtin`. Default: wrk when it

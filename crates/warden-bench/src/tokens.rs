@@ -49,6 +49,8 @@ async fn drive_prepared(
     let mut tasks = Vec::new();
     for _ in 0..connections {
         let (next, reqs) = (next.clone(), reqs.clone());
+        // The real authority: a provider checks `aud` and `htu` against the URL it was sent to.
+        let host = addr.to_string();
         tasks.push(tokio::spawn(async move {
             let mut hist = Histogram::<u64>::new(3)?;
             let mut errors = 0u64;
@@ -66,7 +68,7 @@ async fn drive_prepared(
                 let mut req = Request::builder()
                     .method("POST")
                     .uri("/oauth2/token")
-                    .header("host", "bench")
+                    .header("host", host.as_str())
                     .header("content-type", "application/x-www-form-urlencoded");
                 for (k, v) in &p.headers {
                     req = req.header(*k, v.as_str());
@@ -76,9 +78,15 @@ async fn drive_prepared(
                 sender.ready().await?;
                 let res = sender.send_request(req).await?;
                 let status = res.status().as_u16();
-                let _ = res.into_body().collect().await?;
+                let body = res.into_body().collect().await?.to_bytes();
                 hist.record(u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX))?;
                 if status != 200 {
+                    if errors == 0 {
+                        eprintln!(
+                            "  first failure on this connection: {status} {}",
+                            String::from_utf8_lossy(&body).chars().take(300).collect::<String>()
+                        );
+                    }
                     errors += 1;
                 }
             }
@@ -134,13 +142,17 @@ fn prepare(
         .map(|i| {
             Ok(match case {
                 "client_secret_basic" => Prepared {
-                    body: form(&[("grant_type", "client_credentials")]),
+                    body: form(&[
+                        ("grant_type", "client_credentials"),
+                        ("scope", "ledger:write"),
+                    ]),
                     headers: vec![("authorization", basic.clone())],
                 },
                 _ => {
                     let a = key.client_assertion(client_id, endpoint, now, 300, &jti(i, "a"))?;
                     let body = form(&[
                         ("grant_type", "client_credentials"),
+                        ("scope", "ledger:write"),
                         ("client_id", client_id),
                         ("client_assertion_type", ASSERTION_TYPE),
                         ("client_assertion", &a),
@@ -273,13 +285,37 @@ fn ceiling(
     }
 }
 
-/// One run of the three cases against Warden and the ceiling.
+/// One case's results: Warden, the ceiling, and the peer (when Node.js and the peer are there).
+pub struct CaseResult {
+    case: String,
+    warden: Phase,
+    ceiling: Phase,
+    peer: Option<Phase>,
+}
+
+/// Starts the oidc-provider peer (bench/peer, `npm ci` done by bench/run), if it is there.
+fn spawn_peer(key: &ClientKey, secret: &str) -> Result<Option<(crate::Proc, SocketAddr)>> {
+    let dir = std::env::var("WARDEN_BENCH_PEER_DIR").unwrap_or_else(|_| "bench/peer".into());
+    let dir = Path::new(&dir);
+    if !dir.join("node_modules/oidc-provider").exists() {
+        eprintln!("  (no peer: run `npm ci --prefix bench/peer` for oidc-provider)");
+        return Ok(None);
+    }
+    let mut cmd = Command::new("node");
+    cmd.arg("server.js")
+        .current_dir(dir)
+        .env("PEER_CLIENT_JWK", key.public_jwk().to_string())
+        .env("PEER_SECRET", secret);
+    Ok(Some(spawn_url(cmd, "peer listening on ")?))
+}
+
+/// One run of the three cases against Warden, the ceiling and the peer.
 pub async fn run(
     warden: &Path,
     bench_exe: &Path,
     connections: usize,
     seconds: u64,
-) -> Result<Vec<(String, Phase, Phase)>> {
+) -> Result<Vec<CaseResult>> {
     let dir = tempfile_dir()?;
     std::fs::create_dir_all(&dir)?;
     let init = Command::new(warden)
@@ -346,6 +382,7 @@ pub async fn run(
         .env("WARDEN_BENCH_CLIENT_JWK", key.public_jwk().to_string())
         .env("WARDEN_BENCH_SECRET", &secret);
     let (_ceiling, ceiling_addr) = spawn_url(ceiling_cmd, "ceiling listening on ")?;
+    let peer = spawn_peer(&key, &secret)?;
 
     let endpoint = format!("http://{addr}/oauth2/token");
     let mut out = Vec::new();
@@ -367,7 +404,33 @@ pub async fn run(
         if !cycle && (w.requests as usize >= n || c.requests as usize >= n) {
             bail!("{case}: ran out of prepared requests; raise the count");
         }
-        out.push((case.to_owned(), w, c));
+        let p = match &peer {
+            None => None,
+            Some((_, peer_addr)) => {
+                // The peer's own client ids, audience and htu; far fewer requests are needed.
+                let peer_id = if case == "client_secret_basic" {
+                    "basic"
+                } else {
+                    "pkjwt"
+                };
+                let peer_endpoint = format!("http://{peer_addr}/oauth2/token");
+                let reqs = Arc::new(prepare(
+                    case,
+                    n / 4 + 1,
+                    peer_id,
+                    &secret,
+                    &key,
+                    &peer_endpoint,
+                )?);
+                Some(drive_prepared(*peer_addr, connections, seconds, reqs, cycle).await?)
+            }
+        };
+        out.push(CaseResult {
+            case: case.to_owned(),
+            warden: w,
+            ceiling: c,
+            peer: p,
+        });
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(out)
@@ -379,25 +442,36 @@ pub fn main(warden: &Path, connections: usize, seconds: u64, runs: usize) -> Res
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let mut all: Vec<Vec<(String, Phase, Phase)>> = Vec::new();
+    let mut all: Vec<Vec<CaseResult>> = Vec::new();
     for r in 0..runs {
         eprintln!("token run {}/{runs} …", r + 1);
         let res = rt.block_on(run(warden, &exe, connections, seconds))?;
-        for (case, w, c) in &res {
+        for c in &res {
+            let peer = c.peer.as_ref().map_or_else(String::new, |p| {
+                format!(
+                    " | peer {:>7.0} req/s p99 {:>6.2} ms ({} errors) | {:>5.1}x peer",
+                    p.rate(),
+                    p.p99_ms,
+                    p.errors,
+                    c.warden.rate() / p.rate()
+                )
+            });
             eprintln!(
-                "  {case:<22} warden {:>8.0} req/s p99 {:>6.2} ms ({} errors) | ceiling {:>8.0} req/s p99 {:>6.2} ms | {:>5.1}%",
-                w.rate(),
-                w.p99_ms,
-                w.errors,
-                c.rate(),
-                c.p99_ms,
-                100.0 * w.rate() / c.rate()
+                "  {:<22} warden {:>7.0} req/s p99 {:>6.2} ms | ceiling {:>7.0} req/s p99 {:>6.2} ms | {:>5.1}% of ceiling{peer}",
+                c.case,
+                c.warden.rate(),
+                c.warden.p99_ms,
+                c.ceiling.rate(),
+                c.ceiling.p99_ms,
+                100.0 * c.warden.rate() / c.ceiling.rate()
             );
-            if w.errors > 0 || c.errors > 0 {
+            let peer_errors = c.peer.as_ref().map_or(0, |p| p.errors);
+            if c.warden.errors > 0 || c.ceiling.errors > 0 || peer_errors > 0 {
                 bail!(
-                    "{case}: requests failed (warden {}, ceiling {})",
-                    w.errors,
-                    c.errors
+                    "{}: requests failed (warden {}, ceiling {}, peer {peer_errors})",
+                    c.case,
+                    c.warden.errors,
+                    c.ceiling.errors
                 );
             }
         }
@@ -414,18 +488,19 @@ pub fn main(warden: &Path, connections: usize, seconds: u64, runs: usize) -> Res
     .iter()
     .enumerate()
     {
-        let pick = |f: &dyn Fn(&(String, Phase, Phase)) -> f64| {
-            median(all.iter().map(|r| f(&r[i])).collect())
-        };
-        summary.insert(
-            (*case).into(),
-            json!({
-                "warden_rps_median": pick(&|(_, w, _)| w.rate()),
-                "warden_p99_ms_median": pick(&|(_, w, _)| w.p99_ms),
-                "ceiling_rps_median": pick(&|(_, _, c)| c.rate()),
-                "of_ceiling_median": pick(&|(_, w, c)| w.rate() / c.rate()),
-            }),
-        );
+        let pick = |f: &dyn Fn(&CaseResult) -> f64| median(all.iter().map(|r| f(&r[i])).collect());
+        let mut v = json!({
+            "warden_rps_median": pick(&|c| c.warden.rate()),
+            "warden_p99_ms_median": pick(&|c| c.warden.p99_ms),
+            "ceiling_rps_median": pick(&|c| c.ceiling.rate()),
+            "of_ceiling_median": pick(&|c| c.warden.rate() / c.ceiling.rate()),
+        });
+        if all.iter().all(|r| r[i].peer.is_some()) {
+            let rate = |c: &CaseResult| c.peer.as_ref().map_or(f64::NAN, Phase::rate);
+            v["peer_rps_median"] = json!(pick(&rate));
+            v["over_peer_median"] = json!(pick(&|c| c.warden.rate() / rate(c)));
+        }
+        summary.insert((*case).into(), v);
     }
     println!("{}", serde_json::to_string_pretty(&Value::Object(summary))?);
     Ok(())
