@@ -84,7 +84,10 @@ async fn drive_prepared(
                     if errors == 0 {
                         eprintln!(
                             "  first failure on this connection: {status} {}",
-                            String::from_utf8_lossy(&body).chars().take(300).collect::<String>()
+                            String::from_utf8_lossy(&body)
+                                .chars()
+                                .take(300)
+                                .collect::<String>()
                         );
                     }
                     errors += 1;

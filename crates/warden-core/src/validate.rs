@@ -163,6 +163,14 @@ pub fn constraints(c: &warden_types::Constraints) -> Result<(), CoreError> {
             "must be greater than zero",
         ));
     }
+    if let Some(san) = &c.tls_client_auth_san
+        && (san.is_empty() || san.len() > 255 || !san.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        return Err(CoreError::field(
+            "constraints.tls_client_auth_san",
+            "a URI or DNS name of 1 to 255 printable characters",
+        ));
+    }
     Ok(())
 }
 

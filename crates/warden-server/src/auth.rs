@@ -84,6 +84,10 @@ impl FromRequestParts<AppState> for Caller {
                         token,
                         dpop_scheme,
                         proof,
+                        parts
+                            .extensions
+                            .get::<std::sync::Arc<warden_core::registry::ClientCert>>()
+                            .map(|c| &**c),
                         parts.method.as_str(),
                         &path,
                         &anonymous,

@@ -7,6 +7,7 @@ mod metrics;
 mod oauth;
 mod openapi;
 mod routes;
+mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -21,6 +22,7 @@ use warden_core::Registry;
 
 pub use auth::Caller;
 pub use metrics::Metrics;
+pub use tls::{Tls, TlsError, serve_tls};
 
 /// Largest request body accepted, in bytes.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -30,6 +32,8 @@ pub const MAX_BODY: usize = 64 * 1024;
 pub struct AppState {
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
+    /// Served over TLS (client certificates possible): advertised in the OAuth metadata.
+    pub tls: bool,
 }
 
 impl AppState {
@@ -37,6 +41,7 @@ impl AppState {
         AppState {
             registry,
             metrics: Arc::new(Metrics::default()),
+            tls: false,
         }
     }
 }

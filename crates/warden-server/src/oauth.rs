@@ -11,7 +11,9 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::json;
-use warden_core::registry::{ClientAuth, OAuthError, TokenRequest};
+use std::sync::Arc;
+
+use warden_core::registry::{ClientAuth, ClientCert, OAuthError, TokenRequest};
 use warden_core::{Actor, CoreError};
 use warden_types::OAuthErrorBody;
 
@@ -114,7 +116,11 @@ fn parse_form(headers: &HeaderMap, body: &[u8]) -> Result<Form, OAuthError> {
 
 /// The client authentication of a request: HTTP Basic, or the form's `client_secret`, or a
 /// client assertion. More than one method is an error (RFC 6749 §2.3).
-fn client_auth(headers: &HeaderMap, form: &mut Form) -> Result<ClientAuth, OAuthError> {
+fn client_auth(
+    headers: &HeaderMap,
+    form: &mut Form,
+    has_cert: bool,
+) -> Result<ClientAuth, OAuthError> {
     let basic = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -170,7 +176,11 @@ fn client_auth(headers: &HeaderMap, form: &mut Form) -> Result<ClientAuth, OAuth
             assertion,
         });
     }
-    Ok(ClientAuth::None)
+    // Only a client_id, over a connection with a client certificate: mutual TLS (RFC 8705 §2).
+    match client_id {
+        Some(client_id) if has_cert => Ok(ClientAuth::Tls { client_id }),
+        _ => Ok(ClientAuth::None),
+    }
 }
 
 /// `POST /oauth2/token`.
@@ -183,7 +193,8 @@ pub(crate) async fn token(State(s): State<AppState>, req: axum::extract::Request
         Ok(f) => f,
         Err(e) => return oauth_error(&e),
     };
-    let client = match client_auth(&parts.headers, &mut form) {
+    let cert = parts.extensions.get::<Arc<ClientCert>>().cloned();
+    let client = match client_auth(&parts.headers, &mut form, cert.is_some()) {
         Ok(c) => c,
         Err(e) => return oauth_error(&e),
     };
@@ -202,6 +213,7 @@ pub(crate) async fn token(State(s): State<AppState>, req: axum::extract::Request
         scope: form.single.remove("scope"),
         resources: form.resources,
         dpop: proof,
+        client_cert: cert,
         request_id: request_id(&parts),
         source: source(&parts),
     };
@@ -244,11 +256,13 @@ async fn endpoint_caller(
             .await
             .map_err(OAuthError::Core)?
     } else {
-        let client = client_auth(&parts.headers, form)?;
+        let cert = parts.extensions.get::<Arc<ClientCert>>().cloned();
+        let client = client_auth(&parts.headers, form, cert.is_some())?;
         if matches!(client, ClientAuth::None) {
             return Err(OAuthError::InvalidClient { basic: false });
         }
-        s.registry.authenticate_endpoint_client(&client)?
+        s.registry
+            .authenticate_endpoint_client(&client, cert.as_deref())?
     };
     actor.request_id = rid;
     actor.source = src;
@@ -320,6 +334,14 @@ pub(crate) async fn metadata(State(s): State<AppState>) -> Response {
         )));
     };
     let algs = ["EdDSA", "ES256", "PS256", "RS256"];
+    let mut methods = vec![
+        "client_secret_basic",
+        "client_secret_post",
+        "private_key_jwt",
+    ];
+    if s.tls {
+        methods.extend(["tls_client_auth", "self_signed_tls_client_auth"]);
+    }
     Json(json!({
         "issuer": issuer,
         "token_endpoint": format!("{issuer}/oauth2/token"),
@@ -328,7 +350,8 @@ pub(crate) async fn metadata(State(s): State<AppState>) -> Response {
         "revocation_endpoint": format!("{issuer}/oauth2/revoke"),
         "grant_types_supported": ["client_credentials"],
         "response_types_supported": [],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+        "token_endpoint_auth_methods_supported": methods,
+        "tls_client_certificate_bound_access_tokens": s.tls,
         "token_endpoint_auth_signing_alg_values_supported": algs,
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "bearer"],
         "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "bearer"],

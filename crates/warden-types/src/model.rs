@@ -134,6 +134,10 @@ pub struct Constraints {
     /// Upper bound on the lifetime of tokens issued to this identity, in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_token_ttl_seconds: Option<u64>,
+    /// For `tls_client_auth` (RFC 8705 §2.1): the subject alternative name (URI, e.g. a SPIFFE
+    /// ID, or DNS name) a client certificate issued by the configured client CA must carry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_client_auth_san: Option<String>,
 }
 
 /// A non-human identity.

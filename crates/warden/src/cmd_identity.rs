@@ -53,6 +53,13 @@ pub enum IdentityCmd {
         /// CIDR it may authenticate from; repeat for several.
         #[arg(long = "allowed-network")]
         allowed_networks: Vec<String>,
+        /// For mutual TLS with certificates from the client CA: the SAN (URI such as a SPIFFE ID,
+        /// or DNS name) its certificate carries.
+        #[arg(long)]
+        tls_client_auth_san: Option<String>,
+        /// Longest lifetime of its access tokens, in seconds.
+        #[arg(long)]
+        max_token_ttl: Option<u64>,
     },
     /// List identities, with filters.
     List {
@@ -235,6 +242,8 @@ pub async fn run(c: &Client, cmd: IdentityCmd, json: bool) -> Result<ExitCode> {
             expires_in,
             require_sender_constraint,
             allowed_networks,
+            tls_client_auth_san,
+            max_token_ttl,
         } => {
             let expires_at = expires_in
                 .map(|d| parse_duration("expires-in", &d).map(|d| OffsetDateTime::now_utc() + d))
@@ -250,7 +259,8 @@ pub async fn run(c: &Client, cmd: IdentityCmd, json: bool) -> Result<ExitCode> {
                 constraints: Some(Constraints {
                     require_sender_constraint: require_sender_constraint.then_some(true),
                     allowed_networks,
-                    max_token_ttl_seconds: None,
+                    max_token_ttl_seconds: max_token_ttl,
+                    tls_client_auth_san,
                 }),
                 labels: labels(&l)?,
                 parent_id: parent,

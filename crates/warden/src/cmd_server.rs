@@ -190,23 +190,38 @@ async fn run_server(cfg: ServerConfig, on_bound: impl FnOnce(&str)) -> Result<Ex
         .await
         .with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;
+    let tls = match &cfg.tls {
+        None => None,
+        Some(t) => Some(
+            warden_server::Tls::load(&t.cert, &t.key, t.client_ca.as_deref())
+                .context("loading the TLS certificate and key")?,
+        ),
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     registry.set_issuer(
         cfg.public_url
             .as_deref()
-            .unwrap_or(&format!("http://{addr}")),
+            .unwrap_or(&format!("{scheme}://{addr}")),
     );
     registry
         .maintain_signing_keys()
         .await
         .context("preparing the token signing keys")?;
-    tracing::info!(address = %addr, data_dir = %dir.display(), "warden listening on http://{addr}");
-    on_bound(&format!("http://{addr}"));
+    tracing::info!(address = %addr, data_dir = %dir.display(), "warden listening on {scheme}://{addr}");
+    on_bound(&format!("{scheme}://{addr}"));
     let jobs = warden_server::spawn_jobs(registry.clone());
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("shutting down");
     };
-    warden_server::serve(listener, AppState::new(registry.clone()), shutdown).await?;
+    match tls {
+        None => warden_server::serve(listener, AppState::new(registry.clone()), shutdown).await?,
+        Some(tls) => {
+            let mut state = AppState::new(registry.clone());
+            state.tls = true;
+            warden_server::serve_tls(listener, state, tls, shutdown).await?;
+        }
+    }
     jobs.abort();
     let _ = registry.flush_usage().await;
     // Joining the writer and checkpointer threads blocks: keep it off the async workers.

@@ -19,6 +19,7 @@ pub struct FileConfig {
     pub log: Option<String>,
     pub credentials: Option<CredentialFile>,
     pub tokens: Option<TokenFile>,
+    pub tls: Option<TlsFile>,
     pub guardrails: Option<GuardrailFile>,
     pub audit: Option<AuditFile>,
 }
@@ -36,6 +37,22 @@ pub struct CredentialFile {
     pub max_ttl_client_secret: Option<String>,
     pub max_ttl_public_key: Option<String>,
     pub rotation_overlap: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub client_ca: Option<PathBuf>,
+}
+
+/// HTTPS settings: the server's certificate chain and key, and the CA of client certificates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsPaths {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -63,6 +80,7 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     pub listen: String,
     pub public_url: Option<String>,
+    pub tls: Option<TlsPaths>,
     pub log: String,
     pub policy: Policy,
 }
@@ -182,6 +200,21 @@ impl ServerConfig {
         if t.default_ttl > t.max_ttl {
             bail!("tokens.default_ttl is longer than tokens.max_ttl");
         }
+        let tls_file = file.tls.unwrap_or_default();
+        let path = |v: Option<PathBuf>, key: &str| env(key).map(PathBuf::from).or(v);
+        let tls = match (
+            path(tls_file.cert, "WARDEN_TLS_CERT"),
+            path(tls_file.key, "WARDEN_TLS_KEY"),
+            path(tls_file.client_ca, "WARDEN_TLS_CLIENT_CA"),
+        ) {
+            (Some(cert), Some(key), client_ca) => Some(TlsPaths {
+                cert,
+                key,
+                client_ca,
+            }),
+            (None, None, None) => None,
+            _ => bail!("tls: set both cert and key (and client_ca only with them)"),
+        };
         let public_url = env("WARDEN_PUBLIC_URL").or(file.public_url);
         if let Some(u) = &public_url
             && warden_jose::normalize_url(u).is_none()
@@ -203,6 +236,7 @@ impl ServerConfig {
             data_dir: data_dir.to_owned(),
             listen,
             public_url: public_url.map(|u| u.trim_end_matches('/').to_owned()),
+            tls,
             log,
             policy,
         })

@@ -21,7 +21,7 @@ use warden_types::{AuditOutcome, AuditVerifyReport, Credential, Identity};
 
 pub use auth::{AuthBuffer, FailureLimiter, UsageTracker};
 pub use keys::SIGNING_KEY_SEAL_LABEL;
-pub use tokens::{ClientAuth, JWT_BEARER_ASSERTION, OAuthError, TokenRequest, in_cidr};
+pub use tokens::{ClientAuth, ClientCert, JWT_BEARER_ASSERTION, OAuthError, TokenRequest, in_cidr};
 
 use crate::actor::Actor;
 use crate::audit;

@@ -51,6 +51,23 @@ pub enum ClientAuth {
         assertion_type: String,
         assertion: String,
     },
+    /// `tls_client_auth` or `self_signed_tls_client_auth`: the connection's certificate.
+    Tls {
+        client_id: String,
+    },
+}
+
+/// The client certificate of a TLS connection, as the server saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert {
+    /// base64url(SHA-256(DER)): the `cnf.x5t#S256` of a certificate-bound token.
+    pub x5t_s256: String,
+    /// RFC 7638 thumbprint of the certificate's public key (for self-signed certificates).
+    pub key_thumbprint: Option<String>,
+    /// Whether the chain verified against the configured client CA.
+    pub chain_valid: bool,
+    /// Subject alternative names (URI and DNS).
+    pub sans: Vec<String>,
 }
 
 impl std::fmt::Debug for ClientAuth {
@@ -66,6 +83,7 @@ impl std::fmt::Debug for ClientAuth {
             ClientAuth::Assertion { client_id, .. } => {
                 write!(f, "ClientAuth::Assertion({client_id:?}, [redacted])")
             }
+            ClientAuth::Tls { client_id } => write!(f, "ClientAuth::Tls({client_id})"),
         }
     }
 }
@@ -77,6 +95,7 @@ impl ClientAuth {
             ClientAuth::Secret { basic: true, .. } => "client_secret_basic",
             ClientAuth::Secret { .. } => "client_secret_post",
             ClientAuth::Assertion { .. } => "private_key_jwt",
+            ClientAuth::Tls { .. } => "tls_client_auth",
         }
     }
 
@@ -89,6 +108,7 @@ impl ClientAuth {
             ClientAuth::None => None,
             ClientAuth::Secret { client_id, .. } => Some(client_id),
             ClientAuth::Assertion { client_id, .. } => client_id.as_deref(),
+            ClientAuth::Tls { client_id } => Some(client_id),
         }
     }
 }
@@ -103,6 +123,8 @@ pub struct TokenRequest {
     pub resources: Vec<String>,
     /// The `DPoP` header, if any.
     pub dpop: Option<String>,
+    /// The connection's client certificate, under TLS.
+    pub client_cert: Option<Arc<ClientCert>>,
     pub request_id: String,
     pub source: String,
 }
@@ -255,7 +277,12 @@ pub(crate) struct ClientKeys {
 /// What a successful client authentication yields.
 struct Authenticated {
     identity: Identity,
-    credential: Credential,
+    /// The credential used; none for `tls_client_auth` (the CA vouches, not a registered key).
+    credential: Option<Credential>,
+    /// The method that succeeded (for the audit event).
+    method: &'static str,
+    /// Bind the token to the connection's certificate (mTLS client authentication).
+    x5t: Option<String>,
     /// Single-use values consumed (keyed hash, keep until).
     once: Vec<([u8; 32], OffsetDateTime)>,
 }
@@ -336,6 +363,7 @@ impl Registry {
     fn authenticate_client(
         &self,
         client: &ClientAuth,
+        cert: Option<&ClientCert>,
         issuer: &str,
         now: OffsetDateTime,
     ) -> Result<Authenticated, Refusal> {
@@ -350,6 +378,58 @@ impl Registry {
         };
         match client {
             ClientAuth::None => Err(invalid("no client authentication", None)),
+            ClientAuth::Tls { client_id } => {
+                let id = Uuid::parse_str(client_id)
+                    .map_err(|_| invalid("client_id is not an identity id", None))?;
+                let cert = cert.ok_or_else(|| invalid("no client certificate", Some(id)))?;
+                let client = self
+                    .client_keys(id)
+                    .map_err(|e| refuse(e.into(), "store", Some(id)))?
+                    .ok_or_else(|| invalid("unknown client", Some(id)))?;
+                let identity = client.identity.clone();
+                // self_signed_tls_client_auth: the certificate holds a key the client registered.
+                let registered = client.keys.iter().find(|(c, key)| {
+                    c.revoked_at.is_none()
+                        && c.expires_at > now
+                        && cert.key_thumbprint.as_deref() == Some(key.thumbprint.as_str())
+                });
+                if let Some((c, _)) = registered {
+                    check_usable(c, &identity, now).map_err(|why| invalid(why, Some(id)))?;
+                    return Ok(Authenticated {
+                        identity,
+                        credential: Some(c.clone()),
+                        method: "self_signed_tls_client_auth",
+                        x5t: Some(cert.x5t_s256.clone()),
+                        once: Vec::new(),
+                    });
+                }
+                // tls_client_auth: issued by the client CA, with the SAN the identity names.
+                let san = identity.constraints.tls_client_auth_san.as_deref();
+                if !cert.chain_valid {
+                    return Err(invalid(
+                        "certificate neither registered nor issued by the client CA",
+                        Some(id),
+                    ));
+                }
+                if !san.is_some_and(|s| cert.sans.iter().any(|c| c == s)) {
+                    return Err(invalid(
+                        "certificate SAN does not match the identity's tls_client_auth_san",
+                        Some(id),
+                    ));
+                }
+                if identity.status != IdentityStatus::Active
+                    || identity.expires_at.is_some_and(|e| e <= now)
+                {
+                    return Err(invalid("identity not active", Some(id)));
+                }
+                Ok(Authenticated {
+                    identity,
+                    credential: None,
+                    method: "tls_client_auth",
+                    x5t: Some(cert.x5t_s256.clone()),
+                    once: Vec::new(),
+                })
+            }
             ClientAuth::Secret {
                 client_id, secret, ..
             } => {
@@ -373,7 +453,9 @@ impl Registry {
                 check_usable(c, i, now).map_err(|why| invalid(why, id))?;
                 Ok(Authenticated {
                     identity: i.clone(),
-                    credential: c.clone(),
+                    credential: Some(c.clone()),
+                    method: client.method(),
+                    x5t: None,
                     once: Vec::new(),
                 })
             }
@@ -443,7 +525,9 @@ impl Registry {
                 Ok(Authenticated {
                     once: vec![(self.once_hash("assertion", iss, &claims.jti), keep)],
                     identity,
-                    credential,
+                    credential: Some(credential),
+                    method: "private_key_jwt",
+                    x5t: None,
                 })
             }
         }
@@ -520,7 +604,9 @@ impl Registry {
             identity: i,
             credential: c,
             mut once,
-        } = self.authenticate_client(&req.client, &issuer, now)?;
+            method,
+            x5t,
+        } = self.authenticate_client(&req.client, req.client_cert.as_deref(), &issuer, now)?;
         let id = Some(i.id);
         let tokens = &self.policy.tokens;
 
@@ -634,10 +720,10 @@ impl Registry {
             ));
             jkt = Some(p.jkt);
         }
-        if i_require_binding(&i) && jkt.is_none() {
+        if i_require_binding(&i) && jkt.is_none() && x5t.is_none() {
             return Err(refuse(
                 OAuthError::InvalidRequest(
-                    "this client must bind its tokens: send a DPoP proof".into(),
+                    "this client must bind its tokens: send a DPoP proof or use mutual TLS".into(),
                 ),
                 "sender constraint required",
                 id,
@@ -651,7 +737,9 @@ impl Registry {
                 i64::try_from(s).unwrap_or(i64::MAX),
             ));
         }
-        ttl = ttl.min(c.expires_at - now);
+        if let Some(c) = &c {
+            ttl = ttl.min(c.expires_at - now);
+        }
         if let Some(e) = i.expires_at {
             ttl = ttl.min(e - now);
         }
@@ -692,6 +780,9 @@ impl Registry {
         if let Some(j) = &jkt {
             claims["cnf"] = json!({ "jkt": j });
         }
+        if let Some(x) = &x5t {
+            claims["cnf"]["x5t#S256"] = json!(x);
+        }
         let access_token = signer.sign("at+jwt", &claims).map_err(|e| {
             refuse(
                 CoreError::InvalidState(e.to_string()).into(),
@@ -709,13 +800,17 @@ impl Registry {
             request_id: req.request_id.clone(),
             source: req.source.clone(),
             details: json!({
-                "method": req.client.method(),
-                "credential": c.id,
+                "method": method,
+                "credential": c.as_ref().map(|c| c.id),
                 "jti": jti,
                 "scope": scope_str,
                 "aud": audiences,
                 "exp": exp,
-                "binding": if jkt.is_some() { "dpop" } else { "bearer" },
+                "binding": match (&jkt, &x5t) {
+                    (Some(_), _) => "dpop",
+                    (None, Some(_)) => "mtls",
+                    _ => "bearer",
+                },
             })
             .to_string(),
         };
@@ -744,7 +839,9 @@ impl Registry {
                 refuse(OAuthError::InvalidDpopProof, "dpop jti replayed", id)
             });
         }
-        self.usage.record(c.id, i.id, now);
+        if let Some(c) = &c {
+            self.usage.record(c.id, i.id, now);
+        }
         Ok(TokenResponse {
             access_token,
             token_type: if jkt.is_some() { "DPoP" } else { "Bearer" }.into(),
@@ -754,17 +851,21 @@ impl Registry {
     }
 
     /// Who may introspect or revoke: an operator, or a client authenticated at the endpoint.
-    pub fn authenticate_endpoint_client(&self, client: &ClientAuth) -> Result<Actor, OAuthError> {
+    pub fn authenticate_endpoint_client(
+        &self,
+        client: &ClientAuth,
+        cert: Option<&ClientCert>,
+    ) -> Result<Actor, OAuthError> {
         let issuer = self
             .issuer()
             .ok_or_else(|| CoreError::InvalidState("the issuer URL is not set".into()))?
             .to_owned();
-        self.authenticate_client(client, &issuer, self.now())
+        self.authenticate_client(client, cert, &issuer, self.now())
             .map(|a| Actor {
                 principal: Principal::Identity {
                     id: a.identity.id,
                     name: a.identity.name,
-                    credential_id: Some(a.credential.id),
+                    credential_id: a.credential.map(|c| c.id),
                     token_scopes: None,
                 },
                 request_id: String::new(),
@@ -831,11 +932,16 @@ impl Registry {
     /// Authenticates a caller of Warden's own API by an access token (audience: the issuer). A
     /// DPoP-bound token needs `dpop_scheme` and a proof for this request (`method`, `path`) bound
     /// to the token (`ath`), signed by the token's key, not seen before on this node.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one request's parts, passed through"
+    )]
     pub async fn authenticate_access_token(
         &self,
         token: &str,
         dpop_scheme: bool,
         proof: Option<&str>,
+        cert: Option<&ClientCert>,
         method: &str,
         path: &str,
         anonymous: &Actor,
@@ -847,7 +953,7 @@ impl Registry {
         {
             return Err(CoreError::Throttled { retry_after_secs });
         }
-        match self.check_api_token(token, dpop_scheme, proof, method, path, now) {
+        match self.check_api_token(token, dpop_scheme, proof, cert, method, path, now) {
             Ok((at, identity)) => Ok(Actor {
                 principal: Principal::Identity {
                     id: identity.id,
@@ -878,11 +984,16 @@ impl Registry {
         }
     }
 
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one request's parts, passed through"
+    )]
     fn check_api_token(
         &self,
         token: &str,
         dpop_scheme: bool,
         proof: Option<&str>,
+        cert: Option<&ClientCert>,
         method: &str,
         path: &str,
         now: OffsetDateTime,
@@ -940,13 +1051,21 @@ impl Registry {
             }
             (None, true) => return Err(("bearer token sent with the DPoP scheme".into(), who)),
             (None, false) => {
-                if i_require_binding(&identity) {
+                if i_require_binding(&identity) && at.x5t_s256.is_none() {
                     return Err((
                         "this identity's tokens must be sender-constrained".into(),
                         who,
                     ));
                 }
             }
+        }
+        if let Some(x5t) = &at.x5t_s256
+            && cert.is_none_or(|c| !warden_crypto::ct_eq(c.x5t_s256.as_bytes(), x5t.as_bytes()))
+        {
+            return Err((
+                "certificate-bound token without its certificate on the connection".into(),
+                who,
+            ));
         }
         Ok((at, identity))
     }
