@@ -124,14 +124,29 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
+    /// A client of the server at `base` (`http://` or `https://`). For HTTPS the system's roots
+    /// are trusted, plus the PEM certificate(s) named by `WARDEN_CA_CERT`.
     pub fn new(base: &str, token: &str) -> Result<Self> {
-        let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(30))
-            .build()
-            .map_err(|e| ClientError::Connect {
+        // rustls needs a process-wide crypto provider; installing it twice is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut builder = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30));
+        if let Some(path) = std::env::var_os("WARDEN_CA_CERT") {
+            let connect = |reason: String| ClientError::Connect {
                 url: base.to_owned(),
-                reason: e.to_string(),
-            })?;
+                reason,
+            };
+            let pem = std::fs::read(&path)
+                .map_err(|e| connect(format!("reading WARDEN_CA_CERT {path:?}: {e}")))?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| connect(format!("WARDEN_CA_CERT {path:?}: {e}")))?
+            {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder.build().map_err(|e| ClientError::Connect {
+            url: base.to_owned(),
+            reason: e.to_string(),
+        })?;
         Ok(Client {
             http,
             base: base.trim_end_matches('/').to_owned(),

@@ -730,6 +730,7 @@ mod tokens {
                 scope: None,
                 resources: vec![],
                 dpop: None,
+                client_cert: None,
                 request_id: "t".into(),
                 source: "127.0.0.1".into(),
             })

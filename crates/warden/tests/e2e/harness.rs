@@ -24,6 +24,8 @@ pub struct Server {
     pub dir: TempDir,
     pub url: String,
     pub admin: String,
+    /// Environment for client subcommands (e.g. `WARDEN_CA_CERT` for an HTTPS server).
+    pub client_env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -95,6 +97,7 @@ impl Server {
             dir,
             url,
             admin,
+            client_env: Vec::new(),
             child: Some(child),
         }
     }
@@ -122,6 +125,7 @@ impl Server {
     pub fn cli(&self, token: &str, args: &[&str]) -> Output {
         warden()
             .args(["--server", &self.url, "--token", token])
+            .envs(self.client_env.iter().map(|(k, v)| (k, v)))
             .args(args)
             .output()
             .unwrap()

@@ -970,3 +970,98 @@ async fn dpop_nonces_when_the_server_requires_them() {
         "successful responses carry the nonce to use next"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mutual_tls_authenticates_clients_and_binds_tokens_to_their_certificates() {
+    let py = python();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/mtls.py");
+    let certs = tempfile::tempdir().unwrap();
+    let d = certs.path().to_str().unwrap().to_owned();
+    let out = std::process::Command::new(&py)
+        .args([script, "certs", &d])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (cert, key, ca) = (
+        format!("{d}/server.pem"),
+        format!("{d}/server.key"),
+        format!("{d}/ca.pem"),
+    );
+    let mut s = Server::start_with(&[
+        ("WARDEN_TLS_CERT", cert.as_str()),
+        ("WARDEN_TLS_KEY", key.as_str()),
+        ("WARDEN_TLS_CLIENT_CA", ca.as_str()),
+    ]);
+    assert!(s.url.starts_with("https://"), "{}", s.url);
+    s.client_env.push(("WARDEN_CA_CERT".into(), ca.clone()));
+    // The CLI talks HTTPS, trusting the CA given to it.
+    s.ok(&s.admin, &["team", "create", "payments"]);
+    let create = |name: &str, extra: &[&str]| {
+        let mut args = vec![
+            "identity",
+            "create",
+            "--name",
+            name,
+            "--kind",
+            "workload",
+            "--owner",
+            "payments",
+            "--purpose",
+            "Mutual TLS client for the ledger",
+            "--env",
+            "prod",
+            "--scope",
+            "ledger:write",
+        ];
+        args.extend_from_slice(extra);
+        s.json(&s.admin, &args)["identity"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let self_signed = create("self-signed", &[]);
+    s.ok(
+        &s.admin,
+        &[
+            "credential",
+            "add",
+            "self-signed",
+            "--jwk",
+            &format!("{d}/b.pub.jwk"),
+        ],
+    );
+    let pki = create(
+        "pki",
+        &["--tls-client-auth-san", "spiffe://example.org/billing"],
+    );
+    let out = std::process::Command::new(&py)
+        .args([script, "run", &d, &s.url, &self_signed, &pki])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mTLS client failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["other SAN"], "invalid_client");
+    assert_eq!(report["unregistered key"], "invalid_client");
+    assert_eq!(report["no certificate"], "invalid_client");
+    assert_eq!(report["bound"], "ok");
+    let issued = s.json(&s.admin, &["audit", "list", "--action", "token.issued"]);
+    let methods: Vec<String> = issued["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["details"]["method"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        methods.contains(&"self_signed_tls_client_auth".to_owned()),
+        "{methods:?}"
+    );
+    assert!(
+        methods.contains(&"tls_client_auth".to_owned()),
+        "{methods:?}"
+    );
+}
