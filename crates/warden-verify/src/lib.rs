@@ -93,7 +93,8 @@ pub struct Presented<'a> {
 pub struct Verifier {
     issuer: String,
     jwks_url: Option<String>,
-    http: reqwest::Client,
+    /// Present when keys are fetched.
+    http: Option<reqwest::Client>,
     keys: RwLock<HashMap<String, VerifyingKey>>,
     last_fetch: Mutex<Option<Instant>>,
     seen_proofs: Mutex<HashMap<String, i64>>,
@@ -132,7 +133,9 @@ fn unix_now() -> i64 {
 
 impl Verifier {
     /// Keys fetched from `jwks_url` (by default `<issuer>/oauth2/jwks`) when first needed.
+    /// Installs rustls' `ring` provider as the process default if none is set (HTTPS needs one).
     pub fn new(issuer: &str, jwks_url: Option<&str>) -> Result<Verifier, VerifyError> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let issuer = issuer.trim_end_matches('/').to_owned();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
@@ -141,7 +144,7 @@ impl Verifier {
         Ok(Verifier {
             jwks_url: Some(jwks_url.map_or_else(|| format!("{issuer}/oauth2/jwks"), str::to_owned)),
             issuer,
-            http,
+            http: Some(http),
             keys: RwLock::new(HashMap::new()),
             last_fetch: Mutex::new(None),
             seen_proofs: Mutex::new(HashMap::new()),
@@ -154,7 +157,7 @@ impl Verifier {
         Verifier {
             issuer: issuer.trim_end_matches('/').to_owned(),
             jwks_url: None,
-            http: reqwest::Client::new(),
+            http: None,
             keys: RwLock::new(parse_jwks(jwks)),
             last_fetch: Mutex::new(None),
             seen_proofs: Mutex::new(HashMap::new()),
@@ -164,14 +167,13 @@ impl Verifier {
 
     /// Fetches the JWKS now (also done on demand).
     pub async fn refresh(&self) -> Result<(), VerifyError> {
-        let Some(url) = &self.jwks_url else {
+        let (Some(url), Some(http)) = (&self.jwks_url, &self.http) else {
             return Ok(());
         };
         if let Ok(mut last) = self.last_fetch.lock() {
             *last = Some(Instant::now());
         }
-        let jwks: Value = self
-            .http
+        let jwks: Value = http
             .get(url)
             .send()
             .await

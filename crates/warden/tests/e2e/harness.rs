@@ -90,6 +90,8 @@ impl Server {
 
     /// A server with extra environment variables (configuration).
     pub fn start_with(env: &[(&str, &str)]) -> Server {
+        // reqwest's rustls needs a process-wide crypto provider (tests use reqwest directly).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().unwrap();
         let admin = init(dir.path());
         let (child, url) = spawn_with(dir.path(), env);
