@@ -848,6 +848,8 @@ pub struct AccessToken {
     pub jkt: Option<String>,
     /// `cnf.x5t#S256`: the certificate thumbprint the token is bound to.
     pub x5t_s256: Option<String>,
+    /// Warden's `env` claim: the environment of the identity the token was issued to.
+    pub env: Option<String>,
 }
 
 /// What an access token must satisfy at a resource server.
@@ -912,6 +914,7 @@ pub fn check_access_token(
         jti: jws.jti()?.to_owned(),
         jkt: cnf_str("jkt"),
         x5t_s256: cnf_str("x5t#S256"),
+        env: jws.opt_str_claim("env")?.map(str::to_owned),
     })
 }
 

@@ -97,6 +97,11 @@ impl IntoResponse for ApiError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"warden\""),
             );
+            // Access tokens may also come DPoP-bound (RFC 9449 §7.1).
+            res.headers_mut().append(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("DPoP algs=\"EdDSA ES256 PS256 RS256\""),
+            );
         }
         res
     }

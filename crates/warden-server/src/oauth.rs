@@ -262,7 +262,8 @@ async fn endpoint_caller(
             return Err(OAuthError::InvalidClient { basic: false });
         }
         s.registry
-            .authenticate_endpoint_client(&client, cert.as_deref())?
+            .authenticate_endpoint_client(&client, cert.as_deref(), &rid, &src)
+            .await?
     };
     actor.request_id = rid;
     actor.source = src;

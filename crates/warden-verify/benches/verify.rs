@@ -36,6 +36,7 @@ fn bench(c: &mut Criterion) {
         let req = Requirements {
             audience: "https://ledger.example",
             scopes: &["ledger:write"],
+            environment: None,
         };
         assert!(verifier.verify_now(&presented, &req, now).is_ok());
         c.bench_function(&format!("verify_access_token/{alg}"), |b| {

@@ -38,6 +38,8 @@ pub enum VerifyError {
     UnknownKey,
     #[error("the token lacks scope {0:?}")]
     Scope(String),
+    #[error("the token's identity is not in environment {0:?}")]
+    Environment(String),
     #[error("a DPoP-bound token needs the DPoP scheme and a proof")]
     DpopRequired,
     #[error("a bearer token was sent with the DPoP scheme")]
@@ -73,6 +75,9 @@ pub struct Requirements<'a> {
     pub audience: &'a str,
     /// Scopes the token must carry, each exactly.
     pub scopes: &'a [&'a str],
+    /// The environment the token's identity must be in (Warden's `env` claim), if any: a
+    /// production service can refuse a staging identity's token even when audiences overlap.
+    pub environment: Option<&'a str>,
 }
 
 /// What arrived with a request.
@@ -258,6 +263,11 @@ impl Verifier {
             if !at.scope.iter().any(|have| have == s) {
                 return Err(VerifyError::Scope((*s).to_owned()));
             }
+        }
+        if let Some(env) = required.environment
+            && at.env.as_deref() != Some(env)
+        {
+            return Err(VerifyError::Environment(env.to_owned()));
         }
         Ok((token, at))
     }

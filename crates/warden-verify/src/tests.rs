@@ -49,6 +49,7 @@ fn mint(f: &Fixture, extra: Value) -> String {
 const REQ: Requirements<'static> = Requirements {
     audience: AUD,
     scopes: &["ledger:write"],
+    environment: None,
 };
 
 fn bearer(auth: &str) -> Presented<'_> {
@@ -71,6 +72,7 @@ fn a_bearer_token_is_checked_for_signature_audience_scope_and_expiry() {
     let other_aud = Requirements {
         audience: "https://other.example",
         scopes: &[],
+        environment: None,
     };
     assert_eq!(
         f.verifier.verify_now(&bearer(&auth), &other_aud, NOW),
@@ -79,6 +81,7 @@ fn a_bearer_token_is_checked_for_signature_audience_scope_and_expiry() {
     let admin = Requirements {
         audience: AUD,
         scopes: &["ledger:admin"],
+        environment: None,
     };
     let e = f
         .verifier
@@ -107,6 +110,28 @@ fn a_bearer_token_is_checked_for_signature_audience_scope_and_expiry() {
     assert_eq!(
         f.verifier.verify_now(&bearer("Basic abc"), &REQ, NOW),
         Err(VerifyError::NoToken)
+    );
+}
+
+#[test]
+fn a_service_can_require_the_environment_of_the_tokens_identity() {
+    let f = fixture();
+    let staging = mint(&f, json!({ "env": "staging" }));
+    let auth = format!("Bearer {staging}");
+    let prod_only = Requirements {
+        environment: Some("prod"),
+        ..REQ
+    };
+    assert_eq!(
+        f.verifier.verify_now(&bearer(&auth), &prod_only, NOW),
+        Err(VerifyError::Environment("prod".into()))
+    );
+    let prod = mint(&f, json!({ "env": "prod" }));
+    let auth = format!("Bearer {prod}");
+    assert!(
+        f.verifier
+            .verify_now(&bearer(&auth), &prod_only, NOW)
+            .is_ok()
     );
 }
 

@@ -48,6 +48,9 @@ pub enum TokenCmd {
         /// A scope the token must carry; repeatable.
         #[arg(long)]
         scope: Vec<String>,
+        /// The environment the token's identity must be in.
+        #[arg(long)]
+        env: Option<String>,
         /// The DPoP proof sent with the token, to check the binding too.
         #[arg(long)]
         dpop: Option<String>,
@@ -216,6 +219,7 @@ pub async fn run(
             token,
             audience,
             scope,
+            env,
             dpop,
             method,
             url,
@@ -236,6 +240,7 @@ pub async fn run(
             let required = warden_verify::Requirements {
                 audience: &audience,
                 scopes: &scopes,
+                environment: env.as_deref(),
             };
             let verdict = match &dpop {
                 // With the proof: exactly what a resource server does.

@@ -776,6 +776,8 @@ impl Registry {
             "nbf": iat,
             "jti": jti,
             "scope": scope_str,
+            // The identity's environment: resource servers can refuse tokens of another one.
+            "env": i.environment,
         });
         if let Some(j) = &jkt {
             claims["cnf"] = json!({ "jkt": j });
@@ -851,27 +853,53 @@ impl Registry {
     }
 
     /// Who may introspect or revoke: an operator, or a client authenticated at the endpoint.
-    pub fn authenticate_endpoint_client(
+    /// Authenticates the client of an introspection or revocation request, as at the token
+    /// endpoint; a failure is audited (`client.authenticate`) and counts towards the throttle.
+    pub async fn authenticate_endpoint_client(
         &self,
         client: &ClientAuth,
         cert: Option<&ClientCert>,
+        request_id: &str,
+        source: &str,
     ) -> Result<Actor, OAuthError> {
+        let now = self.now();
+        if let Some(retry_after_secs) = self.failures.throttled(source, now, &self.policy) {
+            return Err(CoreError::Throttled { retry_after_secs }.into());
+        }
         let issuer = self
             .issuer()
             .ok_or_else(|| CoreError::InvalidState("the issuer URL is not set".into()))?
             .to_owned();
-        self.authenticate_client(client, cert, &issuer, self.now())
-            .map(|a| Actor {
+        match self.authenticate_client(client, cert, &issuer, now) {
+            Ok(a) => Ok(Actor {
                 principal: Principal::Identity {
                     id: a.identity.id,
                     name: a.identity.name,
                     credential_id: a.credential.map(|c| c.id),
                     token_scopes: None,
                 },
-                request_id: String::new(),
-                source: String::new(),
-            })
-            .map_err(|r| r.error)
+                request_id: request_id.to_owned(),
+                source: source.to_owned(),
+            }),
+            Err(r) => {
+                self.failures.fail(source, now, &self.policy);
+                self.record_authentication(NewAuditEvent {
+                    actor: r
+                        .identity
+                        .map_or_else(|| "anonymous".into(), |id| format!("identity:{id}")),
+                    action: "client.authenticate",
+                    target: r
+                        .identity
+                        .map_or_else(|| "client:unknown".into(), |id| format!("identity:{id}")),
+                    outcome: AuditOutcome::Failure,
+                    request_id: request_id.to_owned(),
+                    source: source.to_owned(),
+                    details: json!({ "reason": r.reason, "method": client.method() }).to_string(),
+                })
+                .await?;
+                Err(r.error)
+            }
+        }
     }
 
     /// Verifies an access token issued here: signature under a published key, claims, not

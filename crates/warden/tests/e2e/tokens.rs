@@ -122,9 +122,28 @@ async fn tour_introspection_revocation_and_retirement() {
             &token,
             "--audience",
             "https://ledger.example",
+            "--env",
+            "prod",
         ],
     );
     assert_eq!(v["valid"], true);
+    let staging = s.cli(
+        &s.admin,
+        &[
+            "token",
+            "verify",
+            &token,
+            "--audience",
+            "https://ledger.example",
+            "--env",
+            "staging",
+        ],
+    );
+    assert_eq!(
+        staging.status.code(),
+        Some(1),
+        "a prod identity's token is not a staging one"
+    );
     assert_eq!(v["sub"], client_id.as_str());
     assert!(v["cnf"]["jkt"].is_string());
     // Wrong audience: refused, exit 1.
@@ -185,6 +204,23 @@ async fn tour_introspection_revocation_and_retirement() {
     assert!(i["cnf"]["jkt"].is_string());
     let (_, _, i) = post_form(&introspect, &[("token", "garbage")], &auth).await;
     assert_eq!(i, json!({"active": false}));
+    // A client with a wrong secret may not introspect, and the attempt is audited.
+    let (st, _, body) = post_form(
+        &introspect,
+        &[
+            ("token", &token),
+            ("client_id", &client_id),
+            ("client_secret", "wdn_cs_notarealsecret"),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!((st, body["error"].as_str()), (401, Some("invalid_client")));
+    let failed = s.json(
+        &s.admin,
+        &["audit", "list", "--action", "client.authenticate"],
+    );
+    assert_eq!(failed["items"].as_array().unwrap().len(), 1, "{failed}");
 
     // Revocation: inactive at once.
     let (st, _, _) = post_form(
@@ -850,6 +886,10 @@ async fn machines_manage_their_own_credentials_with_warden_scoped_tokens() {
         .await
         .unwrap();
     assert_eq!(res.status().as_u16(), 401, "no proof");
+    // The stolen token with the thief's own key and a proof of their own.
+    let (thief, _) = ClientKey::generate_ed25519().unwrap();
+    let (st, _) = api(&s, "GET", "/v1/whoami", &token, Some(&thief), None).await;
+    assert_eq!(st, 401, "a proof signed by another key");
     // A proof for another URL, or replayed.
     let proof = my_key
         .dpop_proof(
