@@ -948,8 +948,11 @@ async fn machines_manage_their_own_credentials_with_warden_scoped_tokens() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn dpop_nonces_when_the_server_requires_them() {
-    let s = Server::start_with(&[("WARDEN_DPOP_NONCE", "true")]);
+async fn dpop_nonces_when_the_server_requires_them_and_es256_signing() {
+    let s = Server::start_with(&[
+        ("WARDEN_DPOP_NONCE", "true"),
+        ("WARDEN_TOKEN_SIGNING_ALG", "ES256"),
+    ]);
     let (client_id, key) = setup(&s, "nonce-client", "prod");
     // The CLI follows the use_dpop_nonce dance by itself.
     let p = s.data_dir().join("nonce-client.jwk");
@@ -966,6 +969,30 @@ async fn dpop_nonces_when_the_server_requires_them() {
         ],
     );
     assert_eq!(t["token_type"], "DPoP");
+    // Signed with ES256 as configured, under a P-256 key in the JWKS, and it verifies.
+    let token = t["access_token"].as_str().unwrap();
+    assert_eq!(
+        warden_jose::decode(token).unwrap().alg,
+        warden_jose::Alg::ES256
+    );
+    let jwks: Value = reqwest::get(format!("{}/oauth2/jwks", s.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jwks["keys"][0]["crv"], "P-256");
+    let v = s.json(
+        &s.admin,
+        &[
+            "token",
+            "verify",
+            token,
+            "--audience",
+            "https://ledger.example",
+        ],
+    );
+    assert_eq!(v["valid"], true);
 
     let token_url = format!("{}/oauth2/token", s.url);
     let send = |proof: String| {
