@@ -124,11 +124,14 @@ impl Tls {
         let key_thumbprint = spki_jwk(parsed.public_key())
             .and_then(|jwk| warden_crypto::jwk::check_public_jwk(&jwk).ok())
             .map(|k| k.thumbprint);
+        let not_after =
+            time::OffsetDateTime::from_unix_timestamp(parsed.validity().not_after.timestamp()).ok();
         Some(ClientCert {
             x5t_s256: warden_jose::sha256_b64(end_entity.as_ref()),
             key_thumbprint,
             chain_valid,
             sans,
+            not_after,
         })
     }
 }

@@ -22,6 +22,9 @@ use warden_jose::{
 
 /// Shortest time between two JWKS fetches triggered by unknown key ids.
 pub const MIN_REFETCH: Duration = Duration::from_secs(30);
+/// Longest a fetched JWKS is trusted before it is fetched again, even when every token names a
+/// known key: a key the issuer withdrew (say, after a leak) stops verifying within this time.
+pub const MAX_KEY_AGE: Duration = Duration::from_secs(300);
 /// DPoP proofs older than this are refused.
 pub const DPOP_MAX_AGE_SECS: i64 = 60;
 /// Most DPoP proof ids remembered for replay detection.
@@ -205,7 +208,15 @@ impl Verifier {
         presented: &Presented<'_>,
         required: &Requirements<'_>,
     ) -> Result<AccessToken, VerifyError> {
-        if let Some(kid) = token_of(presented.authorization)
+        let stale = self.jwks_url.is_some()
+            && self
+                .last_fetch
+                .lock()
+                .map(|l| l.is_none_or(|t| t.elapsed() >= MAX_KEY_AGE))
+                .unwrap_or(true);
+        if stale {
+            self.refresh().await?;
+        } else if let Some(kid) = token_of(presented.authorization)
             .ok()
             .and_then(|(_, t)| decode(t).ok())
             .and_then(|j| j.header.kid)
@@ -300,7 +311,7 @@ impl Verifier {
                 if &p.jkt != jkt {
                     return Err(VerifyError::DpopKeyMismatch);
                 }
-                self.remember_proof(&p.jti, now)?;
+                self.remember_proof(&format!("{}:{}", p.jkt, p.jti), p.iat, now)?;
             }
             (Some(_), false) => return Err(VerifyError::DpopRequired),
             (None, true) => return Err(VerifyError::NotDpopBound),
@@ -317,21 +328,25 @@ impl Verifier {
         Ok(at)
     }
 
-    fn remember_proof(&self, jti: &str, now: i64) -> Result<(), VerifyError> {
+    /// Remembers a proof (keyed by its key and `jti`) until it could no longer be accepted:
+    /// `iat + max age + leeway`.
+    fn remember_proof(&self, key: &str, iat: i64, now: i64) -> Result<(), VerifyError> {
         let mut seen = self
             .seen_proofs
             .lock()
             .map_err(|_| VerifyError::DpopReplay)?;
         if seen.len() >= MAX_REMEMBERED_PROOFS {
-            seen.retain(|_, at| *at > now - DPOP_MAX_AGE_SECS - self.leeway_secs);
+            seen.retain(|_, until| *until >= now);
             if seen.len() >= MAX_REMEMBERED_PROOFS {
                 // Fail closed rather than forget proofs that could still be replayed.
                 return Err(VerifyError::DpopReplay);
             }
         }
-        if seen.insert(jti.to_owned(), now).is_some() {
+        let until = iat + DPOP_MAX_AGE_SECS + self.leeway_secs;
+        if seen.get(key).is_some_and(|u| *u >= now) {
             return Err(VerifyError::DpopReplay);
         }
+        seen.insert(key.to_owned(), until);
         Ok(())
     }
 }

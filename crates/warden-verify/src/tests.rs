@@ -206,6 +206,30 @@ fn a_dpop_bound_token_needs_a_fresh_proof_from_its_key() {
 }
 
 #[test]
+fn proof_ids_are_remembered_per_key() {
+    // Another client choosing the same `jti` does not use up this client's proof, nor the reverse.
+    let f = fixture();
+    let other = ClientKey::generate_ed25519().unwrap().0;
+    for k in [&f.client, &other] {
+        let t = mint(&f, json!({ "cnf": { "jkt": jkt(k) } }));
+        let auth = format!("DPoP {t}");
+        let p = k
+            .dpop_proof("POST", URL, NOW, "same-jti", Some(&t))
+            .unwrap();
+        let sent = Presented {
+            authorization: &auth,
+            dpop: Some(&p),
+            ..bearer("")
+        };
+        assert!(f.verifier.verify_now(&sent, &REQ, NOW).is_ok());
+        assert_eq!(
+            f.verifier.verify_now(&sent, &REQ, NOW),
+            Err(VerifyError::DpopReplay)
+        );
+    }
+}
+
+#[test]
 fn a_certificate_bound_token_needs_the_same_certificate() {
     let f = fixture();
     let cert = b"a DER certificate".as_slice();

@@ -68,6 +68,8 @@ pub struct ClientCert {
     pub chain_valid: bool,
     /// Subject alternative names (URI and DNS).
     pub sans: Vec<String>,
+    /// The certificate's `notAfter`: tokens bound to it do not outlive it.
+    pub not_after: Option<OffsetDateTime>,
 }
 
 impl std::fmt::Debug for ClientAuth {
@@ -740,6 +742,11 @@ impl Registry {
         if let Some(c) = &c {
             ttl = ttl.min(c.expires_at - now);
         }
+        if x5t.is_some()
+            && let Some(not_after) = req.client_cert.as_ref().and_then(|c| c.not_after)
+        {
+            ttl = ttl.min(not_after - now);
+        }
         if let Some(e) = i.expires_at {
             ttl = ttl.min(e - now);
         }
@@ -779,6 +786,10 @@ impl Registry {
             // The identity's environment: resource servers can refuse tokens of another one.
             "env": i.environment,
         });
+        if let Some(c) = &c {
+            // The credential it was obtained with: revoking that credential ends the token.
+            claims["cid"] = json!(c.id);
+        }
         if let Some(j) = &jkt {
             claims["cnf"] = json!({ "jkt": j });
         }
@@ -870,7 +881,34 @@ impl Registry {
             .issuer()
             .ok_or_else(|| CoreError::InvalidState("the issuer URL is not set".into()))?
             .to_owned();
-        match self.authenticate_client(client, cert, &issuer, now) {
+        // An assertion is single-use here too: record its jti before accepting it.
+        let authenticated = match self.authenticate_client(client, cert, &issuer, now) {
+            Ok(a) if a.once.is_empty() => Ok(a),
+            Ok(a) => {
+                let once = a.once.clone();
+                let fresh = self
+                    .write(move |tx, _| {
+                        for (hash, keep) in &once {
+                            if !tx.use_once(hash, *keep)? {
+                                return Err(CoreError::AlreadyExists("replay".into()));
+                            }
+                        }
+                        Ok(())
+                    })
+                    .await;
+                match fresh {
+                    Ok(()) => Ok(a),
+                    Err(CoreError::AlreadyExists(_)) => Err(refuse(
+                        OAuthError::InvalidClient { basic: false },
+                        "assertion jti replayed",
+                        Some(a.identity.id),
+                    )),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Err(r) => Err(r),
+        };
+        match authenticated {
             Ok(a) => Ok(Actor {
                 principal: Principal::Identity {
                     id: a.identity.id,
@@ -940,6 +978,20 @@ impl Registry {
         let store = self.reader()?;
         if store.token_revoked(&at.jti)? {
             return Ok(None);
+        }
+        // Obtained with a credential that has since been revoked (or expired): inactive.
+        if let Some(cid) = jws
+            .opt_str_claim("cid")
+            .ok()
+            .flatten()
+            .and_then(|c| Uuid::parse_str(c).ok())
+        {
+            let usable = store
+                .credential(cid)?
+                .is_some_and(|c| c.revoked_at.is_none() && c.expires_at > self.now());
+            if !usable {
+                return Ok(None);
+            }
         }
         let Some(identity) = Uuid::parse_str(&at.sub)
             .ok()
@@ -1088,7 +1140,10 @@ impl Registry {
             }
         }
         if let Some(x5t) = &at.x5t_s256
-            && cert.is_none_or(|c| !warden_crypto::ct_eq(c.x5t_s256.as_bytes(), x5t.as_bytes()))
+            && cert.is_none_or(|c| {
+                !warden_crypto::ct_eq(c.x5t_s256.as_bytes(), x5t.as_bytes())
+                    || c.not_after.is_some_and(|t| t <= now)
+            })
         {
             return Err((
                 "certificate-bound token without its certificate on the connection".into(),
@@ -1096,6 +1151,24 @@ impl Registry {
             ));
         }
         Ok((at, identity))
+    }
+
+    /// Who may learn about a token: its own identity, operators who may read its owner's
+    /// inventory, and resource servers — identities granted `warden:introspect`.
+    fn may_introspect(&self, caller: &Actor, token_identity: &Identity) -> Result<bool, CoreError> {
+        Ok(match &caller.principal {
+            Principal::Identity { id, .. } if *id == token_identity.id => true,
+            Principal::Identity { id, .. } => self.reader()?.identity(*id)?.is_some_and(|i| {
+                i.status == IdentityStatus::Active
+                    && i.scopes
+                        .iter()
+                        .any(|s| scope::covers(s, "warden:introspect"))
+            }),
+            Principal::Operator { .. } | Principal::System => {
+                caller.can_read_team(token_identity.owner_id)
+            }
+            Principal::Anonymous => false,
+        })
     }
 
     /// RFC 7662 introspection for an authenticated caller.
@@ -1106,8 +1179,7 @@ impl Registry {
             ));
         }
         Ok(match self.active_token(token)? {
-            None => Introspection::default(),
-            Some((at, identity)) => Introspection {
+            Some((at, identity)) if self.may_introspect(caller, &identity)? => Introspection {
                 active: true,
                 scope: Some(at.scope.join(" ")),
                 client_id: Some(at.client_id),
@@ -1118,12 +1190,23 @@ impl Registry {
                 aud: Some(at.aud),
                 iss: Some(at.iss),
                 jti: Some(at.jti),
-                cnf: at
-                    .jkt
-                    .map(|j| json!({ "jkt": j }))
-                    .or_else(|| at.x5t_s256.map(|x| json!({ "x5t#S256": x }))),
+                cnf: match (at.jkt, at.x5t_s256) {
+                    (None, None) => None,
+                    (jkt, x5t) => {
+                        let mut cnf = serde_json::Map::new();
+                        if let Some(j) = jkt {
+                            cnf.insert("jkt".into(), json!(j));
+                        }
+                        if let Some(x) = x5t {
+                            cnf.insert("x5t#S256".into(), json!(x));
+                        }
+                        Some(Value::Object(cnf))
+                    }
+                },
                 username: Some(identity.name),
             },
+            // Inactive, or not the caller's to see: the same answer (RFC 7662 §4).
+            _ => Introspection::default(),
         })
     }
 

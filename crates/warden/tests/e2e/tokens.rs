@@ -1132,3 +1132,135 @@ async fn mutual_tls_authenticates_clients_and_binds_tokens_to_their_certificates
         "{methods:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn introspection_is_scoped_single_use_and_follows_credentials() {
+    let s = Server::start();
+    let (client_id, key) = setup(&s, "signer", "staging");
+    let token_url = format!("{}/oauth2/token", s.url);
+    let introspect = format!("{}/oauth2/introspect", s.url);
+    let assertion = || {
+        key.client_assertion(&client_id, &token_url, now(), 60, &jti())
+            .unwrap()
+    };
+    let a = assertion();
+    let (st, _, t) = post_form(
+        &token_url,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_assertion_type", ASSERTION),
+            ("client_assertion", &a),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(st, 200, "{t}");
+    let token = t["access_token"].as_str().unwrap().to_owned();
+    // Two other machines: a resource server allowed to introspect, and a nosy one.
+    let secret_of = |name: &str, scope: &str| {
+        s.ok(
+            &s.admin,
+            &[
+                "identity",
+                "create",
+                "--name",
+                name,
+                "--kind",
+                "workload",
+                "--owner",
+                "payments",
+                "--purpose",
+                "Another machine of the payments team",
+                "--env",
+                "staging",
+                "--scope",
+                scope,
+            ],
+        );
+        let v = s.json(
+            &s.admin,
+            &[
+                "credential",
+                "issue",
+                name,
+                "--type",
+                "client_secret",
+                "--ttl",
+                "1d",
+            ],
+        );
+        (
+            v["credential"]["identity_id"].as_str().unwrap().to_owned(),
+            v["secret"].as_str().unwrap().to_owned(),
+        )
+    };
+    let (rs_id, rs_secret) = secret_of("ledger-api", "warden:introspect");
+    let (nosy_id, nosy_secret) = secret_of("nosy", "ledger:read");
+    let ask = |id: &str, secret: &str| {
+        let (id, secret, token, url) = (
+            id.to_owned(),
+            secret.to_owned(),
+            token.clone(),
+            introspect.clone(),
+        );
+        async move {
+            post_form(
+                &url,
+                &[
+                    ("token", &token),
+                    ("client_id", &id),
+                    ("client_secret", &secret),
+                ],
+                &[],
+            )
+            .await
+        }
+    };
+    let (st, _, i) = ask(&nosy_id, &nosy_secret).await;
+    assert_eq!(
+        (st, &i),
+        (200, &json!({"active": false})),
+        "not the nosy machine's business"
+    );
+    let (_, _, i) = ask(&rs_id, &rs_secret).await;
+    assert_eq!(
+        i["active"], true,
+        "a resource server granted warden:introspect"
+    );
+    // A client assertion used to authenticate at the introspection endpoint is single-use too.
+    let b = assertion();
+    let form = [
+        ("token", token.as_str()),
+        ("client_assertion_type", ASSERTION),
+        ("client_assertion", b.as_str()),
+    ];
+    let (st, _, i) = post_form(&introspect, &form, &[]).await;
+    assert_eq!(
+        (st, i["active"].as_bool()),
+        (200, Some(true)),
+        "its own token"
+    );
+    let (st, _, e) = post_form(&introspect, &form, &[]).await;
+    assert_eq!(
+        (st, e["error"].as_str()),
+        (401, Some("invalid_client")),
+        "replayed assertion"
+    );
+    // Revoking the key the token was obtained with ends the token.
+    let creds = s.json(&s.admin, &["credential", "list", "signer"]);
+    let key_id = creds["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["kind"] == "public_key")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    s.ok(
+        &s.admin,
+        &["credential", "revoke", &key_id, "--reason", "leaked"],
+    );
+    let (_, _, i) = ask(&rs_id, &rs_secret).await;
+    assert_eq!(i["active"], false, "obtained with a revoked credential");
+}
