@@ -270,24 +270,31 @@ async fn endpoint_caller(
     Ok(actor)
 }
 
+/// The authenticated caller of an introspection or revocation request and the `token` it names.
+async fn token_request(
+    s: &AppState,
+    req: axum::extract::Request,
+) -> Result<(Actor, String), OAuthError> {
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, MAX_FORM)
+        .await
+        .map_err(|_| invalid("the request body is too large"))?;
+    let mut form = parse_form(&parts.headers, &body)?;
+    let caller = endpoint_caller(s, &parts, &mut form).await?;
+    let token = form
+        .single
+        .remove("token")
+        .ok_or_else(|| invalid("missing `token`"))?;
+    Ok((caller, token))
+}
+
 /// `POST /oauth2/introspect`.
 pub(crate) async fn introspect(State(s): State<AppState>, req: axum::extract::Request) -> Response {
-    let (parts, body) = req.into_parts();
-    let Ok(body) = axum::body::to_bytes(body, MAX_FORM).await else {
-        return bad_request("the request body is too large");
-    };
-    let mut form = match parse_form(&parts.headers, &body) {
-        Ok(f) => f,
+    let (caller, token) = match token_request(&s, req).await {
+        Ok(r) => r,
         Err(e) => return oauth_error(&e),
     };
-    let caller = match endpoint_caller(&s, &parts, &mut form).await {
-        Ok(a) => a,
-        Err(e) => return oauth_error(&e),
-    };
-    let Some(token) = form.single.get("token") else {
-        return bad_request("missing `token`");
-    };
-    match s.registry.introspect(&caller, token) {
+    match s.registry.introspect(&caller, &token) {
         Ok(i) => no_store(Json(i).into_response()),
         Err(e) => oauth_error(&OAuthError::Core(e)),
     }
@@ -295,22 +302,11 @@ pub(crate) async fn introspect(State(s): State<AppState>, req: axum::extract::Re
 
 /// `POST /oauth2/revoke`.
 pub(crate) async fn revoke(State(s): State<AppState>, req: axum::extract::Request) -> Response {
-    let (parts, body) = req.into_parts();
-    let Ok(body) = axum::body::to_bytes(body, MAX_FORM).await else {
-        return bad_request("the request body is too large");
-    };
-    let mut form = match parse_form(&parts.headers, &body) {
-        Ok(f) => f,
+    let (caller, token) = match token_request(&s, req).await {
+        Ok(r) => r,
         Err(e) => return oauth_error(&e),
     };
-    let caller = match endpoint_caller(&s, &parts, &mut form).await {
-        Ok(a) => a,
-        Err(e) => return oauth_error(&e),
-    };
-    let Some(token) = form.single.get("token") else {
-        return bad_request("missing `token`");
-    };
-    match s.registry.revoke_access_token(&caller, token).await {
+    match s.registry.revoke_access_token(&caller, &token).await {
         Ok(()) => no_store(StatusCode::OK.into_response()),
         Err(e) => oauth_error(&e),
     }
