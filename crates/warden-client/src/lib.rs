@@ -253,6 +253,49 @@ impl Client {
         self.get("/oauth2/jwks").await
     }
 
+    /// RFC 7662 introspection, authenticated with this client's (operator) token.
+    pub async fn introspect(&self, token: &str) -> Result<Introspection> {
+        self.oauth_form("/oauth2/introspect", token).await
+    }
+
+    /// RFC 7009 revocation, authenticated with this client's (operator) token.
+    pub async fn revoke_token(&self, token: &str) -> Result<()> {
+        self.oauth_form::<serde_json::Value>("/oauth2/revoke", token)
+            .await
+            .map(|_| ())
+            .or_else(|e| match e {
+                // The revocation endpoint answers 200 with an empty body.
+                ClientError::Decode(_) => Ok(()),
+                other => Err(other),
+            })
+    }
+
+    async fn oauth_form<T: DeserializeOwned>(&self, path: &str, token: &str) -> Result<T> {
+        let res = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(&self.token)
+            .form(&[("token", token)])
+            .send()
+            .await
+            .map_err(|e| ClientError::Connect {
+                url: self.base.clone(),
+                reason: e.to_string(),
+            })?;
+        let status = res.status();
+        let bytes = res
+            .bytes()
+            .await
+            .map_err(|e| ClientError::Decode(e.to_string()))?;
+        if status.is_success() {
+            serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
+        } else {
+            Err(serde_json::from_slice::<OAuthErrorBody>(&bytes)
+                .map(|e| ClientError::OAuth(Box::new(e)))
+                .unwrap_or_else(|_| ClientError::Decode(format!("status {status}"))))
+        }
+    }
+
     pub async fn list_signing_keys(&self) -> Result<SigningKeyList> {
         self.get("/v1/signing-keys").await
     }

@@ -41,7 +41,8 @@ pub enum TokenCmd {
     /// Verify an access token against the server's published keys (signature, issuer, expiry,
     /// audience). Exits 1 if it is not valid.
     Verify {
-        token: String,
+        #[arg(value_name = "TOKEN")]
+        access_token: String,
         /// The audience the token must carry (default: the issuer).
         #[arg(long)]
         audience: Option<String>,
@@ -59,6 +60,16 @@ pub enum TokenCmd {
         method: String,
         #[arg(long)]
         url: Option<String>,
+    },
+    /// Ask Warden whether a token is active, and about what (RFC 7662; needs an operator token).
+    Introspect {
+        #[arg(value_name = "TOKEN")]
+        access_token: String,
+    },
+    /// Revoke an access token now (RFC 7009; needs an operator token that manages its owner).
+    Revoke {
+        #[arg(value_name = "TOKEN")]
+        access_token: String,
     },
     /// Make an Ed25519 key pair: writes FILE (private JWK, mode 0600) and FILE with `.pub.jwk`
     /// in place of `.jwk` (the public JWK, for `warden credential add`).
@@ -216,7 +227,7 @@ pub async fn run(
             Ok(ExitCode::SUCCESS)
         }
         TokenCmd::Verify {
-            token,
+            access_token: token,
             audience,
             scope,
             env,
@@ -294,6 +305,40 @@ pub async fn run(
                     Ok(ExitCode::from(1))
                 }
             }
+        }
+        TokenCmd::Introspect {
+            access_token: token,
+        } => {
+            let op = operator
+                .context("introspection needs an operator token (--token or WARDEN_TOKEN)")?;
+            let i = op.introspect(&token).await?;
+            output::print(json_out, &i, || {
+                if i.active {
+                    format!(
+                        "active: {} ({}) scope {:?} expires at {}",
+                        i.username.clone().unwrap_or_default(),
+                        i.sub.clone().unwrap_or_default(),
+                        i.scope.clone().unwrap_or_default(),
+                        i.exp.unwrap_or_default()
+                    )
+                } else {
+                    "inactive".to_owned()
+                }
+            })?;
+            Ok(if i.active {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        TokenCmd::Revoke {
+            access_token: token,
+        } => {
+            let op =
+                operator.context("revocation needs an operator token (--token or WARDEN_TOKEN)")?;
+            op.revoke_token(&token).await?;
+            output::print(json_out, &json!({"revoked": true}), || "revoked".to_owned())?;
+            Ok(ExitCode::SUCCESS)
         }
         TokenCmd::Keygen { out } => {
             let (key, private) = ClientKey::generate_ed25519()?;

@@ -172,6 +172,7 @@ impl OAuthError {
             OAuthError::InvalidDpopProof => "invalid_dpop_proof",
             OAuthError::UseDpopNonce(_) => "use_dpop_nonce",
             OAuthError::Core(CoreError::Throttled { .. }) => "slow_down",
+            OAuthError::Core(CoreError::Unauthenticated(_)) => "invalid_client",
             OAuthError::Core(_) => "server_error",
         }
     }
@@ -198,6 +199,7 @@ impl OAuthError {
                 format!("too many failed attempts; retry in {retry_after_secs}s")
             }
             OAuthError::Core(CoreError::Store(_)) => "the service is unavailable".into(),
+            OAuthError::Core(CoreError::Unauthenticated(_)) => "authentication failed".into(),
             OAuthError::Core(_) => "the request could not be processed".into(),
         }
     }

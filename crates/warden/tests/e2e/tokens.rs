@@ -344,6 +344,16 @@ async fn client_secrets_work_over_basic_and_post_and_fail_closed() {
     assert_eq!(st, 200, "{body}");
     assert_eq!(body["token_type"], "Bearer");
     assert_eq!(h["cache-control"], "no-store");
+    // The CLI introspects and revokes it.
+    let t = body["access_token"].as_str().unwrap();
+    let i = s.json(&s.admin, &["token", "introspect", t]);
+    assert_eq!(
+        (i["active"].as_bool(), i["username"].as_str()),
+        (Some(true), Some("batch-job"))
+    );
+    s.ok(&s.admin, &["token", "revoke", t]);
+    let after = s.cli(&s.admin, &["token", "introspect", t]);
+    assert_eq!(after.status.code(), Some(1), "inactive after revocation");
     let (st, _, body) = post_form(
         &token_url,
         &[
