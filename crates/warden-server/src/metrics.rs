@@ -109,6 +109,19 @@ pub(crate) async fn render(State(state): State<AppState>) -> Response {
         "",
         s.failed_commits,
     );
+    let (issued, denied) = state.registry.token_counts();
+    counter(
+        "warden_tokens_issued_total",
+        "Access tokens issued at /oauth2/token.",
+        "",
+        issued,
+    );
+    counter(
+        "warden_token_requests_denied_total",
+        "Token requests refused (any OAuth error).",
+        "",
+        denied,
+    );
     counter(
         "warden_audit_authentication_events_total",
         "Authentication events committed through the asynchronous audit buffer.",

@@ -59,6 +59,9 @@ pub struct Registry {
     issuer: std::sync::OnceLock<String>,
     /// DPoP proofs presented to `/v1` (replay protection).
     proofs_seen: tokens::SeenProofs,
+    /// Access tokens issued and token requests refused since start (for metrics).
+    tokens_issued: std::sync::atomic::AtomicU64,
+    tokens_denied: std::sync::atomic::AtomicU64,
 }
 
 /// Authentication events that may wait for their commit at once. They live in the registry's
@@ -100,6 +103,8 @@ impl Registry {
             keyring: std::sync::RwLock::new(Arc::new(keys::Keyring::default())),
             issuer: std::sync::OnceLock::new(),
             proofs_seen: tokens::SeenProofs::default(),
+            tokens_issued: std::sync::atomic::AtomicU64::new(0),
+            tokens_denied: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -116,6 +121,15 @@ impl Registry {
         self.auth_buffer
             .written
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// `(issued, refused)` token requests since start.
+    pub fn token_counts(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.tokens_issued.load(Relaxed),
+            self.tokens_denied.load(Relaxed),
+        )
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

@@ -545,8 +545,14 @@ impl Registry {
         }
         let method = req.client.method();
         match self.try_issue(&req, now).await {
-            Ok(ok) => Ok(ok),
+            Ok(ok) => {
+                self.tokens_issued
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok(ok)
+            }
             Err(r) => {
+                self.tokens_denied
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let event = NewAuditEvent {
                     actor: match r.identity {
                         Some(id) => format!("identity:{id}"),

@@ -354,6 +354,16 @@ async fn client_secrets_work_over_basic_and_post_and_fail_closed() {
     s.ok(&s.admin, &["token", "revoke", t]);
     let after = s.cli(&s.admin, &["token", "introspect", t]);
     assert_eq!(after.status.code(), Some(1), "inactive after revocation");
+    let metrics = reqwest::get(format!("{}/metrics", s.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("warden_tokens_issued_total 1\n"),
+        "{metrics}"
+    );
     let (st, _, body) = post_form(
         &token_url,
         &[
