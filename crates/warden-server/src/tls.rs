@@ -111,12 +111,14 @@ impl Tls {
                 .is_ok()
         });
         let (_, parsed) = x509_parser::parse_x509_certificate(end_entity.as_ref()).ok()?;
-        let mut sans = Vec::new();
+        let (mut san_uris, mut san_dns) = (Vec::new(), Vec::new());
         if let Ok(Some(ext)) = parsed.subject_alternative_name() {
             for name in &ext.value.general_names {
                 match name {
-                    x509_parser::extensions::GeneralName::URI(u) => sans.push((*u).to_owned()),
-                    x509_parser::extensions::GeneralName::DNSName(d) => sans.push((*d).to_owned()),
+                    x509_parser::extensions::GeneralName::URI(u) => san_uris.push((*u).to_owned()),
+                    x509_parser::extensions::GeneralName::DNSName(d) => {
+                        san_dns.push((*d).to_owned());
+                    }
                     _ => {}
                 }
             }
@@ -130,7 +132,8 @@ impl Tls {
             x5t_s256: warden_jose::sha256_b64(end_entity.as_ref()),
             key_thumbprint,
             chain_valid,
-            sans,
+            san_uris,
+            san_dns,
             not_after,
         })
     }

@@ -66,8 +66,10 @@ pub struct ClientCert {
     pub key_thumbprint: Option<String>,
     /// Whether the chain verified against the configured client CA.
     pub chain_valid: bool,
-    /// Subject alternative names (URI and DNS).
-    pub sans: Vec<String>,
+    /// URI subject alternative names (e.g. SPIFFE IDs).
+    pub san_uris: Vec<String>,
+    /// DNS subject alternative names.
+    pub san_dns: Vec<String>,
     /// The certificate's `notAfter`: tokens bound to it do not outlive it.
     pub not_after: Option<OffsetDateTime>,
 }
@@ -415,7 +417,16 @@ impl Registry {
                         Some(id),
                     ));
                 }
-                if !san.is_some_and(|s| cert.sans.iter().any(|c| c == s)) {
+                // A SAN with a scheme is matched against URI SANs only, else against DNS SANs.
+                let matches = |s: &str| {
+                    let pool = if s.contains("://") {
+                        &cert.san_uris
+                    } else {
+                        &cert.san_dns
+                    };
+                    pool.iter().any(|c| c == s)
+                };
+                if !san.is_some_and(matches) {
                     return Err(invalid(
                         "certificate SAN does not match the identity's tls_client_auth_san",
                         Some(id),
@@ -916,6 +927,21 @@ impl Registry {
             }
             Err(r) => Err(r),
         };
+        // The identity's network constraint applies here as at the token endpoint.
+        let authenticated = authenticated.and_then(|a| {
+            let nets = &a.identity.constraints.allowed_networks;
+            let ip: Option<IpAddr> = source.parse().ok();
+            if nets.is_empty() || ip.is_some_and(|ip| nets.iter().any(|n| in_cidr(ip, n))) {
+                Ok(a)
+            } else {
+                let id = Some(a.identity.id);
+                Err(refuse(
+                    OAuthError::UnauthorizedClient("this client may not call from this network"),
+                    format!("source {source} outside allowed networks"),
+                    id,
+                ))
+            }
+        });
         match authenticated {
             Ok(a) => Ok(Actor {
                 principal: Principal::Identity {

@@ -1247,6 +1247,50 @@ async fn introspection_is_scoped_single_use_and_follows_credentials() {
         i["active"], true,
         "a resource server granted warden:introspect"
     );
+    // A resource server bound to another network may not introspect from here.
+    s.ok(
+        &s.admin,
+        &[
+            "identity",
+            "create",
+            "--name",
+            "far-api",
+            "--kind",
+            "workload",
+            "--owner",
+            "payments",
+            "--purpose",
+            "Resource server in another network",
+            "--env",
+            "staging",
+            "--scope",
+            "warden:introspect",
+            "--allowed-network",
+            "10.0.0.0/8",
+        ],
+    );
+    let far = s.json(
+        &s.admin,
+        &[
+            "credential",
+            "issue",
+            "far-api",
+            "--type",
+            "client_secret",
+            "--ttl",
+            "1d",
+        ],
+    );
+    let (st, _, e) = ask(
+        far["credential"]["identity_id"].as_str().unwrap(),
+        far["secret"].as_str().unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (st, e["error"].as_str()),
+        (400, Some("unauthorized_client")),
+        "{e}"
+    );
     // A client assertion used to authenticate at the introspection endpoint is single-use too.
     let b = assertion();
     let form = [
