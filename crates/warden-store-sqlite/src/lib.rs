@@ -243,6 +243,38 @@ impl SqliteStore {
         })
     }
 
+    /// `warden migrate`: checks the audit chain, then brings the schema of an existing database to
+    /// this binary's version (or, with `apply` false, only reports). Returns `(from, to)`;
+    /// refuses a schema newer than this binary knows.
+    pub fn migrate_file(
+        path: &Path,
+        checkpoint_key: &KeyedHasher,
+        apply: bool,
+    ) -> Result<(u32, u32), StoreError> {
+        if !path.exists() {
+            return Err(StoreError::Unavailable(format!(
+                "no database at {}",
+                path.display()
+            )));
+        }
+        let mut conn = Connection::open(path).map_err(db_err)?;
+        configure(&conn)?;
+        let from = schema::version(&conn)?;
+        if from > schema::latest() {
+            return Err(StoreError::Schema(format!(
+                "the database has schema version {from}, newer than this binary knows ({}); upgrade warden",
+                schema::latest()
+            )));
+        }
+        if from >= 1 {
+            check_head(&conn, read::audit_head(&conn)?, checkpoint_key)?;
+        }
+        if !apply {
+            return Ok((from, schema::latest()));
+        }
+        schema::migrate(&mut conn)
+    }
+
     /// Opens an existing database read-only for offline inspection (no writer, no migration);
     /// refuses a schema this binary does not know.
     pub fn open_read_only(path: &Path) -> Result<ReadOnlyStore, StoreError> {

@@ -162,6 +162,45 @@ fn init_tracing(filter: &str) {
         .try_init();
 }
 
+/// `warden migrate`.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    #[arg(long, env = "WARDEN_DATA_DIR", default_value = "./warden-data")]
+    pub data_dir: PathBuf,
+    /// Only report the current and the target schema version.
+    #[arg(long)]
+    pub check: bool,
+}
+
+/// Upgrades the database schema (a server also does it at start); refuses while a server runs.
+pub async fn migrate(a: MigrateArgs, json: bool) -> Result<ExitCode> {
+    let dir = &a.data_dir;
+    let key = load_key(dir)?;
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(LOCK_FILE))
+        .with_context(|| format!("opening the lock file in {}", dir.display()))?;
+    if lock.try_lock().is_err() {
+        bail!("a warden server is using {}; stop it first", dir.display());
+    }
+    let (from, to) =
+        SqliteStore::migrate_file(&dir.join(DB_FILE), &key.hasher(CHECKPOINT_LABEL), !a.check)?;
+    drop(lock);
+    let v = serde_json::json!({ "from": from, "to": to, "applied": !a.check && from != to });
+    crate::output::print(json, &v, || match (a.check, from == to) {
+        (_, true) => format!("schema version {to}: up to date"),
+        (true, false) => format!("schema version {from}; this binary would migrate to {to}"),
+        (false, false) => format!("migrated the schema from version {from} to {to}"),
+    })?;
+    Ok(if a.check && from != to {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
 async fn run_server(cfg: ServerConfig, on_bound: impl FnOnce(&str)) -> Result<ExitCode> {
     init_tracing(&cfg.log);
     let dir = &cfg.data_dir;

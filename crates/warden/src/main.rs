@@ -59,6 +59,8 @@ enum Cmd {
     Init(cmd_server::InitArgs),
     /// Run the server.
     Serve(cmd_server::ServeArgs),
+    /// Upgrade the database schema to this binary's version (`--check` only reports).
+    Migrate(cmd_server::MigrateArgs),
     /// Non-human identities.
     #[command(subcommand)]
     Identity(cmd_identity::IdentityCmd),
@@ -150,6 +152,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Quickstart(a) => cmd_server::quickstart(a).await,
         Cmd::Init(a) => cmd_server::init(a, json).await,
         Cmd::Serve(a) => cmd_server::serve(a).await,
+        Cmd::Migrate(a) => cmd_server::migrate(a, json).await,
         Cmd::Identity(c) => cmd_identity::run(&client(&cli.global)?, c, json).await,
         Cmd::Credential(c) => cmd_credential::run(&client(&cli.global)?, c, json).await,
         Cmd::Key(c) => cmd_credential::run_key(&client(&cli.global)?, c, json).await,

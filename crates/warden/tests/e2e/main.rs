@@ -10,6 +10,7 @@ mod harness;
 
 mod bad_input;
 mod crash;
+mod migrate;
 mod security;
 mod tamper;
 mod tokens;
