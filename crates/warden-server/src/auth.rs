@@ -21,7 +21,19 @@ pub(crate) fn request_id(parts: &Parts) -> String {
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
+        .unwrap_or_else(fresh_request_id)
+}
+
+/// A fresh request id: a random per-process prefix and a counter. Unique without asking the OS
+/// for randomness on every request (a UUIDv7 each time cost a `getrandom` call per request).
+fn fresh_request_id() -> String {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| uuid::Uuid::now_v7().as_u64_pair().1);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix:016x}-{n:012x}")
 }
 
 pub(crate) fn source(parts: &Parts) -> String {
