@@ -226,7 +226,8 @@ pub trait WriteTx: ReadStore {
         retires_at: Option<OffsetDateTime>,
         expires_at: Option<OffsetDateTime>,
     ) -> Result<(), StoreError>;
-    /// Records a single-use value; `false` if it was already used.
+    /// Records a single-use value; `false` if it was already used. `expires_at` must derive from
+    /// the value itself (its `exp` or `iat`), so that a replay presents the same pair.
     fn use_once(&mut self, hash: &[u8; 32], expires_at: OffsetDateTime)
     -> Result<bool, StoreError>;
     fn revoke_token(

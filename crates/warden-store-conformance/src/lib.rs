@@ -116,7 +116,8 @@ macro_rules! conformance {
         tokens::a_new_key_is_published_before_it_signs_and_the_old_one_stays_until_its_tokens_expire,
         tokens::a_key_registered_or_revoked_later_is_seen_by_the_cached_client,
         tokens::an_immediate_rotation_withdraws_the_old_key_and_its_tokens,
-        tokens::signing_keys_are_sealed_at_rest_under_the_server_key);
+        tokens::signing_keys_are_sealed_at_rest_under_the_server_key,
+        tokens::single_use_values_survive_a_restart);
     };
     (@each $open:expr; $($($path:ident)::+),* $(,)?) => {
         $(
@@ -559,22 +560,117 @@ pub mod tokens {
                 &uuid::Uuid::now_v7().to_string(),
             )
             .unwrap();
-        e.reg
-            .issue_token(TokenRequest {
-                grant_type: "client_credentials".into(),
-                client: ClientAuth::Assertion {
-                    client_id: None,
-                    assertion_type: JWT_BEARER_ASSERTION.into(),
-                    assertion,
-                },
-                scope: None,
-                resources: vec![],
-                dpop: None,
-                client_cert: None,
-                request_id: "t".into(),
-                source: "127.0.0.1".into(),
-            })
+        token_with(&e.reg, assertion, None).await
+    }
+
+    async fn token_with(
+        reg: &Registry,
+        assertion: String,
+        dpop: Option<String>,
+    ) -> Result<TokenResponse, warden_core::registry::OAuthError> {
+        reg.issue_token(TokenRequest {
+            grant_type: "client_credentials".into(),
+            client: ClientAuth::Assertion {
+                client_id: None,
+                assertion_type: JWT_BEARER_ASSERTION.into(),
+                assertion,
+            },
+            scope: None,
+            resources: vec![],
+            dpop,
+            client_cert: None,
+            request_id: "t".into(),
+            source: "127.0.0.1".into(),
+        })
+        .await
+    }
+
+    /// Single-use values are durable: a replay is refused by a registry started afresh over the
+    /// same store (a restart, or — with a shared database — another node).
+    pub async fn single_use_values_survive_a_restart(open: Open) {
+        let key = ServerKey::generate();
+        let fresh = open(&key);
+        let clock = Arc::new(FakeClock::new(datetime!(2026-01-01 00:00 UTC)));
+        let start = || {
+            let reg = Registry::new(
+                Arc::clone(&fresh.store),
+                clock.clone(),
+                Policy::default(),
+                &key,
+            );
+            reg.set_issuer(ISSUER);
+            reg
+        };
+        let reg = start();
+        let created = reg.bootstrap_admin("admin").await.unwrap();
+        let admin = reg.authenticate(&created.token, "t", "test").await.unwrap();
+        reg.maintain_signing_keys().await.unwrap();
+        reg.create_team(
+            &admin,
+            CreateTeamRequest {
+                name: "payments".into(),
+                description: None,
+            },
+        )
+        .await
+        .unwrap();
+        let mut req = identity("replayer");
+        req.environment = "staging".into();
+        let id = reg
+            .create_identity(&admin, req)
             .await
+            .unwrap()
+            .identity
+            .id
+            .to_string();
+        let (key_pair, _) = ClientKey::generate_ed25519().unwrap();
+        reg.issue_credential(
+            &admin,
+            "replayer",
+            IssueCredentialRequest {
+                kind: CredentialKind::PublicKey,
+                ttl_seconds: None,
+                description: None,
+                jwk: Some(key_pair.public_jwk().clone()),
+            },
+        )
+        .await
+        .unwrap();
+        let now = clock.now().unix_timestamp();
+        let endpoint = format!("{ISSUER}/oauth2/token");
+        let assertion = key_pair
+            .client_assertion(&id, &endpoint, now, 120, "a-1")
+            .unwrap();
+        let proof = key_pair
+            .dpop_proof("POST", &endpoint, now, "p-1", None)
+            .unwrap();
+        token_with(&reg, assertion.clone(), Some(proof.clone()))
+            .await
+            .unwrap();
+        drop(reg);
+        // Later, still inside both windows: the keys of single-use values derive from the values
+        // (exp, iat), not from the time they are seen, or this replay would slip through.
+        clock.advance(Duration::seconds(5));
+        let again = start();
+        again.maintain_signing_keys().await.unwrap();
+        assert!(
+            token_with(&again, assertion, None).await.is_err(),
+            "the assertion was used before the restart"
+        );
+        let fresh_assertion = key_pair
+            .client_assertion(&id, &endpoint, now, 120, "a-2")
+            .unwrap();
+        assert!(
+            matches!(
+                token_with(&again, fresh_assertion, Some(proof)).await,
+                Err(warden_core::registry::OAuthError::InvalidDpopProof)
+            ),
+            "the proof was used before the restart"
+        );
+        // Purged only once they could no longer be accepted.
+        clock.advance(Duration::minutes(10));
+        let gone = again.purge_token_state().await.unwrap();
+        assert!(gone >= 2, "{gone}");
     }
 
     fn kid(token: &str) -> String {

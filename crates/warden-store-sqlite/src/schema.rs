@@ -158,6 +158,17 @@ CREATE TABLE revoked_tokens (
 ) WITHOUT ROWID;
 CREATE INDEX revoked_tokens_expiry ON revoked_tokens(expires_at);
 "#,
+    // v4: single-use values keyed in time order (their expiry first), so inserts land at the end
+    // of the tree instead of at random pages, and the purge is a range delete.
+    r#"
+CREATE TABLE token_once (
+    keep_until INTEGER NOT NULL,
+    hash BLOB NOT NULL,
+    PRIMARY KEY (keep_until, hash)
+) WITHOUT ROWID;
+INSERT INTO token_once (keep_until, hash) SELECT expires_at, jti_hash FROM token_jtis;
+DROP TABLE token_jtis;
+"#,
 ];
 
 /// The schema version this binary writes.

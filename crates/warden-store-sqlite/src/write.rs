@@ -312,8 +312,8 @@ impl WriteTx for SqliteTx<'_> {
     ) -> Result<bool, StoreError> {
         let n = exec(
             self.conn,
-            "INSERT OR IGNORE INTO token_jtis (jti_hash, expires_at) VALUES (?1, ?2)",
-            params![hash.as_slice(), to_us(expires_at)],
+            "INSERT OR IGNORE INTO token_once (keep_until, hash) VALUES (?1, ?2)",
+            params![to_us(expires_at), hash.as_slice()],
         )?;
         Ok(n == 1)
     }
@@ -336,7 +336,7 @@ impl WriteTx for SqliteTx<'_> {
         let t = to_us(now);
         let a = exec(
             self.conn,
-            "DELETE FROM token_jtis WHERE expires_at <= ?1",
+            "DELETE FROM token_once WHERE keep_until <= ?1",
             [t],
         )?;
         let b = exec(

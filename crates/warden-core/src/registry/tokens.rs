@@ -533,9 +533,9 @@ impl Registry {
                     },
                 )
                 .map_err(|e| invalid(&format!("assertion: {e}"), Some(id)))?;
-                let keep = OffsetDateTime::from_unix_timestamp(claims.exp)
-                    .unwrap_or(now)
-                    .max(now)
+                // Derived from the assertion itself, so a replay computes the same key (the store
+                // keys single-use values by `(keep_until, hash)`, in time order).
+                let keep = OffsetDateTime::from_unix_timestamp(claims.exp).unwrap_or(now)
                     + tokens.clock_leeway;
                 Ok(Authenticated {
                     once: vec![(self.once_hash("assertion", iss, &claims.jti), keep)],
@@ -737,7 +737,10 @@ impl Registry {
             }
             once.push((
                 self.once_hash("dpop", &p.jkt, &p.jti),
-                now + tokens.dpop_max_age + tokens.clock_leeway * 2,
+                // From the proof's own `iat`, like the assertion's `exp` above.
+                OffsetDateTime::from_unix_timestamp(p.iat).unwrap_or(now)
+                    + tokens.dpop_max_age
+                    + tokens.clock_leeway * 2,
             ));
             jkt = Some(p.jkt);
         }

@@ -42,7 +42,7 @@ fn migrate_upgrades_reports_and_refuses_what_it_must() {
     {
         let c = rusqlite::Connection::open(&db).unwrap();
         c.execute_batch(
-            "DROP TABLE signing_keys; DROP TABLE token_jtis; DROP TABLE revoked_tokens;
+            "DROP TABLE signing_keys; DROP TABLE token_once; DROP TABLE revoked_tokens;
              UPDATE meta SET value = '2' WHERE key = 'schema_version';",
         )
         .unwrap();
@@ -62,9 +62,12 @@ fn migrate_upgrades_reports_and_refuses_what_it_must() {
     );
     let tables: i64 = rusqlite::Connection::open(&db)
         .unwrap()
-        .query_row("SELECT count(*) FROM sqlite_master WHERE name IN ('signing_keys','token_jtis','revoked_tokens')", [], |r| r.get(0))
+        .query_row("SELECT count(*) FROM sqlite_master WHERE name IN ('signing_keys','token_once','revoked_tokens','token_jtis')", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(tables, 3, "the v3 tables are back");
+    assert_eq!(
+        tables, 3,
+        "the v3 tables are back, and v4 replaced token_jtis with token_once"
+    );
 
     // A schema from the future is refused, by migrate and by serve.
     rusqlite::Connection::open(&db)
