@@ -215,6 +215,13 @@ impl Client {
         if let Some((id, secret)) = basic {
             req = req.basic_auth(form_encode(id), Some(form_encode(secret)));
         }
+        let bytes = self.oauth_call(req).await?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    /// Sends a request to an OAuth endpoint: the body on success, else the RFC 6749 error (or
+    /// the nonce the server wants in the DPoP proof).
+    async fn oauth_call(&self, req: reqwest::RequestBuilder) -> Result<Vec<u8>> {
         let res = req.send().await.map_err(|e| ClientError::Connect {
             url: self.base.clone(),
             reason: e.to_string(),
@@ -230,17 +237,12 @@ impl Client {
             .await
             .map_err(|e| ClientError::Decode(e.to_string()))?;
         if status.is_success() {
-            serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
-        } else if let (Some(n), true) = (
-            nonce,
-            serde_json::from_slice::<OAuthErrorBody>(&bytes)
-                .is_ok_and(|e| e.error == "use_dpop_nonce"),
-        ) {
-            Err(ClientError::UseDpopNonce(n))
-        } else {
-            Err(serde_json::from_slice::<OAuthErrorBody>(&bytes)
-                .map(|e| ClientError::OAuth(Box::new(e)))
-                .unwrap_or_else(|_| ClientError::Decode(format!("status {status}"))))
+            return Ok(bytes.to_vec());
+        }
+        match (serde_json::from_slice::<OAuthErrorBody>(&bytes), nonce) {
+            (Ok(e), Some(n)) if e.error == "use_dpop_nonce" => Err(ClientError::UseDpopNonce(n)),
+            (Ok(e), _) => Err(ClientError::OAuth(Box::new(e))),
+            (Err(_), _) => Err(ClientError::Decode(format!("status {status}"))),
         }
     }
 
@@ -255,45 +257,22 @@ impl Client {
 
     /// RFC 7662 introspection, authenticated with this client's (operator) token.
     pub async fn introspect(&self, token: &str) -> Result<Introspection> {
-        self.oauth_form("/oauth2/introspect", token).await
+        let bytes = self.oauth_form("/oauth2/introspect", token).await?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
     }
 
     /// RFC 7009 revocation, authenticated with this client's (operator) token.
     pub async fn revoke_token(&self, token: &str) -> Result<()> {
-        self.oauth_form::<serde_json::Value>("/oauth2/revoke", token)
-            .await
-            .map(|_| ())
-            .or_else(|e| match e {
-                // The revocation endpoint answers 200 with an empty body.
-                ClientError::Decode(_) => Ok(()),
-                other => Err(other),
-            })
+        self.oauth_form("/oauth2/revoke", token).await.map(|_| ())
     }
 
-    async fn oauth_form<T: DeserializeOwned>(&self, path: &str, token: &str) -> Result<T> {
-        let res = self
+    async fn oauth_form(&self, path: &str, token: &str) -> Result<Vec<u8>> {
+        let req = self
             .http
             .post(self.url(path))
             .bearer_auth(&self.token)
-            .form(&[("token", token)])
-            .send()
-            .await
-            .map_err(|e| ClientError::Connect {
-                url: self.base.clone(),
-                reason: e.to_string(),
-            })?;
-        let status = res.status();
-        let bytes = res
-            .bytes()
-            .await
-            .map_err(|e| ClientError::Decode(e.to_string()))?;
-        if status.is_success() {
-            serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
-        } else {
-            Err(serde_json::from_slice::<OAuthErrorBody>(&bytes)
-                .map(|e| ClientError::OAuth(Box::new(e)))
-                .unwrap_or_else(|_| ClientError::Decode(format!("status {status}"))))
-        }
+            .form(&[("token", token)]);
+        self.oauth_call(req).await
     }
 
     pub async fn list_signing_keys(&self) -> Result<SigningKeyList> {
