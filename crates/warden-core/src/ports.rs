@@ -89,6 +89,59 @@ pub struct SigningKeyRecord {
     pub expires_at: Option<OffsetDateTime>,
 }
 
+/// A lease on a cluster-wide job: one node (`holder`) runs the job until `expires_at` unless it
+/// renews; `fence` grows every time the lease changes hands, so a deposed holder's late writes can
+/// be refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub name: String,
+    pub holder: String,
+    pub fence: u64,
+    pub expires_at: OffsetDateTime,
+}
+
+/// What a committed change made stale in the memory of the nodes sharing the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Topic {
+    /// Operators, credentials, identities, client keys: the authentication caches.
+    Authentication,
+    /// The token-signing keys (the keyring and the JWKS).
+    SigningKeys,
+}
+
+impl Topic {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Topic::Authentication => "authentication",
+            Topic::SigningKeys => "signing_keys",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "authentication" => Some(Topic::Authentication),
+            "signing_keys" => Some(Topic::SigningKeys),
+            _ => None,
+        }
+    }
+}
+
+/// News from the other nodes sharing a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerEvent {
+    /// A committed transaction (of any node, this one included) changed `Topic`.
+    Changed(Topic),
+    /// This node can no longer hear the others: nothing cached may be trusted until `Restored`.
+    Lost,
+    /// Listening again (or for the first time): anything cached before is stale.
+    Restored,
+}
+
+/// Receives [`PeerEvent`]s; installed by the registry.
+pub trait PeerListener: Send + Sync {
+    fn peer_event(&self, event: PeerEvent);
+}
+
 /// An audit event before the chain assigns it a place.
 #[derive(Debug, Clone)]
 pub struct NewAuditEvent {
@@ -240,6 +293,16 @@ pub trait WriteTx: ReadStore {
     fn purge_expired_token_state(&mut self, now: OffsetDateTime) -> Result<usize, StoreError>;
     fn update_change_request(&mut self, change: &ChangeRequest) -> Result<(), StoreError>;
 
+    /// The lease named `name`, if one was ever taken.
+    fn lease(&mut self, name: &str) -> Result<Option<Lease>, StoreError>;
+    /// Creates or replaces a lease.
+    fn put_lease(&mut self, lease: &Lease) -> Result<(), StoreError>;
+    /// Tells every node sharing the store, if this transaction commits, that `topic` changed. A
+    /// single-node store has nobody to tell (its after-commit effects cover this node).
+    fn notify_peers(&mut self, topic: Topic) {
+        let _ = topic;
+    }
+
     /// The head of the audit chain as this transaction sees it.
     fn audit_head(&mut self) -> Result<ChainHead, StoreError>;
     /// Appends a fully formed event; `record.seq` must be `head.seq + 1`. The store keeps the
@@ -284,6 +347,11 @@ pub trait Store: Send + Sync {
     fn ready(&self) -> Result<(), StoreError>;
     /// Installs the hook run in every write transaction (replacing any earlier one).
     fn set_batch_hook(&self, hook: std::sync::Arc<dyn BatchHook>);
+    /// Installs who hears about other nodes' changes. A store that no other node can share has
+    /// nothing to report.
+    fn set_peer_listener(&self, listener: std::sync::Arc<dyn PeerListener>) {
+        let _ = listener;
+    }
     /// Counters of the write path, for metrics.
     fn stats(&self) -> StoreStats {
         StoreStats::default()

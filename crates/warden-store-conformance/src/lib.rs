@@ -14,6 +14,8 @@
     reason = "a test suite"
 )]
 
+pub mod pg;
+
 use std::sync::Arc;
 
 use time::Duration;

@@ -169,6 +169,15 @@ CREATE TABLE token_once (
 INSERT INTO token_once (keep_until, hash) SELECT expires_at, jti_hash FROM token_jtis;
 DROP TABLE token_jtis;
 "#,
+    // v5: leases on cluster-wide jobs (one holder at a time, fenced).
+    r#"
+CREATE TABLE leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    fence INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+"#,
 ];
 
 /// The schema version this binary writes.

@@ -4,11 +4,11 @@ use rusqlite::{Connection, params};
 use time::OffsetDateTime;
 use uuid::Uuid;
 use warden_core::StoreError;
-use warden_core::ports::{AfterCommit, AuditRecord, ChainHead, SigningKeyRecord, WriteTx};
+use warden_core::ports::{AfterCommit, AuditRecord, ChainHead, Lease, SigningKeyRecord, WriteTx};
 use warden_types::{ChangeRequest, Credential, Identity, Operator, Team};
 
 use crate::read::impl_read_store;
-use crate::{db_err, opt_us, to_us};
+use crate::{db_err, from_us, opt_us, to_us};
 
 /// A job's view of the open transaction. `head` caches the audit chain head so appends need no
 /// query; the writer restores it when a job's savepoint is rolled back.
@@ -428,6 +428,47 @@ impl WriteTx for SqliteTx<'_> {
             ],
         )?;
         self.head = Some(ChainHead { seq: r.seq, hash });
+        Ok(())
+    }
+
+    fn lease(&mut self, name: &str) -> Result<Option<Lease>, StoreError> {
+        let row = self
+            .conn
+            .prepare_cached("SELECT holder, fence, expires_at FROM leases WHERE name = ?1")
+            .and_then(|mut s| {
+                s.query_map([name], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })?
+                .next()
+                .transpose()
+            })
+            .map_err(db_err)?;
+        let Some((holder, fence, expires)) = row else {
+            return Ok(None);
+        };
+        Ok(Some(Lease {
+            name: name.to_owned(),
+            holder,
+            fence: u64::try_from(fence)
+                .map_err(|_| StoreError::Corrupt("negative lease fence".into()))?,
+            expires_at: from_us(expires)?,
+        }))
+    }
+
+    fn put_lease(&mut self, l: &Lease) -> Result<(), StoreError> {
+        let fence =
+            i64::try_from(l.fence).map_err(|_| StoreError::Internal("fence overflow".into()))?;
+        exec(
+            self.conn,
+            "INSERT INTO leases (name, holder, fence, expires_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, fence = excluded.fence,
+             expires_at = excluded.expires_at",
+            params![l.name, l.holder, fence, to_us(l.expires_at)],
+        )?;
         Ok(())
     }
 

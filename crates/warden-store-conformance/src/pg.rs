@@ -1,0 +1,207 @@
+//! Throwaway PostgreSQL servers for tests: `initdb` into a temporary directory, a free loopback
+//! port, trust authentication for the user `warden`, stopped when dropped.
+//!
+//! `./.ci/run` starts one server for the whole run and exports `WARDEN_TEST_PG=127.0.0.1:PORT`;
+//! [`fresh_database`] creates a new database on it per test. Without that variable (a plain
+//! `cargo test`), the first test starts a private server, which a watchdog process stops when the
+//! test process exits. Tests that need a server of their own (to stop and restart it) use
+//! [`PgServer::start`].
+//!
+//! PostgreSQL refuses to run as root: as root, the server runs as the `postgres` user.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Where the PostgreSQL server binaries are (`initdb` is not on `PATH` on every system).
+fn bin(name: &str) -> PathBuf {
+    for dir in ["/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin"] {
+        let p = Path::new(dir).join(name);
+        if p.exists() {
+            return p;
+        }
+    }
+    PathBuf::from(name)
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// A command run as the user that owns the server (`postgres` when we are root).
+fn server_command(program: &Path) -> Command {
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+fn run(mut c: Command, what: &str) {
+    let out = c
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A PostgreSQL server of the test's own.
+pub struct PgServer {
+    pub port: u16,
+    data: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl PgServer {
+    /// `initdb` into a new temporary directory and start on a free port.
+    pub fn start() -> PgServer {
+        let dir = tempfile::Builder::new()
+            .prefix("warden-pg-")
+            .tempdir()
+            .expect("a temporary directory");
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).expect("the data directory");
+        if is_root() {
+            let mut c = Command::new("chown");
+            c.args(["-R", "postgres:postgres"]).arg(dir.path());
+            run(c, "chown");
+        }
+        let mut c = server_command(&bin("initdb"));
+        c.arg("-D")
+            .arg(&data)
+            .args(["-U", "warden", "--auth=trust", "-E", "UTF8", "--no-sync"])
+            .args(["--locale=C"]);
+        run(c, "initdb");
+        let server = PgServer {
+            port: free_port(),
+            data,
+            _dir: dir,
+        };
+        server.resume();
+        server
+    }
+
+    /// Starts the server again after [`PgServer::stop`], on the same port.
+    pub fn resume(&self) {
+        let opts = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c max_connections=300 \
+             -c fsync=off -c full_page_writes=off",
+            self.port,
+            self.data.display()
+        );
+        let mut c = server_command(&bin("pg_ctl"));
+        c.arg("-D")
+            .arg(&self.data)
+            .args(["-w", "-l"])
+            .arg(self.data.join("server.log"))
+            .args(["-o", &opts, "start"]);
+        run(c, "pg_ctl start");
+    }
+
+    /// Stops the server (`fast`: open connections are closed at once).
+    pub fn stop(&self) {
+        let mut c = server_command(&bin("pg_ctl"));
+        c.arg("-D")
+            .arg(&self.data)
+            .args(["-w", "-m", "fast", "stop"]);
+        run(c, "pg_ctl stop");
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// A new empty database on this server; its connection URL.
+    pub fn create_database(&self) -> String {
+        create_database(&self.addr())
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        let mut c = server_command(&bin("pg_ctl"));
+        c.arg("-D")
+            .arg(&self.data)
+            .args(["-w", "-m", "immediate", "stop"]);
+        let _ = c.stdout(Stdio::null()).stderr(Stdio::null()).status();
+    }
+}
+
+/// The connection URL of database `db` on `addr` (`host:port`).
+pub fn url(addr: &str, db: &str) -> String {
+    format!("postgres://warden@{addr}/{db}?sslmode=disable")
+}
+
+fn create_database(addr: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let name = format!(
+        "t_{}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        uuid::Uuid::now_v7().simple()
+    );
+    let (host, port) = addr.rsplit_once(':').expect("WARDEN_TEST_PG is host:port");
+    let mut c = Command::new(bin("createdb"));
+    c.args(["-h", host, "-p", port, "-U", "warden", &name]);
+    run(c, "createdb");
+    url(addr, &name)
+}
+
+/// The server shared by the tests of this run: `WARDEN_TEST_PG`, or one started for this
+/// process (stopped by a watchdog when the process exits).
+pub fn shared() -> &'static str {
+    static ADDR: OnceLock<String> = OnceLock::new();
+    ADDR.get_or_init(|| {
+        if let Ok(a) = std::env::var("WARDEN_TEST_PG")
+            && !a.is_empty()
+        {
+            return a;
+        }
+        let server = PgServer::start();
+        let addr = server.addr();
+        let stop = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {ctl} -D {data} -m immediate stop; rm -rf {dir}",
+            pid = std::process::id(),
+            ctl = if is_root() {
+                format!("runuser -u postgres -- {}", bin("pg_ctl").display())
+            } else {
+                bin("pg_ctl").display().to_string()
+            },
+            data = server.data.display(),
+            dir = server._dir.path().display(),
+        );
+        let _ = Command::new("sh")
+            .args(["-c", &stop])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        // The watchdog owns the server from here on.
+        std::mem::forget(server);
+        addr
+    })
+}
+
+/// A new empty database on the shared server; its connection URL.
+pub fn fresh_database() -> String {
+    create_database(shared())
+}

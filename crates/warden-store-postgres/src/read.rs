@@ -1,0 +1,677 @@
+//! Read queries, shared by readers and write transactions.
+
+use time::OffsetDateTime;
+use tokio_postgres::Row;
+use tokio_postgres::types::{FromSql, ToSql};
+use uuid::Uuid;
+use warden_core::StoreError;
+use warden_core::ports::{
+    AuditFilter, AuditRecord, ChainHead, ChangeFilter, Checkpoint, IdentityFilter, OperatorRecord,
+    SigningKeyRecord,
+};
+use warden_types::{AuditEvent, ChangeRequest, Credential, Identity, Operator, Team};
+
+use crate::{Conn, Param, db_err, from_us, opt_from_us, parse_enum, to_us};
+
+fn json_col<T: serde::de::DeserializeOwned>(s: &str, what: &str) -> Result<T, StoreError> {
+    serde_json::from_str(s).map_err(|_| StoreError::Corrupt(format!("{what} is not valid JSON")))
+}
+
+/// One column of a row; a value of the wrong type is `Corrupt`.
+fn get<'a, T: FromSql<'a>>(row: &'a Row, i: usize) -> Result<T, StoreError> {
+    row.try_get(i).map_err(db_err)
+}
+
+const IDENTITY_COLS: &str = "i.id, i.name, i.environment, i.kind, i.owner_id, t.name, i.purpose, i.status, \
+    i.status_reason, i.scopes, i.privileged, i.audiences, i.constraints, i.labels, i.parent_id, i.origin, \
+    i.created_at, i.updated_at, i.last_used_at, i.expires_at, i.suspended_by_admin";
+
+fn identity_row(row: &Row) -> Result<Identity, StoreError> {
+    let id = get::<Uuid>(row, 0)?;
+    let parent: Option<Uuid> = get(row, 14)?;
+    Ok(Identity {
+        id,
+        name: get(row, 1)?,
+        environment: get(row, 2)?,
+        kind: parse_enum(&get::<String>(row, 3)?)?,
+        owner_id: get::<Uuid>(row, 4)?,
+        owner: get(row, 5)?,
+        purpose: get(row, 6)?,
+        status: parse_enum(&get::<String>(row, 7)?)?,
+        status_reason: get(row, 8)?,
+        scopes: json_col(&get::<String>(row, 9)?, "scopes")?,
+        privileged: get::<bool>(row, 10)?,
+        audiences: json_col(&get::<String>(row, 11)?, "audiences")?,
+        constraints: json_col(&get::<String>(row, 12)?, "constraints")?,
+        labels: json_col(&get::<String>(row, 13)?, "labels")?,
+        parent_id: parent,
+        origin: parse_enum(&get::<String>(row, 15)?)?,
+        client_id: id.to_string(),
+        created_at: from_us(get(row, 16)?)?,
+        updated_at: from_us(get(row, 17)?)?,
+        last_used_at: opt_from_us(get(row, 18)?)?,
+        expires_at: opt_from_us(get(row, 19)?)?,
+        suspended_by_admin: get::<bool>(row, 20)?,
+    })
+}
+
+fn collect<T>(
+    conn: &Conn,
+    sql: &str,
+    params: &[Param<'_>],
+    map: impl Fn(&Row) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    conn.query(sql, params)?.iter().map(map).collect()
+}
+
+fn one<T>(
+    conn: &Conn,
+    sql: &str,
+    params: &[Param<'_>],
+    map: impl Fn(&Row) -> Result<T, StoreError>,
+) -> Result<Option<T>, StoreError> {
+    Ok(collect(conn, sql, params, map)?.into_iter().next())
+}
+
+pub(crate) fn identity(conn: &Conn, id: Uuid) -> Result<Option<Identity>, StoreError> {
+    let sql = format!(
+        "SELECT {IDENTITY_COLS} FROM identities i JOIN teams t ON t.id = i.owner_id WHERE i.id = $1"
+    );
+    one(conn, &sql, &[&id], identity_row)
+}
+
+pub(crate) fn identities_named(
+    conn: &Conn,
+    name: &str,
+    env: Option<&str>,
+) -> Result<Vec<Identity>, StoreError> {
+    match env {
+        Some(env) => {
+            let sql = format!(
+                "SELECT {IDENTITY_COLS} FROM identities i JOIN teams t ON t.id = i.owner_id WHERE i.name = $1 AND i.environment = $2"
+            );
+            collect(conn, &sql, &[&name, &env], identity_row)
+        }
+        None => {
+            let sql = format!(
+                "SELECT {IDENTITY_COLS} FROM identities i JOIN teams t ON t.id = i.owner_id WHERE i.name = $1 ORDER BY i.environment"
+            );
+            collect(conn, &sql, &[&name], identity_row)
+        }
+    }
+}
+
+/// Parameters of a statement built at run time.
+#[derive(Default)]
+struct Args(Vec<Box<dyn ToSql + Sync + Send>>);
+
+impl Args {
+    /// Adds a parameter; returns its placeholder.
+    fn add(&mut self, v: impl ToSql + Sync + Send + 'static) -> String {
+        self.0.push(Box::new(v));
+        format!("${}", self.0.len())
+    }
+
+    fn refs(&self) -> Vec<Param<'_>> {
+        self.0.iter().map(|b| b.as_ref() as Param<'_>).collect()
+    }
+}
+
+pub(crate) fn list_identities(
+    conn: &Conn,
+    f: &IdentityFilter,
+    after: Option<Uuid>,
+    limit: usize,
+) -> Result<Vec<Identity>, StoreError> {
+    let mut sql =
+        format!("SELECT {IDENTITY_COLS} FROM identities i JOIN teams t ON t.id = i.owner_id");
+    let mut conds: Vec<String> = Vec::new();
+    let mut args = Args::default();
+    if let Some((k, v)) = &f.label {
+        let (pk, pv) = (args.add(k.clone()), args.add(v.clone()));
+        conds.push(format!(
+            "i.id IN (SELECT identity_id FROM identity_labels WHERE key = {pk} AND value = {pv})"
+        ));
+    }
+    if let Some(teams) = &f.owner_in {
+        if teams.is_empty() {
+            return Ok(Vec::new());
+        }
+        conds.push(format!("i.owner_id = ANY({})", args.add(teams.clone())));
+    }
+    if let Some(o) = f.owner {
+        conds.push(format!("i.owner_id = {}", args.add(o)));
+    }
+    if let Some(k) = f.kind {
+        conds.push(format!("i.kind = {}", args.add(k.as_str().to_owned())));
+    }
+    if let Some(s) = f.status {
+        conds.push(format!("i.status = {}", args.add(s.as_str().to_owned())));
+    }
+    if let Some(e) = &f.environment {
+        conds.push(format!("i.environment = {}", args.add(e.clone())));
+    }
+    if let Some(n) = &f.name {
+        conds.push(format!("i.name = {}", args.add(n.clone())));
+    }
+    if let Some(p) = f.privileged {
+        conds.push(format!("i.privileged = {}", args.add(p)));
+    }
+    if let Some(t) = f.expiring_before {
+        conds.push(format!(
+            "i.expires_at IS NOT NULL AND i.expires_at < {}",
+            args.add(to_us(t))
+        ));
+    }
+    if let Some(a) = after {
+        conds.push(format!("i.id > {}", args.add(a)));
+    }
+    if !conds.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&conds.join(" AND "));
+    }
+    sql.push_str(&format!(" ORDER BY i.id LIMIT {limit}"));
+    collect(conn, &sql, &args.refs(), identity_row)
+}
+
+fn team_row(conn: &Conn, row: &Row) -> Result<Team, StoreError> {
+    let id = get::<Uuid>(row, 0)?;
+    let members = collect(
+        conn,
+        "SELECT o.name FROM team_members m JOIN operators o ON o.id = m.operator_id WHERE m.team_id = $1 ORDER BY o.name",
+        &[&id],
+        |r| get::<String>(r, 0),
+    )?;
+    Ok(Team {
+        id,
+        name: get(row, 1)?,
+        description: get(row, 2)?,
+        members,
+        created_at: from_us(get(row, 3)?)?,
+    })
+}
+
+pub(crate) fn team(conn: &Conn, id: Uuid) -> Result<Option<Team>, StoreError> {
+    one(
+        conn,
+        "SELECT id, name, description, created_at FROM teams WHERE id = $1",
+        &[&id],
+        |r| team_row(conn, r),
+    )
+}
+
+pub(crate) fn team_named(conn: &Conn, name: &str) -> Result<Option<Team>, StoreError> {
+    one(
+        conn,
+        "SELECT id, name, description, created_at FROM teams WHERE name = $1",
+        &[&name],
+        |r| team_row(conn, r),
+    )
+}
+
+pub(crate) fn list_teams(conn: &Conn) -> Result<Vec<Team>, StoreError> {
+    collect(
+        conn,
+        "SELECT id, name, description, created_at FROM teams ORDER BY name",
+        &[],
+        |r| team_row(conn, r),
+    )
+}
+
+fn operator_row(conn: &Conn, row: &Row) -> Result<OperatorRecord, StoreError> {
+    let id = get::<Uuid>(row, 0)?;
+    let teams = collect(
+        conn,
+        "SELECT t.id, t.name FROM team_members m JOIN teams t ON t.id = m.team_id WHERE m.operator_id = $1 ORDER BY t.name",
+        &[&id],
+        |r| Ok((get::<Uuid>(r, 0)?, get::<String>(r, 1)?)),
+    )?;
+    Ok(OperatorRecord {
+        operator: Operator {
+            id,
+            name: get(row, 1)?,
+            role: parse_enum(&get::<String>(row, 2)?)?,
+            teams: teams.iter().map(|(_, n)| n.clone()).collect(),
+            created_at: from_us(get(row, 3)?)?,
+            disabled_at: opt_from_us(get(row, 4)?)?,
+        },
+        team_ids: teams.into_iter().map(|(id, _)| id).collect(),
+        created_by: get::<Option<Uuid>>(row, 5)?,
+    })
+}
+
+const OPERATOR_COLS: &str = "id, name, role, created_at, disabled_at, created_by";
+
+pub(crate) fn operator(conn: &Conn, id: Uuid) -> Result<Option<OperatorRecord>, StoreError> {
+    let sql = format!("SELECT {OPERATOR_COLS} FROM operators WHERE id = $1");
+    one(conn, &sql, &[&id], |r| operator_row(conn, r))
+}
+
+pub(crate) fn operator_named(
+    conn: &Conn,
+    name: &str,
+) -> Result<Option<OperatorRecord>, StoreError> {
+    let sql = format!("SELECT {OPERATOR_COLS} FROM operators WHERE name = $1");
+    one(conn, &sql, &[&name], |r| operator_row(conn, r))
+}
+
+pub(crate) fn operator_by_token_hash(
+    conn: &Conn,
+    hash: &[u8],
+) -> Result<Option<OperatorRecord>, StoreError> {
+    let sql = format!("SELECT {OPERATOR_COLS} FROM operators WHERE token_hash = $1");
+    one(conn, &sql, &[&hash], |r| operator_row(conn, r))
+}
+
+pub(crate) fn list_operators(conn: &Conn) -> Result<Vec<Operator>, StoreError> {
+    let sql = format!("SELECT {OPERATOR_COLS} FROM operators ORDER BY name");
+    collect(conn, &sql, &[], |r| Ok(operator_row(conn, r)?.operator))
+}
+
+const CREDENTIAL_COLS: &str = "id, identity_id, kind, hint, description, thumbprint, public_jwk, created_at, \
+    expires_at, last_used_at, revoked_at, revoke_reason, rotated_from, replaced_by, created_by";
+
+fn credential_row(row: &Row) -> Result<Credential, StoreError> {
+    let jwk: Option<String> = get(row, 6)?;
+    let rotated_from: Option<Uuid> = get(row, 12)?;
+    let replaced_by: Option<Uuid> = get(row, 13)?;
+    Ok(Credential {
+        id: get::<Uuid>(row, 0)?,
+        identity_id: get::<Uuid>(row, 1)?,
+        kind: parse_enum(&get::<String>(row, 2)?)?,
+        hint: get(row, 3)?,
+        description: get(row, 4)?,
+        thumbprint: get(row, 5)?,
+        public_jwk: jwk.map(|j| json_col(&j, "public_jwk")).transpose()?,
+        created_at: from_us(get(row, 7)?)?,
+        expires_at: from_us(get(row, 8)?)?,
+        last_used_at: opt_from_us(get(row, 9)?)?,
+        revoked_at: opt_from_us(get(row, 10)?)?,
+        revoke_reason: get(row, 11)?,
+        rotated_from,
+        replaced_by,
+        created_by: get(row, 14)?,
+    })
+}
+
+pub(crate) fn credential(conn: &Conn, id: Uuid) -> Result<Option<Credential>, StoreError> {
+    let sql = format!("SELECT {CREDENTIAL_COLS} FROM credentials WHERE id = $1");
+    one(conn, &sql, &[&id], credential_row)
+}
+
+pub(crate) fn credentials_of(conn: &Conn, identity: Uuid) -> Result<Vec<Credential>, StoreError> {
+    let sql =
+        format!("SELECT {CREDENTIAL_COLS} FROM credentials WHERE identity_id = $1 ORDER BY id");
+    collect(conn, &sql, &[&identity], credential_row)
+}
+
+pub(crate) fn credential_by_secret_hash(
+    conn: &Conn,
+    hash: &[u8],
+) -> Result<Option<Credential>, StoreError> {
+    let sql = format!("SELECT {CREDENTIAL_COLS} FROM credentials WHERE secret_hash = $1");
+    one(conn, &sql, &[&hash], credential_row)
+}
+
+pub(crate) fn overlaps_ended(
+    conn: &Conn,
+    now: OffsetDateTime,
+    limit: usize,
+) -> Result<Vec<Credential>, StoreError> {
+    let sql = format!(
+        "SELECT {CREDENTIAL_COLS} FROM credentials WHERE replaced_by IS NOT NULL AND revoked_at IS NULL AND expires_at <= $1 ORDER BY expires_at LIMIT {limit}"
+    );
+    collect(conn, &sql, &[&to_us(now)], credential_row)
+}
+
+const CHANGE_COLS: &str = "c.id, c.identity_id, i.name, i.environment, c.kind, c.scopes, c.privileged_scopes, \
+    c.status, c.requested_by, c.requester_id, c.requested_at, c.decided_by, c.decided_at, c.decision_reason";
+
+fn change_row(row: &Row) -> Result<ChangeRequest, StoreError> {
+    Ok(ChangeRequest {
+        id: get::<Uuid>(row, 0)?,
+        identity_id: get::<Uuid>(row, 1)?,
+        identity_name: get(row, 2)?,
+        environment: get(row, 3)?,
+        kind: parse_enum(&get::<String>(row, 4)?)?,
+        scopes: json_col(&get::<String>(row, 5)?, "scopes")?,
+        privileged_scopes: json_col(&get::<String>(row, 6)?, "privileged_scopes")?,
+        status: parse_enum(&get::<String>(row, 7)?)?,
+        requested_by: get(row, 8)?,
+        requester_id: get::<Uuid>(row, 9)?,
+        requested_at: from_us(get(row, 10)?)?,
+        decided_by: get(row, 11)?,
+        decided_at: opt_from_us(get(row, 12)?)?,
+        decision_reason: get(row, 13)?,
+    })
+}
+
+pub(crate) fn change_request(conn: &Conn, id: Uuid) -> Result<Option<ChangeRequest>, StoreError> {
+    let sql = format!(
+        "SELECT {CHANGE_COLS} FROM change_requests c JOIN identities i ON i.id = c.identity_id WHERE c.id = $1"
+    );
+    one(conn, &sql, &[&id], change_row)
+}
+
+pub(crate) fn list_change_requests(
+    conn: &Conn,
+    f: &ChangeFilter,
+    after: Option<Uuid>,
+    limit: usize,
+) -> Result<Vec<ChangeRequest>, StoreError> {
+    let mut sql = format!(
+        "SELECT {CHANGE_COLS} FROM change_requests c JOIN identities i ON i.id = c.identity_id"
+    );
+    let mut conds = Vec::new();
+    let mut args = Args::default();
+    if let Some(s) = f.status {
+        conds.push(format!("c.status = {}", args.add(s.as_str().to_owned())));
+    }
+    if let Some(i) = f.identity {
+        conds.push(format!("c.identity_id = {}", args.add(i)));
+    }
+    if let Some(teams) = &f.owner_in {
+        if teams.is_empty() {
+            return Ok(Vec::new());
+        }
+        conds.push(format!("i.owner_id = ANY({})", args.add(teams.clone())));
+    }
+    if let Some(a) = after {
+        conds.push(format!("c.id > {}", args.add(a)));
+    }
+    if !conds.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&conds.join(" AND "));
+    }
+    sql.push_str(&format!(" ORDER BY c.id LIMIT {limit}"));
+    collect(conn, &sql, &args.refs(), change_row)
+}
+
+const AUDIT_COLS: &str =
+    "seq, time_us, actor, action, target, outcome, request_id, source, details, prev_hash, hash";
+
+fn audit_record_row(row: &Row) -> Result<AuditRecord, StoreError> {
+    Ok(AuditRecord {
+        seq: u64::try_from(get::<i64>(row, 0)?)
+            .map_err(|_| StoreError::Corrupt("negative seq".into()))?,
+        time_us: get(row, 1)?,
+        actor: get(row, 2)?,
+        action: get(row, 3)?,
+        target: get(row, 4)?,
+        outcome: get(row, 5)?,
+        request_id: get(row, 6)?,
+        source: get(row, 7)?,
+        details: get(row, 8)?,
+        prev_hash: get(row, 9)?,
+        hash: get(row, 10)?,
+    })
+}
+
+fn to_event(r: AuditRecord) -> Result<AuditEvent, StoreError> {
+    Ok(AuditEvent {
+        seq: r.seq,
+        time: from_us(r.time_us)?,
+        details: json_col(&r.details, "audit details")?,
+        actor: r.actor,
+        action: r.action,
+        target: r.target,
+        outcome: parse_enum(&r.outcome)?,
+        request_id: r.request_id,
+        source: r.source,
+        prev_hash: warden_crypto::hex(&r.prev_hash),
+        hash: warden_crypto::hex(&r.hash),
+    })
+}
+
+pub(crate) fn list_audit(
+    conn: &Conn,
+    f: &AuditFilter,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<AuditEvent>, StoreError> {
+    let mut args = Args::default();
+    let mut conds = vec![format!(
+        "seq > {}",
+        args.add(i64::try_from(after).unwrap_or(i64::MAX))
+    )];
+    for (col, v) in [
+        ("target", &f.target),
+        ("actor", &f.actor),
+        ("action", &f.action),
+    ] {
+        if let Some(v) = v {
+            conds.push(format!("{col} = {}", args.add(v.clone())));
+        }
+    }
+    if let Some(t) = f.since {
+        conds.push(format!("time_us >= {}", args.add(to_us(t))));
+    }
+    if let Some(t) = f.until {
+        conds.push(format!("time_us < {}", args.add(to_us(t))));
+    }
+    let sql = format!(
+        "SELECT {AUDIT_COLS} FROM audit_events WHERE {} ORDER BY seq LIMIT {limit}",
+        conds.join(" AND ")
+    );
+    collect(conn, &sql, &args.refs(), |r| to_event(audit_record_row(r)?))
+}
+
+pub(crate) fn audit_records(
+    conn: &Conn,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<AuditRecord>, StoreError> {
+    let sql =
+        format!("SELECT {AUDIT_COLS} FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT {limit}");
+    collect(
+        conn,
+        &sql,
+        &[&i64::try_from(after).unwrap_or(i64::MAX)],
+        audit_record_row,
+    )
+}
+
+pub(crate) fn signing_keys(conn: &Conn) -> Result<Vec<SigningKeyRecord>, StoreError> {
+    collect(
+        conn,
+        "SELECT kid, alg, public_jwk, sealed_key, created_at, activates_at, retires_at, expires_at \
+         FROM signing_keys ORDER BY activates_at, kid",
+        &[],
+        |r| {
+            Ok(SigningKeyRecord {
+                kid: get(r, 0)?,
+                alg: get(r, 1)?,
+                public_jwk: json_col(&get::<String>(r, 2)?, "public_jwk")?,
+                sealed_key: get(r, 3)?,
+                created_at: from_us(get(r, 4)?)?,
+                activates_at: from_us(get(r, 5)?)?,
+                retires_at: opt_from_us(get(r, 6)?)?,
+                expires_at: opt_from_us(get(r, 7)?)?,
+            })
+        },
+    )
+}
+
+pub(crate) fn token_revoked(conn: &Conn, jti: &str) -> Result<bool, StoreError> {
+    Ok(one(
+        conn,
+        "SELECT 1 FROM revoked_tokens WHERE jti = $1",
+        &[&jti],
+        |_| Ok(()),
+    )?
+    .is_some())
+}
+
+pub(crate) fn audit_checkpoint(conn: &Conn) -> Result<Option<Checkpoint>, StoreError> {
+    one(
+        conn,
+        "SELECT seq, hash, mac FROM audit_checkpoint WHERE id = 1",
+        &[],
+        |r| {
+            let hash: Vec<u8> = get(r, 1)?;
+            Ok(Checkpoint {
+                head: ChainHead {
+                    seq: u64::try_from(get::<i64>(r, 0)?)
+                        .map_err(|_| StoreError::Corrupt("negative seq".into()))?,
+                    hash: hash.try_into().map_err(|_| {
+                        StoreError::Corrupt("checkpoint hash is not 32 bytes".into())
+                    })?,
+                },
+                mac: get(r, 2)?,
+            })
+        },
+    )
+}
+
+pub(crate) fn audit_head(conn: &Conn) -> Result<ChainHead, StoreError> {
+    let head = one(
+        conn,
+        "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1",
+        &[],
+        |r| Ok((get::<i64>(r, 0)?, get::<Vec<u8>>(r, 1)?)),
+    )?;
+    match head {
+        None => Ok(ChainHead::default()),
+        Some((seq, hash)) => Ok(ChainHead {
+            seq: u64::try_from(seq).map_err(|_| StoreError::Corrupt("negative seq".into()))?,
+            hash: hash
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("audit hash is not 32 bytes".into()))?,
+        }),
+    }
+}
+
+/// Implements `ReadStore` for a type with a `conn(&self) -> &Conn` method.
+macro_rules! impl_read_store {
+    ($t:ty) => {
+        impl warden_core::ports::ReadStore for $t {
+            fn identity(
+                &self,
+                id: uuid::Uuid,
+            ) -> Result<Option<warden_types::Identity>, warden_core::StoreError> {
+                crate::read::identity(self.conn(), id)
+            }
+            fn identities_named(
+                &self,
+                name: &str,
+                env: Option<&str>,
+            ) -> Result<Vec<warden_types::Identity>, warden_core::StoreError> {
+                crate::read::identities_named(self.conn(), name, env)
+            }
+            fn list_identities(
+                &self,
+                f: &warden_core::ports::IdentityFilter,
+                after: Option<uuid::Uuid>,
+                limit: usize,
+            ) -> Result<Vec<warden_types::Identity>, warden_core::StoreError> {
+                crate::read::list_identities(self.conn(), f, after, limit)
+            }
+            fn team(
+                &self,
+                id: uuid::Uuid,
+            ) -> Result<Option<warden_types::Team>, warden_core::StoreError> {
+                crate::read::team(self.conn(), id)
+            }
+            fn team_named(
+                &self,
+                name: &str,
+            ) -> Result<Option<warden_types::Team>, warden_core::StoreError> {
+                crate::read::team_named(self.conn(), name)
+            }
+            fn list_teams(&self) -> Result<Vec<warden_types::Team>, warden_core::StoreError> {
+                crate::read::list_teams(self.conn())
+            }
+            fn operator(
+                &self,
+                id: uuid::Uuid,
+            ) -> Result<Option<warden_core::ports::OperatorRecord>, warden_core::StoreError> {
+                crate::read::operator(self.conn(), id)
+            }
+            fn operator_named(
+                &self,
+                name: &str,
+            ) -> Result<Option<warden_core::ports::OperatorRecord>, warden_core::StoreError> {
+                crate::read::operator_named(self.conn(), name)
+            }
+            fn operator_by_token_hash(
+                &self,
+                hash: &[u8],
+            ) -> Result<Option<warden_core::ports::OperatorRecord>, warden_core::StoreError> {
+                crate::read::operator_by_token_hash(self.conn(), hash)
+            }
+            fn list_operators(
+                &self,
+            ) -> Result<Vec<warden_types::Operator>, warden_core::StoreError> {
+                crate::read::list_operators(self.conn())
+            }
+            fn credential(
+                &self,
+                id: uuid::Uuid,
+            ) -> Result<Option<warden_types::Credential>, warden_core::StoreError> {
+                crate::read::credential(self.conn(), id)
+            }
+            fn credentials_of(
+                &self,
+                identity: uuid::Uuid,
+            ) -> Result<Vec<warden_types::Credential>, warden_core::StoreError> {
+                crate::read::credentials_of(self.conn(), identity)
+            }
+            fn credential_by_secret_hash(
+                &self,
+                hash: &[u8],
+            ) -> Result<Option<warden_types::Credential>, warden_core::StoreError> {
+                crate::read::credential_by_secret_hash(self.conn(), hash)
+            }
+            fn overlaps_ended(
+                &self,
+                now: time::OffsetDateTime,
+                limit: usize,
+            ) -> Result<Vec<warden_types::Credential>, warden_core::StoreError> {
+                crate::read::overlaps_ended(self.conn(), now, limit)
+            }
+            fn change_request(
+                &self,
+                id: uuid::Uuid,
+            ) -> Result<Option<warden_types::ChangeRequest>, warden_core::StoreError> {
+                crate::read::change_request(self.conn(), id)
+            }
+            fn list_change_requests(
+                &self,
+                f: &warden_core::ports::ChangeFilter,
+                after: Option<uuid::Uuid>,
+                limit: usize,
+            ) -> Result<Vec<warden_types::ChangeRequest>, warden_core::StoreError> {
+                crate::read::list_change_requests(self.conn(), f, after, limit)
+            }
+            fn list_audit(
+                &self,
+                f: &warden_core::ports::AuditFilter,
+                after: u64,
+                limit: usize,
+            ) -> Result<Vec<warden_types::AuditEvent>, warden_core::StoreError> {
+                crate::read::list_audit(self.conn(), f, after, limit)
+            }
+            fn audit_records(
+                &self,
+                after: u64,
+                limit: usize,
+            ) -> Result<Vec<warden_core::ports::AuditRecord>, warden_core::StoreError> {
+                crate::read::audit_records(self.conn(), after, limit)
+            }
+            fn audit_checkpoint(
+                &self,
+            ) -> Result<Option<warden_core::ports::Checkpoint>, warden_core::StoreError> {
+                crate::read::audit_checkpoint(self.conn())
+            }
+            fn signing_keys(
+                &self,
+            ) -> Result<Vec<warden_core::ports::SigningKeyRecord>, warden_core::StoreError> {
+                crate::read::signing_keys(self.conn())
+            }
+            fn token_revoked(&self, jti: &str) -> Result<bool, warden_core::StoreError> {
+                crate::read::token_revoked(self.conn(), jti)
+            }
+        }
+    };
+}
+pub(crate) use impl_read_store;

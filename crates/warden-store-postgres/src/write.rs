@@ -1,0 +1,458 @@
+//! The write transaction a job sees.
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+use warden_core::StoreError;
+use warden_core::ports::{
+    AfterCommit, AuditRecord, ChainHead, Lease, SigningKeyRecord, Topic, WriteTx,
+};
+use warden_types::{ChangeRequest, Credential, Identity, Operator, Team};
+
+use crate::read::impl_read_store;
+use crate::{Conn, Param, from_us, opt_us, to_us};
+
+/// A job's view of the open transaction. `head` is the audit chain head, read after the cluster's
+/// write lock was taken; the writer restores it when a job's savepoint is rolled back.
+pub(crate) struct PgTx<'c> {
+    pub(crate) conn: &'c Conn,
+    pub(crate) head: ChainHead,
+    /// After-commit effects of the jobs that succeeded so far in this transaction.
+    pub(crate) effects: Vec<AfterCommit>,
+    /// What to tell the other nodes when the transaction commits.
+    pub(crate) topics: Vec<Topic>,
+}
+
+impl PgTx<'_> {
+    fn conn(&self) -> &Conn {
+        self.conn
+    }
+}
+
+impl_read_store!(PgTx<'_>);
+
+fn json(v: &impl serde::Serialize) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| StoreError::Internal(format!("encoding JSON: {e}")))
+}
+
+fn exec(conn: &Conn, sql: &str, p: &[Param<'_>]) -> Result<u64, StoreError> {
+    conn.execute(sql, p)
+}
+
+impl PgTx<'_> {
+    fn write_labels(&self, identity: &Identity) -> Result<(), StoreError> {
+        exec(
+            self.conn,
+            "DELETE FROM identity_labels WHERE identity_id = $1",
+            &[&identity.id],
+        )?;
+        for (k, v) in &identity.labels {
+            exec(
+                self.conn,
+                "INSERT INTO identity_labels (identity_id, key, value) VALUES ($1, $2, $3)",
+                &[&(identity.id), &k, &v],
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl WriteTx for PgTx<'_> {
+    fn insert_team(&mut self, t: &Team) -> Result<(), StoreError> {
+        exec(
+            self.conn,
+            "INSERT INTO teams (id, name, description, created_at) VALUES ($1, $2, $3, $4)",
+            &[&(t.id), &t.name, &t.description, &to_us(t.created_at)],
+        )?;
+        Ok(())
+    }
+
+    fn add_member(&mut self, team: Uuid, operator: Uuid) -> Result<(), StoreError> {
+        exec(
+            self.conn,
+            "INSERT INTO team_members (team_id, operator_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&team, &operator],
+        )?;
+        Ok(())
+    }
+
+    fn remove_member(&mut self, team: Uuid, operator: Uuid) -> Result<bool, StoreError> {
+        Ok(exec(
+            self.conn,
+            "DELETE FROM team_members WHERE team_id = $1 AND operator_id = $2",
+            &[&team, &operator],
+        )? > 0)
+    }
+
+    fn insert_operator(
+        &mut self,
+        o: &Operator,
+        token_hash: &[u8],
+        created_by: Option<Uuid>,
+    ) -> Result<(), StoreError> {
+        exec(
+            self.conn,
+            "INSERT INTO operators (id, name, role, token_hash, created_at, disabled_at, created_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                &(o.id),
+                &o.name,
+                &o.role.as_str(),
+                &token_hash,
+                &to_us(o.created_at),
+                &opt_us(o.disabled_at),
+                &(created_by),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn update_operator(
+        &mut self,
+        o: &Operator,
+        token_hash: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        let n = match token_hash {
+            Some(h) => exec(
+                self.conn,
+                "UPDATE operators SET disabled_at = $2, token_hash = $3 WHERE id = $1",
+                &[&(o.id), &opt_us(o.disabled_at), &h],
+            )?,
+            None => exec(
+                self.conn,
+                "UPDATE operators SET disabled_at = $2 WHERE id = $1",
+                &[&(o.id), &opt_us(o.disabled_at)],
+            )?,
+        };
+        if n != 1 {
+            return Err(StoreError::Internal(
+                "operator to update does not exist".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn insert_identity(&mut self, i: &Identity) -> Result<(), StoreError> {
+        exec(
+            self.conn,
+            "INSERT INTO identities (id, name, environment, kind, owner_id, purpose, status, status_reason, scopes, \
+             privileged, audiences, constraints, labels, parent_id, origin, created_at, updated_at, last_used_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
+            &[
+                &(i.id),
+                &i.name,
+                &i.environment,
+                &i.kind.as_str(),
+                &(i.owner_id),
+                &i.purpose,
+                &i.status.as_str(),
+                &i.status_reason,
+                &json(&i.scopes)?,
+                &i.privileged,
+                &json(&i.audiences)?,
+                &json(&i.constraints)?,
+                &json(&i.labels)?,
+                &(i.parent_id),
+                &i.origin.as_str(),
+                &to_us(i.created_at),
+                &to_us(i.updated_at),
+                &opt_us(i.last_used_at),
+                &opt_us(i.expires_at),
+            ],
+        )?;
+        self.write_labels(i)
+    }
+
+    fn update_identity(&mut self, i: &Identity) -> Result<(), StoreError> {
+        let n = exec(
+            self.conn,
+            "UPDATE identities SET purpose = $2, status = $3, status_reason = $4, scopes = $5, privileged = $6, \
+             audiences = $7, constraints = $8, labels = $9, updated_at = $10, expires_at = $11, \
+             suspended_by_admin = $12 WHERE id = $1",
+            &[
+                &(i.id),
+                &i.purpose,
+                &i.status.as_str(),
+                &i.status_reason,
+                &json(&i.scopes)?,
+                &i.privileged,
+                &json(&i.audiences)?,
+                &json(&i.constraints)?,
+                &json(&i.labels)?,
+                &to_us(i.updated_at),
+                &opt_us(i.expires_at),
+                &i.suspended_by_admin,
+            ],
+        )?;
+        if n != 1 {
+            return Err(StoreError::Internal(
+                "identity to update does not exist".into(),
+            ));
+        }
+        self.write_labels(i)
+    }
+
+    fn insert_credential(
+        &mut self,
+        c: &Credential,
+        secret_hash: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        let jwk = c.public_jwk.as_ref().map(json).transpose()?;
+        exec(
+            self.conn,
+            "INSERT INTO credentials (id, identity_id, kind, secret_hash, hint, description, thumbprint, public_jwk, \
+             created_at, expires_at, last_used_at, revoked_at, revoke_reason, rotated_from, replaced_by, created_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+            &[
+                &(c.id),
+                &(c.identity_id),
+                &c.kind.as_str(),
+                &secret_hash,
+                &c.hint,
+                &c.description,
+                &c.thumbprint,
+                &jwk,
+                &to_us(c.created_at),
+                &to_us(c.expires_at),
+                &opt_us(c.last_used_at),
+                &opt_us(c.revoked_at),
+                &c.revoke_reason,
+                &(c.rotated_from),
+                &(c.replaced_by),
+                &c.created_by,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn update_credential(&mut self, c: &Credential) -> Result<(), StoreError> {
+        exec(
+            self.conn,
+            "UPDATE credentials SET expires_at = $2, revoked_at = $3, revoke_reason = $4, replaced_by = $5, \
+             description = $6 WHERE id = $1",
+            &[
+                &(c.id),
+                &to_us(c.expires_at),
+                &opt_us(c.revoked_at),
+                &c.revoke_reason,
+                &(c.replaced_by),
+                &c.description,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn touch_last_used(
+        &mut self,
+        credential: Uuid,
+        identity: Uuid,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let t = to_us(at);
+        exec(
+            self.conn,
+            "UPDATE credentials SET last_used_at = GREATEST(COALESCE(last_used_at, 0), $2) WHERE id = $1",
+            &[&(credential), &t],
+        )?;
+        exec(
+            self.conn,
+            "UPDATE identities SET last_used_at = GREATEST(COALESCE(last_used_at, 0), $2) WHERE id = $1",
+            &[&(identity), &t],
+        )?;
+        Ok(())
+    }
+
+    fn insert_signing_key(&mut self, k: &SigningKeyRecord) -> Result<(), StoreError> {
+        exec(
+            self.conn,
+            "INSERT INTO signing_keys (kid, alg, public_jwk, sealed_key, created_at, activates_at, retires_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                &k.kid,
+                &k.alg,
+                &json(&k.public_jwk)?,
+                &k.sealed_key,
+                &to_us(k.created_at),
+                &to_us(k.activates_at),
+                &opt_us(k.retires_at),
+                &opt_us(k.expires_at),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn schedule_signing_key(
+        &mut self,
+        kid: &str,
+        retires_at: Option<OffsetDateTime>,
+        expires_at: Option<OffsetDateTime>,
+    ) -> Result<(), StoreError> {
+        let n = exec(
+            self.conn,
+            "UPDATE signing_keys SET retires_at = $2, expires_at = $3 WHERE kid = $1",
+            &[&kid, &opt_us(retires_at), &opt_us(expires_at)],
+        )?;
+        if n == 0 {
+            return Err(StoreError::Internal(format!("no signing key {kid:?}")));
+        }
+        Ok(())
+    }
+
+    fn use_once(
+        &mut self,
+        hash: &[u8; 32],
+        expires_at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let n = exec(
+            self.conn,
+            "INSERT INTO token_once (keep_until, hash) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&to_us(expires_at), &hash.as_slice()],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn revoke_token(
+        &mut self,
+        jti: &str,
+        identity: Uuid,
+        expires_at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        exec(
+            self.conn,
+            "INSERT INTO revoked_tokens (jti, identity_id, expires_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            &[&jti, &(identity), &to_us(expires_at)],
+        )?;
+        Ok(())
+    }
+
+    fn purge_expired_token_state(&mut self, now: OffsetDateTime) -> Result<usize, StoreError> {
+        let t = to_us(now);
+        let a = exec(
+            self.conn,
+            "DELETE FROM token_once WHERE keep_until <= $1",
+            &[&t],
+        )?;
+        let b = exec(
+            self.conn,
+            "DELETE FROM revoked_tokens WHERE expires_at <= $1",
+            &[&t],
+        )?;
+        Ok(usize::try_from(a + b).unwrap_or(usize::MAX))
+    }
+
+    fn insert_change_request(&mut self, c: &ChangeRequest) -> Result<(), StoreError> {
+        exec(
+            self.conn,
+            "INSERT INTO change_requests (id, identity_id, kind, scopes, privileged_scopes, status, requested_by, \
+             requester_id, requested_at, decided_by, decided_at, decision_reason) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            &[
+                &(c.id),
+                &(c.identity_id),
+                &c.kind.as_str(),
+                &json(&c.scopes)?,
+                &json(&c.privileged_scopes)?,
+                &c.status.as_str(),
+                &c.requested_by,
+                &(c.requester_id),
+                &to_us(c.requested_at),
+                &c.decided_by,
+                &opt_us(c.decided_at),
+                &c.decision_reason,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn update_change_request(&mut self, c: &ChangeRequest) -> Result<(), StoreError> {
+        exec(
+            self.conn,
+            "UPDATE change_requests SET status = $2, decided_by = $3, decided_at = $4, decision_reason = $5 WHERE id = $1",
+            &[
+                &(c.id),
+                &c.status.as_str(),
+                &c.decided_by,
+                &opt_us(c.decided_at),
+                &c.decision_reason,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn audit_head(&mut self) -> Result<ChainHead, StoreError> {
+        Ok(self.head)
+    }
+
+    fn insert_audit_record(&mut self, r: &AuditRecord) -> Result<(), StoreError> {
+        let head = self.head;
+        if r.seq != head.seq + 1 || r.prev_hash.as_slice() != head.hash.as_slice() {
+            return Err(StoreError::Internal(
+                "audit record does not extend the chain head".into(),
+            ));
+        }
+        let hash: [u8; 32] = r
+            .hash
+            .as_slice()
+            .try_into()
+            .map_err(|_| StoreError::Internal("audit hash is not 32 bytes".into()))?;
+        let seq = i64::try_from(r.seq).map_err(|_| StoreError::Internal("seq overflow".into()))?;
+        exec(
+            self.conn,
+            "INSERT INTO audit_events (seq, time_us, actor, action, target, outcome, request_id, source, details, prev_hash, hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            &[
+                &seq,
+                &r.time_us,
+                &r.actor,
+                &r.action,
+                &r.target,
+                &r.outcome,
+                &r.request_id,
+                &r.source,
+                &r.details,
+                &r.prev_hash,
+                &r.hash,
+            ],
+        )?;
+        self.head = ChainHead { seq: r.seq, hash };
+        Ok(())
+    }
+
+    fn lease(&mut self, name: &str) -> Result<Option<Lease>, StoreError> {
+        let rows = self.conn.query(
+            "SELECT holder, fence, expires_at FROM leases WHERE name = $1",
+            &[&name],
+        )?;
+        let Some(r) = rows.first() else {
+            return Ok(None);
+        };
+        let get = |e: tokio_postgres::Error| crate::db_err(e);
+        Ok(Some(Lease {
+            name: name.to_owned(),
+            holder: r.try_get(0).map_err(get)?,
+            fence: u64::try_from(r.try_get::<_, i64>(1).map_err(get)?)
+                .map_err(|_| StoreError::Corrupt("negative lease fence".into()))?,
+            expires_at: from_us(r.try_get(2).map_err(get)?)?,
+        }))
+    }
+
+    fn put_lease(&mut self, l: &Lease) -> Result<(), StoreError> {
+        let fence =
+            i64::try_from(l.fence).map_err(|_| StoreError::Internal("fence overflow".into()))?;
+        exec(
+            self.conn,
+            "INSERT INTO leases (name, holder, fence, expires_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, fence = excluded.fence,
+             expires_at = excluded.expires_at",
+            &[&l.name, &l.holder, &fence, &to_us(l.expires_at)],
+        )?;
+        Ok(())
+    }
+
+    fn notify_peers(&mut self, topic: Topic) {
+        self.topics.push(topic);
+    }
+
+    fn after_commit(&mut self, effect: AfterCommit) {
+        self.effects.push(effect);
+    }
+}
