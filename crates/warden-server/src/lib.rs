@@ -115,19 +115,56 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Periodic work inside `warden serve`: flushing `last_used_at`, ending rotation overlaps.
-pub fn spawn_jobs(registry: Arc<Registry>) -> tokio::task::JoinHandle<()> {
+/// How this node takes part in the cluster-wide jobs.
+#[derive(Debug, Clone)]
+pub struct JobSettings {
+    /// This node's name as a lease holder.
+    pub node: String,
+    /// How long the jobs lease lasts without renewal (renewed every second).
+    pub lease_ttl: time::Duration,
+}
+
+/// Periodic work inside `warden serve`. Every node flushes its own `last_used_at` counts and
+/// nudges its audit buffer; the cluster-wide jobs (ending rotation overlaps, signing-key
+/// rotation, purging expired token state) run only on the node holding the jobs lease, and move
+/// to another node when it stops renewing.
+pub fn spawn_jobs(registry: Arc<Registry>, settings: JobSettings) -> tokio::task::JoinHandle<()> {
+    use warden_core::registry::cluster::JOBS_LEASE;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let mut n: u64 = 0;
+        // Ticks since this node became the leader (the jobs run at its first tick as leader).
+        let mut led: Option<u64> = None;
         loop {
             tick.tick().await;
-            n += 1;
             registry.nudge_audit();
             if let Err(e) = registry.flush_usage().await {
                 tracing::warn!(error = %e, "flushing last_used_at failed");
             }
-            if n.is_multiple_of(60) {
+            match registry
+                .hold_lease(JOBS_LEASE, &settings.node, settings.lease_ttl)
+                .await
+            {
+                Ok(Some(f)) => {
+                    if led.is_none() {
+                        tracing::info!(node = %settings.node, fence = f.fence, "this node runs the cluster-wide jobs");
+                    }
+                }
+                Ok(None) => {
+                    if led.is_some() {
+                        tracing::info!(node = %settings.node, "another node runs the cluster-wide jobs now");
+                    }
+                    led = None;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "renewing the jobs lease failed");
+                    led = None;
+                    continue;
+                }
+            }
+            let k = *led.get_or_insert(0);
+            led = Some(k + 1);
+            if k.is_multiple_of(60) {
                 if let Err(e) = registry.maintain_signing_keys().await {
                     tracing::warn!(error = %e, "signing key maintenance failed");
                 }
@@ -135,7 +172,7 @@ pub fn spawn_jobs(registry: Arc<Registry>) -> tokio::task::JoinHandle<()> {
                     tracing::warn!(error = %e, "purging expired token state failed");
                 }
             }
-            if n.is_multiple_of(10) {
+            if k.is_multiple_of(10) {
                 match registry.end_overlaps().await {
                     Ok(0) => {}
                     Ok(k) => tracing::info!(revoked = k, "rotation overlaps ended"),

@@ -128,5 +128,17 @@ pub(crate) async fn render(State(state): State<AppState>) -> Response {
         "",
         state.registry.authentication_events_written(),
     );
+    let _ = writeln!(
+        out,
+        "# HELP warden_cluster_jobs_leader Whether this node holds the lease of the cluster-wide jobs.\n\
+         # TYPE warden_cluster_jobs_leader gauge\nwarden_cluster_jobs_leader {}",
+        u8::from(state.registry.is_leader())
+    );
+    let _ = writeln!(
+        out,
+        "# HELP warden_cluster_peers_heard Whether this node hears other nodes' changes (cache invalidation).\n\
+         # TYPE warden_cluster_peers_heard gauge\nwarden_cluster_peers_heard {}",
+        u8::from(state.registry.hearing_peers())
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

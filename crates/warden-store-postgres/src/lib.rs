@@ -432,7 +432,7 @@ pub struct PgStore {
     stats: Arc<WriterStats>,
     peers: Arc<Peers>,
     stop: Arc<tokio::sync::Notify>,
-    runtime: Mutex<Option<Runtime>>,
+    runtime: Mutex<Option<IoRuntime>>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -441,12 +441,34 @@ impl std::fmt::Debug for PgStore {
     }
 }
 
-fn io_runtime() -> Result<Runtime, StoreError> {
+/// The store's I/O runtime. Dropping it never blocks (it may be dropped inside an async
+/// context, where waiting for its threads is not allowed).
+struct IoRuntime(Option<Runtime>);
+
+impl IoRuntime {
+    fn handle(&self) -> Handle {
+        match &self.0 {
+            Some(rt) => rt.handle().clone(),
+            None => unreachable!("the I/O runtime is only taken by drop"),
+        }
+    }
+}
+
+impl Drop for IoRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+fn io_runtime() -> Result<IoRuntime, StoreError> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("warden-pg-io")
         .enable_all()
         .build()
+        .map(|rt| IoRuntime(Some(rt)))
         .map_err(|e| StoreError::Internal(format!("starting the database I/O runtime: {e}")))
 }
 
@@ -460,7 +482,7 @@ impl PgStore {
         options: PgOptions,
     ) -> Result<Self, StoreError> {
         let runtime = io_runtime()?;
-        let connector = Connector::new(url, &options, runtime.handle().clone())?;
+        let connector = Connector::new(url, &options, runtime.handle())?;
         let conn = connector.connect()?;
         if schema::version(&conn)? >= 1 {
             check_head(&conn, &checkpoint_key)?;
@@ -470,7 +492,7 @@ impl PgStore {
 
         let peers = Arc::new(Peers::default());
         let stop = Arc::new(tokio::sync::Notify::new());
-        runtime.spawn(listen(
+        runtime.handle().spawn(listen(
             connector.clone(),
             Arc::clone(&peers),
             Arc::clone(&stop),
@@ -520,7 +542,7 @@ impl PgStore {
     ) -> Result<(u32, u32), StoreError> {
         let runtime = io_runtime()?;
         let out = (|| {
-            let conn = Connector::new(url, options, runtime.handle().clone())?.connect()?;
+            let conn = Connector::new(url, options, runtime.handle())?.connect()?;
             let (from, to) = schema::check(&conn)?;
             if from >= 1 {
                 check_head(&conn, checkpoint_key)?;
@@ -530,7 +552,7 @@ impl PgStore {
             }
             schema::migrate(&conn)
         })();
-        runtime.shutdown_background();
+        drop(runtime);
         out
     }
 
@@ -549,9 +571,7 @@ impl PgStore {
             let _ = h.join();
         }
         self.stop.notify_waiters();
-        if let Some(rt) = self.runtime.lock().ok().and_then(|mut r| r.take()) {
-            rt.shutdown_background();
-        }
+        drop(self.runtime.lock().ok().and_then(|mut r| r.take()));
     }
 }
 

@@ -9,13 +9,15 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use tokio::net::TcpListener;
+use warden_core::ports::Store;
 use warden_core::registry::CHECKPOINT_LABEL;
 use warden_core::{Registry, SystemClock};
 use warden_crypto::ServerKey;
 use warden_server::AppState;
+use warden_store_postgres::{PgOptions, PgStore};
 use warden_store_sqlite::SqliteStore;
 
-use crate::config::{DEFAULT_LISTEN, EXAMPLE, ServerConfig};
+use crate::config::{DEFAULT_LISTEN, EXAMPLE, ServerConfig, Storage};
 
 pub const DB_FILE: &str = "warden.db";
 pub const KEY_FILE: &str = "server.key";
@@ -95,6 +97,73 @@ fn load_key(dir: &Path) -> Result<ServerKey> {
         .with_context(|| format!("{} is not a 32-byte key", path.display()))
 }
 
+/// The configured store, opened; closes it (joining its threads) when `close` is called.
+struct OpenStore {
+    store: Arc<dyn Store>,
+    close: Box<dyn FnOnce() + Send>,
+    /// SQLite: the data-dir lock that keeps a second server away.
+    _lock: Option<File>,
+}
+
+fn lock_data_dir(dir: &Path, busy: &str) -> Result<File> {
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(LOCK_FILE))
+        .with_context(|| format!("opening the lock file in {}", dir.display()))?;
+    if lock.try_lock().is_err() {
+        bail!("{busy} {}", dir.display());
+    }
+    Ok(lock)
+}
+
+fn pg_options(ca_file: &Option<PathBuf>, max_connections: usize) -> PgOptions {
+    PgOptions {
+        max_readers: max_connections,
+        ca_file: ca_file.clone(),
+        ..PgOptions::default()
+    }
+}
+
+fn open_store(cfg: &ServerConfig, key: &ServerKey) -> Result<OpenStore> {
+    match &cfg.storage {
+        Storage::Sqlite => {
+            let lock = lock_data_dir(&cfg.data_dir, "another warden server is using")?;
+            let store = Arc::new(SqliteStore::open(
+                &cfg.data_dir.join(DB_FILE),
+                key.hasher(CHECKPOINT_LABEL),
+            )?);
+            let closing = Arc::clone(&store);
+            Ok(OpenStore {
+                store,
+                close: Box::new(move || closing.close()),
+                _lock: Some(lock),
+            })
+        }
+        Storage::Postgres {
+            url,
+            ca_file,
+            max_connections,
+        } => {
+            let store = Arc::new(
+                PgStore::open(
+                    url,
+                    key.hasher(CHECKPOINT_LABEL),
+                    pg_options(ca_file, *max_connections),
+                )
+                .context("opening the PostgreSQL store")?,
+            );
+            let closing = Arc::clone(&store);
+            Ok(OpenStore {
+                store,
+                close: Box::new(move || closing.close()),
+                _lock: None,
+            })
+        }
+    }
+}
+
 /// What `init` produced. Deliberately not `Debug`: it holds the admin token.
 #[derive(serde::Serialize)]
 pub struct InitOutput {
@@ -124,14 +193,18 @@ async fn initialise(dir: &Path, admin: &str) -> Result<InitOutput> {
     if !config.exists() {
         std::fs::write(&config, EXAMPLE)?;
     }
-    let store = Arc::new(SqliteStore::open(
-        &dir.join(DB_FILE),
-        key.hasher(CHECKPOINT_LABEL),
-    )?);
     let cfg = ServerConfig::load(dir, None, None)?;
-    let registry = Registry::new(store.clone(), Arc::new(SystemClock), cfg.policy, &key);
-    let created = registry.bootstrap_admin(admin).await?;
-    store.close();
+    let opened = open_store(&cfg, &key)?;
+    let registry = Registry::new(
+        Arc::clone(&opened.store),
+        Arc::new(SystemClock),
+        cfg.policy,
+        &key,
+    );
+    let created = registry.bootstrap_admin(admin).await;
+    let close = opened.close;
+    let _ = tokio::task::spawn_blocking(close).await;
+    let created = created?;
     Ok(InitOutput {
         data_dir: dir.display().to_string(),
         admin: created.operator.name,
@@ -172,22 +245,41 @@ pub struct MigrateArgs {
     pub check: bool,
 }
 
-/// Upgrades the database schema (a server also does it at start); refuses while a server runs.
+/// Upgrades the database schema (a server also does it at start). SQLite: refuses while a server
+/// runs. PostgreSQL: nodes may keep running; migrations are applied once, under a lock.
 pub async fn migrate(a: MigrateArgs, json: bool) -> Result<ExitCode> {
     let dir = &a.data_dir;
     let key = load_key(dir)?;
-    let lock = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join(LOCK_FILE))
-        .with_context(|| format!("opening the lock file in {}", dir.display()))?;
-    if lock.try_lock().is_err() {
-        bail!("a warden server is using {}; stop it first", dir.display());
-    }
-    let (from, to) =
-        SqliteStore::migrate_file(&dir.join(DB_FILE), &key.hasher(CHECKPOINT_LABEL), !a.check)?;
-    drop(lock);
+    let cfg = ServerConfig::load(dir, None, None)?;
+    let (from, to) = match &cfg.storage {
+        Storage::Sqlite => {
+            let lock = lock_data_dir(dir, "a warden server is using it; stop it first:")?;
+            let r = SqliteStore::migrate_file(
+                &dir.join(DB_FILE),
+                &key.hasher(CHECKPOINT_LABEL),
+                !a.check,
+            )?;
+            drop(lock);
+            r
+        }
+        Storage::Postgres {
+            url,
+            ca_file,
+            max_connections,
+        } => {
+            let (url, options, hasher, apply) = (
+                url.clone(),
+                pg_options(ca_file, *max_connections),
+                key.hasher(CHECKPOINT_LABEL),
+                !a.check,
+            );
+            tokio::task::spawn_blocking(move || {
+                PgStore::migrate_url(&url, &hasher, &options, apply)
+            })
+            .await
+            .context("the migration task")??
+        }
+    };
     let v = serde_json::json!({ "from": from, "to": to, "applied": !a.check && from != to });
     crate::output::print(json, &v, || match (a.check, from == to) {
         (_, true) => format!("schema version {to}: up to date"),
@@ -205,21 +297,9 @@ async fn run_server(cfg: ServerConfig, on_bound: impl FnOnce(&str)) -> Result<Ex
     init_tracing(&cfg.log);
     let dir = &cfg.data_dir;
     let key = load_key(dir)?;
-    let lock = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join(LOCK_FILE))
-        .with_context(|| format!("opening the lock file in {}", dir.display()))?;
-    if lock.try_lock().is_err() {
-        bail!("another warden server is using {}", dir.display());
-    }
-    let store = Arc::new(SqliteStore::open(
-        &dir.join(DB_FILE),
-        key.hasher(CHECKPOINT_LABEL),
-    )?);
+    let opened = open_store(&cfg, &key)?;
     let registry = Arc::new(Registry::new(
-        store.clone(),
+        Arc::clone(&opened.store),
         Arc::new(SystemClock),
         cfg.policy.clone(),
         &key,
@@ -248,7 +328,13 @@ async fn run_server(cfg: ServerConfig, on_bound: impl FnOnce(&str)) -> Result<Ex
         .context("preparing the token signing keys")?;
     tracing::info!(address = %addr, data_dir = %dir.display(), "warden listening on {scheme}://{addr}");
     on_bound(&format!("{scheme}://{addr}"));
-    let jobs = warden_server::spawn_jobs(registry.clone());
+    let jobs = warden_server::spawn_jobs(
+        registry.clone(),
+        warden_server::JobSettings {
+            node: cfg.cluster.node_name.clone(),
+            lease_ttl: cfg.cluster.lease_ttl,
+        },
+    );
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("shutting down");
@@ -263,10 +349,8 @@ async fn run_server(cfg: ServerConfig, on_bound: impl FnOnce(&str)) -> Result<Ex
     }
     jobs.abort();
     let _ = registry.flush_usage().await;
-    // Joining the writer and checkpointer threads blocks: keep it off the async workers.
-    let closing = Arc::clone(&store);
-    let _ = tokio::task::spawn_blocking(move || closing.close()).await;
-    drop(lock);
+    // Joining the store's threads blocks: keep it off the async workers.
+    let _ = tokio::task::spawn_blocking(opened.close).await;
     Ok(ExitCode::SUCCESS)
 }
 

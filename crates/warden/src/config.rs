@@ -22,6 +22,57 @@ pub struct FileConfig {
     pub tls: Option<TlsFile>,
     pub guardrails: Option<GuardrailFile>,
     pub audit: Option<AuditFile>,
+    /// `sqlite` (default) or `postgres`.
+    pub storage: Option<String>,
+    pub postgres: Option<PostgresFile>,
+    pub cluster: Option<ClusterFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresFile {
+    pub url: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    pub max_connections: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterFile {
+    pub node_name: Option<String>,
+    pub lease_ttl: Option<String>,
+}
+
+/// Where the registry lives.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Storage {
+    /// `DATA_DIR/warden.db`.
+    Sqlite,
+    /// A PostgreSQL database several nodes may share.
+    Postgres {
+        /// Holds the password when there is one: never printed.
+        url: String,
+        ca_file: Option<PathBuf>,
+        max_connections: usize,
+    },
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Storage::Sqlite => f.write_str("Sqlite"),
+            Storage::Postgres { .. } => f.write_str("Postgres { .. }"),
+        }
+    }
+}
+
+/// This node's part in a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    /// Names the holder of job leases; unique per node.
+    pub node_name: String,
+    /// How long a node keeps the jobs lease without renewing it (renewed every second).
+    pub lease_ttl: time::Duration,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -83,6 +134,8 @@ pub struct ServerConfig {
     pub tls: Option<TlsPaths>,
     pub log: String,
     pub policy: Policy,
+    pub storage: Storage,
+    pub cluster: Cluster,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8640";
@@ -232,6 +285,47 @@ impl ServerConfig {
         let log = env("WARDEN_LOG")
             .or(file.log)
             .unwrap_or_else(|| "info".to_owned());
+        let pg = file.postgres.unwrap_or_default();
+        let url = env("WARDEN_DATABASE_URL").or(pg.url);
+        let storage = match (env("WARDEN_STORAGE").or(file.storage).as_deref(), url) {
+            (None | Some("sqlite"), None) => Storage::Sqlite,
+            (Some("sqlite"), Some(_)) => {
+                bail!("storage is \"sqlite\" but a PostgreSQL URL is set; choose one")
+            }
+            (None | Some("postgres"), Some(url)) => {
+                if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                    bail!("postgres.url: must start with postgres:// or postgresql://");
+                }
+                let max_connections = pg.max_connections.unwrap_or(16);
+                if max_connections == 0 {
+                    bail!("postgres.max_connections: must be at least 1");
+                }
+                Storage::Postgres {
+                    url,
+                    ca_file: env("WARDEN_DATABASE_CA").map(PathBuf::from).or(pg.ca_file),
+                    max_connections,
+                }
+            }
+            (Some("postgres"), None) => {
+                bail!("storage is \"postgres\": set postgres.url or WARDEN_DATABASE_URL")
+            }
+            (Some(other), _) => bail!("storage: {other:?} is not sqlite or postgres"),
+        };
+        let cluster_file = file.cluster.unwrap_or_default();
+        let node_name = env("WARDEN_NODE_NAME")
+            .or(cluster_file.node_name)
+            .unwrap_or_else(default_node_name);
+        if node_name.is_empty() || node_name.len() > 128 || node_name.chars().any(char::is_control)
+        {
+            bail!("cluster.node_name: 1 to 128 characters, no control characters");
+        }
+        let lease_ttl = match env("WARDEN_LEASE_TTL").or(cluster_file.lease_ttl) {
+            Some(v) => parse_duration("cluster.lease_ttl", &v)?,
+            None => time::Duration::seconds(10),
+        };
+        if lease_ttl < time::Duration::seconds(2) {
+            bail!("cluster.lease_ttl: at least 2s (the lease is renewed every second)");
+        }
         Ok(ServerConfig {
             data_dir: data_dir.to_owned(),
             listen,
@@ -239,8 +333,23 @@ impl ServerConfig {
             tls,
             log,
             policy,
+            storage,
+            cluster: Cluster {
+                node_name,
+                lease_ttl,
+            },
         })
     }
+}
+
+/// `hostname-pid`: unique per running node.
+fn default_node_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "warden".to_owned());
+    format!("{host}-{}", std::process::id())
 }
 
 #[cfg(test)]
@@ -272,6 +381,34 @@ mod tests {
         let c = ServerConfig::from_parts(Path::new("/d"), file, env, Some("127.0.0.1:3")).unwrap();
         assert_eq!(c.listen, "127.0.0.1:3");
         assert_eq!(c.policy.max_ttl_api_key, time::Duration::days(5));
+    }
+
+    #[test]
+    fn storage_is_sqlite_unless_a_postgres_url_is_given() {
+        let c = ServerConfig::from_parts(Path::new("/d"), FileConfig::default(), |_| None, None)
+            .unwrap();
+        assert_eq!(c.storage, Storage::Sqlite);
+        let env = |k: &str| match k {
+            "WARDEN_DATABASE_URL" => Some("postgres://w:secret@db/warden".to_owned()),
+            _ => None,
+        };
+        let c =
+            ServerConfig::from_parts(Path::new("/d"), FileConfig::default(), env, None).unwrap();
+        assert!(
+            matches!(&c.storage, Storage::Postgres { url, max_connections: 16, .. } if url.contains("@db/"))
+        );
+        assert!(
+            !format!("{c:?}").contains("secret"),
+            "the URL's password is never printed"
+        );
+        let file: FileConfig = toml::from_str("storage = \"postgres\"").unwrap();
+        assert!(ServerConfig::from_parts(Path::new("/d"), file, |_| None, None).is_err());
+        let file: FileConfig = toml::from_str("storage = \"mysql\"").unwrap();
+        assert!(ServerConfig::from_parts(Path::new("/d"), file, |_| None, None).is_err());
+        let file: FileConfig = toml::from_str("[postgres]\nurl = \"mysql://x\"").unwrap();
+        assert!(ServerConfig::from_parts(Path::new("/d"), file, |_| None, None).is_err());
+        let file: FileConfig = toml::from_str("[cluster]\nlease_ttl = \"1s\"").unwrap();
+        assert!(ServerConfig::from_parts(Path::new("/d"), file, |_| None, None).is_err());
     }
 
     #[test]

@@ -21,6 +21,8 @@ const MAX_ENTRIES: usize = 200_000;
 #[derive(Debug)]
 pub struct GenCache<K, V> {
     generation: AtomicU64,
+    /// Off while changes made elsewhere (other nodes) cannot be heard: nothing is served or kept.
+    enabled: std::sync::atomic::AtomicBool,
     map: Mutex<HashMap<K, (u64, Arc<V>)>>,
 }
 
@@ -28,6 +30,7 @@ impl<K: Eq + Hash, V> Default for GenCache<K, V> {
     fn default() -> Self {
         GenCache {
             generation: AtomicU64::new(0),
+            enabled: std::sync::atomic::AtomicBool::new(true),
             map: Mutex::new(HashMap::new()),
         }
     }
@@ -41,6 +44,9 @@ impl<K: Eq + Hash, V> GenCache<K, V> {
 
     /// The entry for `key`, if it was filled under the current generation.
     pub fn get(&self, key: &K) -> Option<Arc<V>> {
+        if !self.enabled.load(Ordering::Acquire) {
+            return None;
+        }
         let current = self.generation();
         let map = self.map.lock().ok()?;
         match map.get(key) {
@@ -63,6 +69,12 @@ impl<K: Eq + Hash, V> GenCache<K, V> {
     pub fn invalidate(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
+
+    /// Stops (`false`) or resumes (`true`) serving entries; either way every entry is made stale.
+    pub fn set_enabled(&self, enabled: bool) {
+        self.enabled.store(enabled, Ordering::Release);
+        self.invalidate();
+    }
 }
 
 #[cfg(test)]
@@ -83,5 +95,18 @@ mod tests {
         let g2 = c.generation();
         c.put(2, g2, Arc::new("fresh"));
         assert_eq!(c.get(&2).as_deref(), Some(&"fresh"));
+    }
+
+    #[test]
+    fn a_disabled_cache_serves_nothing_and_resumes_empty() {
+        let c: GenCache<u8, &str> = GenCache::default();
+        c.put(1, c.generation(), Arc::new("old"));
+        c.set_enabled(false);
+        assert_eq!(c.get(&1), None);
+        c.put(2, c.generation(), Arc::new("while deaf"));
+        assert_eq!(c.get(&2), None);
+        c.set_enabled(true);
+        assert_eq!(c.get(&1), None, "entries from before are stale");
+        assert_eq!(c.get(&2), None, "entries filled while disabled are stale");
     }
 }

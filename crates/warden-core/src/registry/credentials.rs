@@ -79,6 +79,7 @@ impl Registry {
         self.write(move |tx, job| {
             if is_key {
                 tx.after_commit(Box::new(move || clients.invalidate()));
+                tx.notify_peers(crate::ports::Topic::Authentication);
             }
             let identity = resolve_identity(tx, &actor, &reference)?;
             let target = identity_target(identity.id);
@@ -322,7 +323,7 @@ impl Registry {
     /// Revokes rotated-out credentials whose overlap has ended. Returns how many.
     pub async fn end_overlaps(&self) -> Result<usize, CoreError> {
         let actor = Actor::system("sweep");
-        self.write_invalidating(move |tx, job| {
+        self.write_as_leader(move |tx, job| {
             let due = tx.overlaps_ended(job.now(), 500)?;
             for mut c in due.iter().cloned() {
                 c.revoked_at = Some(job.now());

@@ -92,9 +92,16 @@ impl Registry {
             .read()
             .map(|k| Arc::clone(&k))
             .unwrap_or_default();
-        if current.next_change.is_some_and(|t| t <= self.now()) {
+        let stale = self
+            .keyring_stale
+            .swap(false, std::sync::atomic::Ordering::AcqRel);
+        if stale || current.next_change.is_some_and(|t| t <= self.now()) {
             if let Err(e) = self.load_keyring() {
                 tracing::warn!(error = %e, "reloading the signing keys failed");
+                if stale {
+                    self.keyring_stale
+                        .store(true, std::sync::atomic::Ordering::Release);
+                }
                 return current;
             }
             return self
@@ -149,18 +156,32 @@ impl Registry {
             None if !pending => {
                 let record = self.new_key_record(now, now)?;
                 let kid = record.kid.clone();
-                self.write(move |tx, job| {
-                    tx.insert_signing_key(&record)?;
-                    job.record(
-                        tx,
-                        &Actor::system("signing-keys"),
-                        "signing_key.created",
-                        format!("signing_key:{kid}"),
-                        AuditOutcome::Success,
-                        json!({ "alg": record.alg }),
-                    )
-                })
-                .await?;
+                let created = self
+                    .write(move |tx, job| {
+                        // Another node may have created the first key meanwhile.
+                        if tx
+                            .signing_keys()?
+                            .iter()
+                            .any(|k| matches!(status(k, now), "active" | "next"))
+                        {
+                            return Ok(false);
+                        }
+                        tx.insert_signing_key(&record)?;
+                        tx.notify_peers(crate::ports::Topic::SigningKeys);
+                        job.record(
+                            tx,
+                            &Actor::system("signing-keys"),
+                            "signing_key.created",
+                            format!("signing_key:{kid}"),
+                            AuditOutcome::Success,
+                            json!({ "alg": record.alg }),
+                        )?;
+                        Ok(true)
+                    })
+                    .await?;
+                if !created {
+                    tracing::debug!("another node created the first signing key");
+                }
                 self.load_keyring()
             }
             Some(k)
@@ -220,6 +241,7 @@ impl Registry {
                     replaced.push(k.kid.clone());
                 }
                 tx.insert_signing_key(&record)?;
+                tx.notify_peers(crate::ports::Topic::SigningKeys);
                 job.record(
                     tx,
                     &actor,

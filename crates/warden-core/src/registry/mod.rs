@@ -4,6 +4,7 @@
 mod approvals;
 mod auth;
 pub mod cache;
+pub mod cluster;
 mod credentials;
 mod identities;
 mod keys;
@@ -62,6 +63,12 @@ pub struct Registry {
     /// Access tokens issued and token requests refused since start (for metrics).
     tokens_issued: std::sync::atomic::AtomicU64,
     tokens_denied: std::sync::atomic::AtomicU64,
+    /// Whether this node hears other nodes' changes (see [`cluster`]).
+    hearing: Arc<std::sync::atomic::AtomicBool>,
+    /// Set when another node changed the signing keys: the keyring is rebuilt at next use.
+    keyring_stale: Arc<std::sync::atomic::AtomicBool>,
+    /// The jobs lease this node holds, if any: its leader writes are fenced with it.
+    fence: std::sync::Mutex<Option<cluster::Fence>>,
 }
 
 /// Authentication events that may wait for their commit at once. They live in the registry's
@@ -86,6 +93,18 @@ impl Registry {
     ) -> Self {
         let auth_buffer = Arc::new(AuthBuffer::new(Arc::clone(&clock)));
         store.set_batch_hook(Arc::clone(&auth_buffer) as Arc<dyn crate::ports::BatchHook>);
+        let operators = Arc::new(GenCache::default());
+        let keys = Arc::new(GenCache::default());
+        let clients = Arc::new(GenCache::default());
+        let hearing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let keyring_stale = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        store.set_peer_listener(Arc::new(cluster::PeerHandler {
+            operators: Arc::clone(&operators),
+            keys: Arc::clone(&keys),
+            clients: Arc::clone(&clients),
+            keyring_stale: Arc::clone(&keyring_stale),
+            hearing: Arc::clone(&hearing),
+        }));
         Registry {
             store,
             clock,
@@ -93,9 +112,9 @@ impl Registry {
             secret_hasher: key.hasher(SECRET_HASH_LABEL),
             checkpoint_hasher: key.hasher(CHECKPOINT_LABEL),
             usage: UsageTracker::default(),
-            operators: Arc::new(GenCache::default()),
-            keys: Arc::new(GenCache::default()),
-            clients: Arc::new(GenCache::default()),
+            operators,
+            keys,
+            clients,
             auth_permits: Arc::new(tokio::sync::Semaphore::new(AUTH_EVENTS_IN_FLIGHT)),
             auth_buffer,
             failures: FailureLimiter::default(),
@@ -105,6 +124,9 @@ impl Registry {
             proofs_seen: tokens::SeenProofs::default(),
             tokens_issued: std::sync::atomic::AtomicU64::new(0),
             tokens_denied: std::sync::atomic::AtomicU64::new(0),
+            hearing,
+            keyring_stale,
+            fence: std::sync::Mutex::new(None),
         }
     }
 
@@ -177,6 +199,8 @@ impl Registry {
         );
         self.write(move |tx, job| {
             let out = f(tx, job)?;
+            // Every other node sharing the store drops its caches too.
+            tx.notify_peers(crate::ports::Topic::Authentication);
             // On the writer, after the commit and before any answer, even if our caller is gone.
             tx.after_commit(Box::new(move || {
                 operators.invalidate();
@@ -184,6 +208,24 @@ impl Registry {
                 clients.invalidate();
             }));
             Ok(out)
+        })
+        .await
+    }
+
+    /// A write of a cluster-wide job. While this node holds the jobs lease, the transaction first
+    /// checks that the lease is still its own (same fence, unexpired), so a node that stalled past
+    /// its lease cannot act as leader afterwards.
+    async fn write_as_leader<T, F>(&self, f: F) -> Result<T, CoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut dyn WriteTx, &Job) -> Result<T, CoreError> + Send + 'static,
+    {
+        let fence = self.fence.lock().ok().and_then(|f| f.clone());
+        self.write_invalidating(move |tx, job| {
+            if let Some(fence) = &fence {
+                cluster::check_fence(tx, fence, job.now())?;
+            }
+            f(tx, job)
         })
         .await
     }

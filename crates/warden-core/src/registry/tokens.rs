@@ -1284,7 +1284,7 @@ impl Registry {
 
     /// Forgets expired single-use values and revocations. Returns how many rows went.
     pub async fn purge_token_state(&self) -> Result<usize, CoreError> {
-        self.write(|tx, job| Ok(tx.purge_expired_token_state(job.now())?))
+        self.write_as_leader(|tx, job| Ok(tx.purge_expired_token_state(job.now())?))
             .await
     }
 }

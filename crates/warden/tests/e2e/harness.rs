@@ -31,10 +31,16 @@ pub struct Server {
 
 /// `warden init --data-dir DIR --json`; returns the admin token.
 pub fn init(dir: &Path) -> String {
+    init_with(dir, &[])
+}
+
+/// [`init`] with extra environment variables (e.g. a PostgreSQL URL).
+pub fn init_with(dir: &Path, env: &[(&str, &str)]) -> String {
     let out = warden()
         .args(["init", "--data-dir"])
         .arg(dir)
         .arg("--json")
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     assert!(
@@ -95,6 +101,17 @@ impl Server {
         let dir = tempfile::tempdir().unwrap();
         let admin = init(dir.path());
         let (child, url) = spawn_with(dir.path(), env);
+        Server {
+            dir,
+            url,
+            admin,
+            client_env: Vec::new(),
+            child: Some(child),
+        }
+    }
+
+    /// A server process started elsewhere (e.g. one node of a cluster).
+    pub fn from_parts(dir: TempDir, url: String, admin: String, child: Child) -> Server {
         Server {
             dir,
             url,

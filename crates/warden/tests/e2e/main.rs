@@ -1,4 +1,5 @@
-//! End-to-end tests: the real `warden` binary, a real SQLite file, real HTTP on an ephemeral port.
+//! End-to-end tests: the real `warden` binary, a real SQLite file (or a real PostgreSQL server),
+//! real HTTP on an ephemeral port.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -9,6 +10,7 @@
 mod harness;
 
 mod bad_input;
+mod cluster;
 mod crash;
 mod migrate;
 mod security;
