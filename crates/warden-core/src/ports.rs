@@ -345,6 +345,11 @@ pub trait Store: Send + Sync {
     fn submit(&self, job: WriteJob) -> JobReceipt;
     /// Whether the store is ready to serve (for `/readyz`).
     fn ready(&self) -> Result<(), StoreError>;
+    /// Whether other nodes may share this store: state kept only in one node's memory (such as a
+    /// replay cache) must then also be kept in the store.
+    fn shared(&self) -> bool {
+        false
+    }
     /// Installs the hook run in every write transaction (replacing any earlier one).
     fn set_batch_hook(&self, hook: std::sync::Arc<dyn BatchHook>);
     /// Installs who hears about other nodes' changes. A store that no other node can share has

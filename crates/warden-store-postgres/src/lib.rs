@@ -628,6 +628,10 @@ impl Store for PgStore {
         Ok(())
     }
 
+    fn shared(&self) -> bool {
+        true
+    }
+
     fn set_batch_hook(&self, hook: Arc<dyn BatchHook>) {
         if let Ok(mut slot) = self.hook.lock() {
             *slot = Some(hook);

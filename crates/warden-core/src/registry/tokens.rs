@@ -229,6 +229,14 @@ fn i_require_binding(identity: &Identity) -> bool {
         .unwrap_or(identity.environment == "prod")
 }
 
+/// A checked `/v1` access token, its identity, and — with a shared store — the DPoP proof's
+/// single-use value to record there (hash, keep until).
+type ApiToken = (
+    warden_jose::AccessToken,
+    Identity,
+    Option<([u8; 32], OffsetDateTime)>,
+);
+
 /// DPoP proofs seen by Warden's own API on this node, until they could no longer be accepted.
 #[derive(Debug, Default)]
 pub struct SeenProofs(std::sync::Mutex<std::collections::HashMap<[u8; 32], OffsetDateTime>>);
@@ -1070,8 +1078,18 @@ impl Registry {
         {
             return Err(CoreError::Throttled { retry_after_secs });
         }
-        match self.check_api_token(token, dpop_scheme, proof, cert, method, path, now) {
-            Ok((at, identity)) => Ok(Actor {
+        let mut checked = self.check_api_token(token, dpop_scheme, proof, cert, method, path, now);
+        if let Ok((_, identity, Some((once, keep)))) = &checked {
+            let (once, keep, who) = (*once, *keep, Some(identity.id));
+            if !self
+                .write(move |tx, _| Ok(tx.use_once(&once, keep)?))
+                .await?
+            {
+                checked = Err(("DPoP proof replayed (on another node)".into(), who));
+            }
+        }
+        match checked {
+            Ok((at, identity, _)) => Ok(Actor {
                 principal: Principal::Identity {
                     id: identity.id,
                     name: identity.name,
@@ -1114,7 +1132,7 @@ impl Registry {
         method: &str,
         path: &str,
         now: OffsetDateTime,
-    ) -> Result<(warden_jose::AccessToken, Identity), (String, Option<Uuid>)> {
+    ) -> Result<ApiToken, (String, Option<Uuid>)> {
         let Some(issuer) = self.issuer().map(str::to_owned) else {
             return Err(("no issuer".into(), None));
         };
@@ -1128,6 +1146,7 @@ impl Registry {
                 )
             })?;
         let who = Some(identity.id);
+        let mut record = None;
         if !at.aud.iter().any(|a| a.trim_end_matches('/') == issuer) {
             return Err(("token audience is not this server".into(), who));
         }
@@ -1155,12 +1174,18 @@ impl Registry {
                     ));
                 }
                 let keep = now + tokens.dpop_max_age + tokens.clock_leeway * 2;
-                if !self.proofs_seen.first_use(
-                    self.once_hash("dpop-api", &p.jkt, &p.jti),
-                    now,
-                    keep,
-                ) {
+                let once = self.once_hash("dpop-api", &p.jkt, &p.jti);
+                if !self.proofs_seen.first_use(once, now, keep) {
                     return Err(("DPoP proof replayed".into(), who));
+                }
+                // Other nodes cannot see this node's memory: with a shared store the proof is
+                // also recorded there (kept until its `iat` is out of the accepted window).
+                if self.store.shared() {
+                    let keep = OffsetDateTime::from_unix_timestamp(p.iat)
+                        .map_err(|_| ("DPoP proof iat out of range".to_owned(), who))?
+                        + tokens.dpop_max_age
+                        + tokens.clock_leeway * 2;
+                    record = Some((once, keep));
                 }
             }
             (Some(_), false) => {
@@ -1187,7 +1212,7 @@ impl Registry {
                 who,
             ));
         }
-        Ok((at, identity))
+        Ok((at, identity, record))
     }
 
     /// Who may learn about a token: its own identity, operators who may read its owner's

@@ -436,3 +436,92 @@ async fn migrate_reports_the_schema_and_a_node_refuses_a_newer_one() {
         stderr(&out)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dpop_proof_used_on_one_node_is_refused_on_the_other() {
+    use warden_jose::ClientKey;
+    let c = Cluster::start(pg::fresh_database(), 2);
+    let (a, b) = (&c.nodes[0], &c.nodes[1]);
+    a.ok(&a.admin, &["team", "create", "payments"]);
+    let id = a.json(
+        &a.admin,
+        &[
+            "identity",
+            "create",
+            "--name",
+            "agent",
+            "--kind",
+            "workload",
+            "--owner",
+            "payments",
+            "--purpose",
+            "Reads its own record",
+            "--env",
+            "staging",
+            "--scope",
+            "warden:read",
+        ],
+    );
+    let client_id = id["identity"]["client_id"].as_str().unwrap().to_owned();
+    let (key, _) = ClientKey::generate_ed25519().unwrap();
+    let jwk = a.data_dir().join("agent.pub.jwk");
+    std::fs::write(&jwk, key.public_jwk().to_string()).unwrap();
+    a.ok(
+        &a.admin,
+        &["credential", "add", "agent", "--jwk", jwk.to_str().unwrap()],
+    );
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let jti = || uuid::Uuid::now_v7().to_string();
+    let endpoint = format!("{PUBLIC_URL}/oauth2/token");
+    let assertion = key
+        .client_assertion(&client_id, PUBLIC_URL, now, 60, &jti())
+        .unwrap();
+    let proof = key
+        .dpop_proof("POST", &endpoint, now, &jti(), None)
+        .unwrap();
+    let res = reqwest::Client::new()
+        .post(format!("{}/oauth2/token", a.url))
+        .header("DPoP", proof)
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", client_id.as_str()),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", assertion.as_str()),
+            ("scope", "warden:read"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let t: Value = res.json().await.unwrap();
+    assert_eq!(status, 200, "{t}");
+    assert_eq!(t["token_type"], "DPoP");
+    let token = t["access_token"].as_str().unwrap();
+    let proof = key
+        .dpop_proof(
+            "GET",
+            &format!("{PUBLIC_URL}/v1/whoami"),
+            now,
+            &jti(),
+            Some(token),
+        )
+        .unwrap();
+    let whoami = |node: &Server| {
+        reqwest::Client::new()
+            .get(format!("{}/v1/whoami", node.url))
+            .header("Authorization", format!("DPoP {token}"))
+            .header("DPoP", proof.clone())
+            .send()
+    };
+    let first = whoami(a).await.unwrap();
+    assert_eq!(first.status().as_u16(), 200);
+    let replayed = whoami(b).await.unwrap();
+    assert_eq!(
+        replayed.status().as_u16(),
+        401,
+        "the same proof presented to another node is a replay"
+    );
+}
