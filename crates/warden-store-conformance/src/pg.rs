@@ -68,12 +68,49 @@ fn free_port() -> u16 {
 pub struct PgServer {
     pub port: u16,
     data: PathBuf,
+    /// Extra server options (`-c name=value ...`).
+    extra: String,
     _dir: tempfile::TempDir,
 }
 
 impl PgServer {
     /// `initdb` into a new temporary directory and start on a free port.
     pub fn start() -> PgServer {
+        let server = PgServer::init();
+        server.resume();
+        server
+    }
+
+    /// A server that accepts TCP connections only over TLS, with this certificate and key (PEM).
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> PgServer {
+        let mut server = PgServer::init();
+        std::fs::write(server.data.join("server.crt"), cert_pem).expect("server.crt");
+        std::fs::write(server.data.join("server.key"), key_pem).expect("server.key");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            server.data.join("server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .expect("chmod server.key");
+        if is_root() {
+            let mut c = Command::new("chown");
+            c.arg("postgres:postgres")
+                .arg(server.data.join("server.crt"))
+                .arg(server.data.join("server.key"));
+            run(c, "chown");
+        }
+        // pg_hba.conf keeps its owner when rewritten in place.
+        std::fs::write(
+            server.data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+        )
+        .expect("pg_hba.conf");
+        server.extra = "-c ssl=on".into();
+        server.resume();
+        server
+    }
+
+    fn init() -> PgServer {
         let dir = tempfile::Builder::new()
             .prefix("warden-pg-")
             .tempdir()
@@ -91,22 +128,22 @@ impl PgServer {
             .args(["-U", "warden", "--auth=trust", "-E", "UTF8", "--no-sync"])
             .args(["--locale=C"]);
         run(c, "initdb");
-        let server = PgServer {
+        PgServer {
             port: free_port(),
             data,
+            extra: String::new(),
             _dir: dir,
-        };
-        server.resume();
-        server
+        }
     }
 
     /// Starts the server again after [`PgServer::stop`], on the same port.
     pub fn resume(&self) {
         let opts = format!(
             "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c max_connections=300 \
-             -c fsync=off -c full_page_writes=off",
+             -c fsync=off -c full_page_writes=off {}",
             self.port,
-            self.data.display()
+            self.data.display(),
+            self.extra
         );
         let mut c = server_command(&bin("pg_ctl"));
         c.arg("-D")
@@ -133,6 +170,18 @@ impl PgServer {
     /// A new empty database on this server; its connection URL.
     pub fn create_database(&self) -> String {
         create_database(&self.addr())
+    }
+
+    /// A new empty database on a TLS-only server ([`PgServer::start_tls`]); its URL without
+    /// `sslmode` (created over the server's local socket).
+    pub fn create_database_tls(&self) -> String {
+        let name = format!("t_{}", uuid::Uuid::now_v7().simple());
+        let mut c = Command::new(bin("createdb"));
+        c.arg("-h")
+            .arg(&self.data)
+            .args(["-p", &self.port.to_string(), "-U", "warden", &name]);
+        run(c, "createdb");
+        format!("postgres://warden@{}/{name}", self.addr())
     }
 }
 

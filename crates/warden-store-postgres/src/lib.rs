@@ -98,7 +98,14 @@ pub(crate) fn db_err(e: tokio_postgres::Error) -> StoreError {
             _ => StoreError::Internal(msg),
         };
     }
-    let msg = e.to_string();
+    // The causes (an I/O error, a TLS alert, an untrusted certificate) are what an operator needs.
+    let mut msg = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        msg.push_str(": ");
+        msg.push_str(&c.to_string());
+        cause = c.source();
+    }
     if msg.starts_with("error deserializing") {
         StoreError::Corrupt(msg)
     } else if msg.starts_with("error serializing") {
