@@ -60,6 +60,7 @@ struct Args {
     driver: Option<String>,
 }
 
+mod cluster;
 mod tokens;
 
 #[derive(Debug, Subcommand)]
@@ -71,6 +72,17 @@ enum Cmd {
     },
     /// The token service benchmark: three client authentication cases against their ceilings.
     Tokens,
+    /// The storage benchmark: durable creations and token issuances on SQLite, PostgreSQL with
+    /// one node and PostgreSQL with two nodes, in the same run.
+    Cluster {
+        /// A PostgreSQL server (`HOST:PORT`, user `warden`, trust authentication) to create the
+        /// benchmark databases on; `bench/run cluster` starts one.
+        #[arg(long, env = "WARDEN_BENCH_PG")]
+        pg: String,
+        /// Identities created per setup.
+        #[arg(long, default_value_t = 20_000)]
+        creations: usize,
+    },
     /// Serve the token ceiling (same cryptography, nothing else) and print its address.
     Ceiling {
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -518,6 +530,9 @@ fn main() -> Result<()> {
             a.warden.display()
         )
     })?;
+    if let Some(Cmd::Cluster { pg, creations }) = &a.cmd {
+        return cluster::main(&warden, pg, *creations, a.connections, a.seconds, a.runs);
+    }
     if let Some(Cmd::Tokens) = &a.cmd {
         return tokens::main(&warden, a.connections, a.seconds, a.runs);
     }

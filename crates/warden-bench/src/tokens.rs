@@ -30,13 +30,13 @@ use crate::{Phase, call, median, spawn_url, tempfile_dir};
 
 /// One prepared request: body and extra headers.
 #[derive(Clone)]
-struct Prepared {
+pub(crate) struct Prepared {
     body: Bytes,
     headers: Vec<(&'static str, String)>,
 }
 
 /// Sends prepared requests (each once, or cycling when `cycle`) for `seconds`.
-async fn drive_prepared(
+pub(crate) async fn drive_prepared(
     addr: SocketAddr,
     connections: usize,
     seconds: u64,
@@ -131,7 +131,7 @@ fn form(pairs: &[(&str, &str)]) -> Bytes {
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// `n` requests of `case` for `client_id` at `endpoint`.
-fn prepare(
+pub(crate) fn prepare(
     case: &str,
     n: usize,
     client_id: &str,
