@@ -41,8 +41,8 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use warden_core::StoreError;
 use warden_core::audit::checkpoint_mac;
 use warden_core::ports::{
-    BatchHook, JobOutput, JobReceipt, PeerEvent, PeerListener, ReadStore, Store, StoreStats, Topic,
-    WriteJob,
+    BatchHook, ChainHead, JobOutput, JobReceipt, PeerEvent, PeerListener, ReadStore, Store,
+    StoreStats, Topic, WriteJob,
 };
 use warden_crypto::KeyedHasher;
 
@@ -162,11 +162,20 @@ fn timed_out(timeout: Duration) -> StoreError {
     ))
 }
 
+/// Who drives a connection's I/O.
+enum Exec {
+    /// The store's I/O runtime (reader connections, used from any thread).
+    Shared(Handle),
+    /// The connection's own single-threaded runtime, driven by the thread that waits for an
+    /// answer (the writer's connection): no hop to another thread per round trip.
+    Local(Runtime),
+}
+
 /// One database connection with its prepared statements.
 pub struct Conn {
     client: Client,
     stmts: Mutex<HashMap<String, Statement>>,
-    io: Handle,
+    exec: Exec,
     timeout: Duration,
 }
 
@@ -183,7 +192,14 @@ impl Conn {
         &self,
         fut: impl Future<Output = Result<T, tokio_postgres::Error>>,
     ) -> Result<T, StoreError> {
-        match wait(&self.io, self.timeout, fut) {
+        let out = match &self.exec {
+            Exec::Shared(io) => wait(io, self.timeout, fut),
+            // The timer must be created inside the runtime it belongs to.
+            Exec::Local(rt) => rt
+                .block_on(async { tokio::time::timeout(self.timeout, fut).await })
+                .ok(),
+        };
+        match out {
             Some(r) => r.map_err(db_err),
             None => Err(timed_out(self.timeout)),
         }
@@ -216,6 +232,24 @@ impl Conn {
     /// Statements without parameters, in one round trip (simple query protocol).
     pub(crate) fn batch(&self, sql: &str) -> Result<(), StoreError> {
         self.run(self.client.batch_execute(sql))
+    }
+
+    /// Statements without parameters in one round trip; the rows of the last one, as text.
+    pub(crate) fn simple_rows(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>, StoreError> {
+        use tokio_postgres::SimpleQueryMessage;
+        let msgs = self.run(self.client.simple_query(sql))?;
+        let mut rows = Vec::new();
+        for m in msgs {
+            match m {
+                SimpleQueryMessage::Row(r) => {
+                    rows.push((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect())
+                }
+                SimpleQueryMessage::CommandComplete(_) => {}
+                SimpleQueryMessage::RowDescription(_) => rows.clear(),
+                _ => {}
+            }
+        }
+        Ok(rows)
     }
 
     fn is_closed(&self) -> bool {
@@ -270,7 +304,34 @@ impl Connector {
         Ok(Conn {
             client,
             stmts: Mutex::new(HashMap::new()),
-            io: self.io.clone(),
+            exec: Exec::Shared(self.io.clone()),
+            timeout: self.timeout,
+        })
+    }
+
+    /// A connection driven by the calling thread (which must not be inside an async runtime).
+    fn connect_local(&self) -> Result<Conn, StoreError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Internal(format!("a connection runtime: {e}")))?;
+        let (config, tls) = (self.config.clone(), self.tls.clone());
+        let client = rt
+            .block_on(async { tokio::time::timeout(self.timeout, config.connect(tls)).await })
+            .map_err(|_| timed_out(self.timeout))?
+            .map(|(client, connection)| {
+                rt.spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::debug!(error = %e, "the writer's database connection ended");
+                    }
+                });
+                client
+            })
+            .map_err(db_err)?;
+        Ok(Conn {
+            client,
+            stmts: Mutex::new(HashMap::new()),
+            exec: Exec::Local(rt),
             timeout: self.timeout,
         })
     }
@@ -507,8 +568,9 @@ impl PgStore {
         let (sender, receiver) = sync_channel::<Message>(QUEUE_DEPTH);
         let stats = Arc::new(WriterStats::default());
         let hook: HookSlot = Arc::new(Mutex::new(None));
+        drop(conn);
         let writer = Writer {
-            conn: Some(conn),
+            conn: None,
             connector: connector.clone(),
             checkpoint_key,
             hook: Arc::clone(&hook),
@@ -669,6 +731,29 @@ impl Store for PgStore {
     }
 }
 
+/// The chain head from `SELECT seq, encode(hash, 'hex')` rows (none: the empty chain).
+fn head_of(rows: &[Vec<Option<String>>]) -> Result<ChainHead, StoreError> {
+    let Some(row) = rows.last() else {
+        return Ok(ChainHead::default());
+    };
+    let bad = || StoreError::Corrupt("the audit chain head is malformed".into());
+    let seq = row
+        .first()
+        .and_then(|v| v.as_deref())
+        .and_then(|v| v.parse::<u64>().ok())
+        .ok_or_else(bad)?;
+    let hex = row.get(1).and_then(|v| v.as_deref()).ok_or_else(bad)?;
+    if hex.len() != 64 {
+        return Err(bad());
+    }
+    let mut hash = [0u8; 32];
+    for (i, b) in hash.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16)
+            .map_err(|_| bad())?;
+    }
+    Ok(ChainHead { seq, hash })
+}
+
 /// Refuses to extend a chain whose head is not the one the last commit signed.
 fn check_head(conn: &Conn, key: &KeyedHasher) -> Result<(), StoreError> {
     let refuse = |why: &str| {
@@ -805,7 +890,7 @@ impl Writer {
     fn run_batch(&mut self, batch: Vec<Message>) -> bool {
         let hook = self.hook.lock().ok().and_then(|h| h.clone());
         if self.conn.as_ref().is_none_or(Conn::is_closed) {
-            match self.connector.connect() {
+            match self.connector.connect_local() {
                 Ok(c) => self.conn = Some(c),
                 Err(e) => {
                     if let Some(h) = &hook {
@@ -862,12 +947,14 @@ impl Writer {
             replies.push(reply);
             jobs.push(job);
         }
-        // Serialise with every other node's writer, then read the head they left.
+        // Serialise with every other node's writer, then read the head they left: one round
+        // trip.
         let begun = conn
-            .batch(&format!(
-                "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
+            .simple_rows(&format!(
+                "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK}); \
+                 SELECT seq, encode(hash, 'hex') FROM audit_events ORDER BY seq DESC LIMIT 1"
             ))
-            .and_then(|()| read::audit_head(conn));
+            .and_then(|rows| head_of(&rows));
         let start = match begun {
             Ok(h) => h,
             Err(e) => {
@@ -883,26 +970,37 @@ impl Writer {
             effects: Vec::new(),
             topics: Vec::new(),
         };
+        // Each job (and the hook) runs in a savepoint. A successful job's savepoint is released
+        // together with the next one's creation (or by COMMIT): one round trip per job.
+        let mut open = false;
+        let savepoint = |open: &mut bool| {
+            let r = conn.batch(if *open {
+                "RELEASE SAVEPOINT job; SAVEPOINT job"
+            } else {
+                "SAVEPOINT job"
+            });
+            *open = r.is_ok();
+            r
+        };
         if let Some(h) = hook
-            && conn.batch("SAVEPOINT hook").is_ok()
+            && savepoint(&mut open).is_ok()
         {
             let before = tx.head;
             let ok = matches!(
                 catch_unwind(AssertUnwindSafe(|| h.in_transaction(&mut tx))),
                 Ok(Ok(()))
             );
-            if ok {
-                let _ = conn.batch("RELEASE SAVEPOINT hook");
-            } else {
+            if !ok {
                 tx.head = before;
                 tx.effects.clear();
                 tx.topics.clear();
-                let _ = conn.batch("ROLLBACK TO SAVEPOINT hook; RELEASE SAVEPOINT hook");
+                open = false;
+                let _ = conn.batch("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job");
             }
         }
         let mut done = Vec::with_capacity(jobs.len());
         for job in jobs {
-            let out = match conn.batch("SAVEPOINT job") {
+            let out = match savepoint(&mut open) {
                 Err(e) => Err(e.into()),
                 Ok(()) => {
                     let (before, effects, topics) = (tx.head, tx.effects.len(), tx.topics.len());
@@ -910,18 +1008,18 @@ impl Writer {
                         Ok(out) => out,
                         Err(_) => Err(StoreError::Internal("a write job panicked".into()).into()),
                     };
-                    let end = if out.is_ok() {
-                        conn.batch("RELEASE SAVEPOINT job")
-                    } else {
+                    if out.is_err() {
                         tx.head = before;
                         tx.effects.truncate(effects);
                         tx.topics.truncate(topics);
                         self.stats.failed_jobs.fetch_add(1, Ordering::Relaxed);
-                        conn.batch("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job")
-                    };
-                    match end {
-                        Ok(()) => out,
-                        Err(e) => Err(e.into()),
+                        open = false;
+                        match conn.batch("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job") {
+                            Ok(()) => out,
+                            Err(e) => Err(e.into()),
+                        }
+                    } else {
+                        out
                     }
                 }
             };
@@ -933,28 +1031,29 @@ impl Writer {
             mut topics,
             ..
         } = tx;
-        let mut result = Ok(());
+        // The signed checkpoint, the notifications and COMMIT in one round trip (the values are
+        // our own: numbers, hex and fixed topic names).
+        let mut sql = String::new();
         if head != start {
-            let seq = i64::try_from(head.seq).unwrap_or(i64::MAX);
             let mac = checkpoint_mac(&self.checkpoint_key, &head);
-            result = conn
-                .execute(
-                    "INSERT INTO audit_checkpoint (id, seq, hash, mac) VALUES (1, $1, $2, $3)
-                     ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, mac = excluded.mac",
-                    &[&seq, &head.hash.as_slice(), &mac],
-                )
-                .map(|_| ());
+            sql.push_str(&format!(
+                "INSERT INTO audit_checkpoint (id, seq, hash, mac) VALUES (1, {}, '\\x{}'::bytea, '\\x{}'::bytea) \
+                 ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, mac = excluded.mac; ",
+                head.seq,
+                warden_crypto::hex(&head.hash),
+                warden_crypto::hex(&mac)
+            ));
         }
         topics.sort_unstable();
         topics.dedup();
         for t in &topics {
-            if result.is_ok() {
-                result = conn
-                    .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &t.as_str()])
-                    .map(|_| ());
-            }
+            sql.push_str(&format!(
+                "SELECT pg_notify('{CHANNEL}', '{}'); ",
+                t.as_str()
+            ));
         }
-        let committed = result.and_then(|()| conn.batch("COMMIT"));
+        sql.push_str("COMMIT");
+        let committed = conn.batch(&sql);
         match committed {
             Ok(()) => {
                 self.stats.batches.fetch_add(1, Ordering::Relaxed);

@@ -174,19 +174,17 @@ pub(crate) fn list_identities(
     collect(conn, &sql, &args.refs(), identity_row)
 }
 
-fn team_row(conn: &Conn, row: &Row) -> Result<Team, StoreError> {
-    let id = get::<Uuid>(row, 0)?;
-    let members = collect(
-        conn,
-        "SELECT o.name FROM team_members m JOIN operators o ON o.id = m.operator_id WHERE m.team_id = $1 ORDER BY o.name",
-        &[&id],
-        |r| get::<String>(r, 0),
-    )?;
+/// A team with its members' names, in one query.
+const TEAM_SELECT: &str = "SELECT t.id, t.name, t.description, t.created_at, \
+    ARRAY(SELECT o.name FROM team_members m JOIN operators o ON o.id = m.operator_id \
+          WHERE m.team_id = t.id ORDER BY o.name) FROM teams t";
+
+fn team_row(row: &Row) -> Result<Team, StoreError> {
     Ok(Team {
-        id,
+        id: get::<Uuid>(row, 0)?,
         name: get(row, 1)?,
         description: get(row, 2)?,
-        members,
+        members: get(row, 4)?,
         created_at: from_us(get(row, 3)?)?,
     })
 }
@@ -194,78 +192,76 @@ fn team_row(conn: &Conn, row: &Row) -> Result<Team, StoreError> {
 pub(crate) fn team(conn: &Conn, id: Uuid) -> Result<Option<Team>, StoreError> {
     one(
         conn,
-        "SELECT id, name, description, created_at FROM teams WHERE id = $1",
+        &format!("{TEAM_SELECT} WHERE t.id = $1"),
         &[&id],
-        |r| team_row(conn, r),
+        team_row,
     )
 }
 
 pub(crate) fn team_named(conn: &Conn, name: &str) -> Result<Option<Team>, StoreError> {
     one(
         conn,
-        "SELECT id, name, description, created_at FROM teams WHERE name = $1",
+        &format!("{TEAM_SELECT} WHERE t.name = $1"),
         &[&name],
-        |r| team_row(conn, r),
+        team_row,
     )
 }
 
 pub(crate) fn list_teams(conn: &Conn) -> Result<Vec<Team>, StoreError> {
     collect(
         conn,
-        "SELECT id, name, description, created_at FROM teams ORDER BY name",
+        &format!("{TEAM_SELECT} ORDER BY t.name"),
         &[],
-        |r| team_row(conn, r),
+        team_row,
     )
 }
 
-fn operator_row(conn: &Conn, row: &Row) -> Result<OperatorRecord, StoreError> {
-    let id = get::<Uuid>(row, 0)?;
-    let teams = collect(
-        conn,
-        "SELECT t.id, t.name FROM team_members m JOIN teams t ON t.id = m.team_id WHERE m.operator_id = $1 ORDER BY t.name",
-        &[&id],
-        |r| Ok((get::<Uuid>(r, 0)?, get::<String>(r, 1)?)),
-    )?;
+fn operator_row(row: &Row) -> Result<OperatorRecord, StoreError> {
+    let team_ids: Vec<Uuid> = get(row, 6)?;
+    let teams: Vec<String> = get(row, 7)?;
     Ok(OperatorRecord {
         operator: Operator {
-            id,
+            id: get::<Uuid>(row, 0)?,
             name: get(row, 1)?,
             role: parse_enum(&get::<String>(row, 2)?)?,
-            teams: teams.iter().map(|(_, n)| n.clone()).collect(),
+            teams,
             created_at: from_us(get(row, 3)?)?,
             disabled_at: opt_from_us(get(row, 4)?)?,
         },
-        team_ids: teams.into_iter().map(|(id, _)| id).collect(),
+        team_ids,
         created_by: get::<Option<Uuid>>(row, 5)?,
     })
 }
 
-const OPERATOR_COLS: &str = "id, name, role, created_at, disabled_at, created_by";
+/// An operator with its teams (ids and names, by name), in one query.
+const OPERATOR_COLS: &str = "o.id, o.name, o.role, o.created_at, o.disabled_at, o.created_by, \
+    ARRAY(SELECT t.id FROM team_members m JOIN teams t ON t.id = m.team_id WHERE m.operator_id = o.id ORDER BY t.name), \
+    ARRAY(SELECT t.name FROM team_members m JOIN teams t ON t.id = m.team_id WHERE m.operator_id = o.id ORDER BY t.name)";
 
 pub(crate) fn operator(conn: &Conn, id: Uuid) -> Result<Option<OperatorRecord>, StoreError> {
-    let sql = format!("SELECT {OPERATOR_COLS} FROM operators WHERE id = $1");
-    one(conn, &sql, &[&id], |r| operator_row(conn, r))
+    let sql = format!("SELECT {OPERATOR_COLS} FROM operators o WHERE o.id = $1");
+    one(conn, &sql, &[&id], operator_row)
 }
 
 pub(crate) fn operator_named(
     conn: &Conn,
     name: &str,
 ) -> Result<Option<OperatorRecord>, StoreError> {
-    let sql = format!("SELECT {OPERATOR_COLS} FROM operators WHERE name = $1");
-    one(conn, &sql, &[&name], |r| operator_row(conn, r))
+    let sql = format!("SELECT {OPERATOR_COLS} FROM operators o WHERE o.name = $1");
+    one(conn, &sql, &[&name], operator_row)
 }
 
 pub(crate) fn operator_by_token_hash(
     conn: &Conn,
     hash: &[u8],
 ) -> Result<Option<OperatorRecord>, StoreError> {
-    let sql = format!("SELECT {OPERATOR_COLS} FROM operators WHERE token_hash = $1");
-    one(conn, &sql, &[&hash], |r| operator_row(conn, r))
+    let sql = format!("SELECT {OPERATOR_COLS} FROM operators o WHERE o.token_hash = $1");
+    one(conn, &sql, &[&hash], operator_row)
 }
 
 pub(crate) fn list_operators(conn: &Conn) -> Result<Vec<Operator>, StoreError> {
-    let sql = format!("SELECT {OPERATOR_COLS} FROM operators ORDER BY name");
-    collect(conn, &sql, &[], |r| Ok(operator_row(conn, r)?.operator))
+    let sql = format!("SELECT {OPERATOR_COLS} FROM operators o ORDER BY o.name");
+    collect(conn, &sql, &[], |r| Ok(operator_row(r)?.operator))
 }
 
 const CREDENTIAL_COLS: &str = "id, identity_id, kind, hint, description, thumbprint, public_jwk, created_at, \

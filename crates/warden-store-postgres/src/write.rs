@@ -39,12 +39,15 @@ fn exec(conn: &Conn, sql: &str, p: &[Param<'_>]) -> Result<u64, StoreError> {
 }
 
 impl PgTx<'_> {
-    fn write_labels(&self, identity: &Identity) -> Result<(), StoreError> {
-        exec(
-            self.conn,
-            "DELETE FROM identity_labels WHERE identity_id = $1",
-            &[&identity.id],
-        )?;
+    /// Replaces an identity's labels (`fresh`: it has none yet).
+    fn write_labels(&self, identity: &Identity, fresh: bool) -> Result<(), StoreError> {
+        if !fresh {
+            exec(
+                self.conn,
+                "DELETE FROM identity_labels WHERE identity_id = $1",
+                &[&identity.id],
+            )?;
+        }
         for (k, v) in &identity.labels {
             exec(
                 self.conn,
@@ -159,7 +162,7 @@ impl WriteTx for PgTx<'_> {
                 &opt_us(i.expires_at),
             ],
         )?;
-        self.write_labels(i)
+        self.write_labels(i, true)
     }
 
     fn update_identity(&mut self, i: &Identity) -> Result<(), StoreError> {
@@ -188,7 +191,7 @@ impl WriteTx for PgTx<'_> {
                 "identity to update does not exist".into(),
             ));
         }
-        self.write_labels(i)
+        self.write_labels(i, false)
     }
 
     fn insert_credential(

@@ -399,18 +399,10 @@ async fn migrate_reports_the_schema_and_a_node_refuses_a_newer_one() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["from"], v["to"], "{v}");
     // A newer binary migrated the database: this one must not start on it.
-    let (addr, db) = url
-        .trim_start_matches("postgres://warden@")
-        .split_once('/')
-        .unwrap();
-    let db = db.split('?').next().unwrap();
-    let (host, port) = addr.split_once(':').unwrap();
-    let psql = std::process::Command::new("psql")
-        .args(["-h", host, "-p", port, "-U", "warden", "-d", db, "-c"])
-        .arg("UPDATE warden_meta SET value = '99' WHERE key = 'schema_version'")
-        .output()
-        .unwrap();
-    assert!(psql.status.success(), "{}", stderr(&psql));
+    psql(
+        &url,
+        "UPDATE warden_meta SET value = '99' WHERE key = 'schema_version'",
+    );
     let out = warden()
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(&dir)
@@ -523,5 +515,74 @@ async fn a_dpop_proof_used_on_one_node_is_refused_on_the_other() {
         replayed.status().as_u16(),
         401,
         "the same proof presented to another node is a replay"
+    );
+}
+
+/// `psql -c SQL` on the database of `url` (a test URL: `postgres://warden@HOST:PORT/DB?...`).
+fn psql(url: &str, sql: &str) {
+    let (addr, db) = url
+        .trim_start_matches("postgres://warden@")
+        .split_once('/')
+        .unwrap();
+    let db = db.split('?').next().unwrap();
+    let (host, port) = addr.split_once(':').unwrap();
+    let out = std::process::Command::new("psql")
+        .args([
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            host,
+            "-p",
+            port,
+            "-U",
+            "warden",
+            "-d",
+            db,
+            "-c",
+            sql,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampering_with_the_audit_rows_in_postgresql_is_found() {
+    let url = pg::fresh_database();
+    let mut c = Cluster::start(url.clone(), 1);
+    let a = &c.nodes[0];
+    a.ok(&a.admin, &["team", "create", "payments"]);
+    a.identity(&a.admin, "audited", "payments", &["ledger:read"]);
+    let v = a.json(&a.admin, &["audit", "verify"]);
+    assert_eq!(v["ok"], true, "{v}");
+    // An edit made with database access, behind Warden's back: named by seq.
+    psql(
+        &url,
+        "UPDATE audit_events SET actor = 'operator:mallory' WHERE seq = 2",
+    );
+    let out = a.cli(&a.admin, &["audit", "verify", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["first_bad_seq"], 2, "{v}");
+    // A tail cut while the node is down: it refuses to start rather than re-sign the chain.
+    c.nodes[0].kill9();
+    psql(
+        &url,
+        "DELETE FROM audit_events WHERE seq = (SELECT max(seq) FROM audit_events)",
+    );
+    let dir = c.nodes[0].data_dir();
+    let env = c.env("node-0");
+    let out = warden()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&dir)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("head does not match the signed checkpoint"),
+        "{}",
+        stderr(&out)
     );
 }

@@ -99,6 +99,17 @@ impl Server {
         // reqwest's rustls needs a process-wide crypto provider (tests use reqwest directly).
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().unwrap();
+        // WARDEN_E2E_POSTGRES=1: the same tests with the registry on PostgreSQL (a new database
+        // per server on the run's throwaway server), configured the way an operator would.
+        if std::env::var("WARDEN_E2E_POSTGRES").is_ok_and(|v| v == "1") {
+            let url = warden_store_conformance::pg::fresh_database();
+            let example = include_str!("../../warden.example.toml");
+            std::fs::write(
+                dir.path().join("warden.toml"),
+                format!("{example}\n[postgres]\nurl = \"{url}\"\n"),
+            )
+            .unwrap();
+        }
         let admin = init(dir.path());
         let (child, url) = spawn_with(dir.path(), env);
         Server {
