@@ -389,7 +389,7 @@ mod tests {
             .unwrap();
         assert_eq!(c.storage, Storage::Sqlite);
         let env = |k: &str| match k {
-            "WARDEN_DATABASE_URL" => Some("postgres://w:secret@db/warden".to_owned()),
+            "WARDEN_DATABASE_URL" => Some("postgres://w:hunter2pass@db/warden".to_owned()),
             _ => None,
         };
         let c =
@@ -398,7 +398,7 @@ mod tests {
             matches!(&c.storage, Storage::Postgres { url, max_connections: 16, .. } if url.contains("@db/"))
         );
         assert!(
-            !format!("{c:?}").contains("secret"),
+            !format!("{c:?}").contains("hunter2pass"),
             "the URL's password is never printed"
         );
         let file: FileConfig = toml::from_str("storage = \"postgres\"").unwrap();

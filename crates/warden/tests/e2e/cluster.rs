@@ -586,3 +586,88 @@ async fn tampering_with_the_audit_rows_in_postgresql_is_found() {
         stderr(&out)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signing_key_withdrawn_on_one_node_leaves_every_node_within_a_second() {
+    let c = Cluster::start(pg::fresh_database(), 2);
+    let (a, b) = (&c.nodes[0], &c.nodes[1]);
+    let jwks = |node: &Server| {
+        let url = format!("{}/oauth2/jwks", node.url);
+        async move {
+            let v: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+            v["keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|k| k["kid"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    let before = jwks(a).await;
+    assert_eq!(before.len(), 1, "{before:?}");
+    assert_eq!(jwks(b).await, before, "both nodes publish the same key");
+    // A leaked key: withdrawn at once on B.
+    let rotated = b.json(&b.admin, &["keys", "rotate", "--immediately"]);
+    let new_kid = rotated["kid"].as_str().unwrap().to_owned();
+    let took = within(Duration::from_secs(1), || async {
+        jwks(a).await == vec![new_kid.clone()]
+    })
+    .await;
+    assert!(
+        took.is_some(),
+        "A still publishes the withdrawn key after 1 s"
+    );
+    // And A signs with the new key.
+    a.ok(&a.admin, &["team", "create", "payments"]);
+    a.json(
+        &a.admin,
+        &[
+            "identity",
+            "create",
+            "--name",
+            "signer",
+            "--kind",
+            "workload",
+            "--owner",
+            "payments",
+            "--purpose",
+            "Gets a token",
+            "--env",
+            "staging",
+            "--scope",
+            "ledger:read",
+        ],
+    );
+    let cs = a.json(
+        &a.admin,
+        &[
+            "credential",
+            "issue",
+            "signer",
+            "--type",
+            "client_secret",
+            "--ttl",
+            "1d",
+        ],
+    );
+    let id = a.json(&a.admin, &["identity", "show", "signer"]);
+    let (st, t) = post_form(
+        &format!("{}/oauth2/token", a.url),
+        &[("grant_type", "client_credentials")],
+        &basic(
+            id["client_id"].as_str().unwrap(),
+            cs["secret"].as_str().unwrap(),
+        ),
+    )
+    .await;
+    assert_eq!(st, 200, "{t}");
+    let token = t["access_token"].as_str().unwrap();
+    use base64::Engine;
+    let header: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token.split('.').next().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(header["kid"], new_kid.as_str());
+}
