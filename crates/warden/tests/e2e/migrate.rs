@@ -38,11 +38,11 @@ fn migrate_upgrades_reports_and_refuses_what_it_must() {
         (Some(u64::from(latest)), Some(u64::from(latest)))
     );
 
-    // Make it look like a database from before the token service (schema v2).
+    // Make it look like a database from before the token service and the leases (schema v2).
     {
         let c = rusqlite::Connection::open(&db).unwrap();
         c.execute_batch(
-            "DROP TABLE signing_keys; DROP TABLE token_once; DROP TABLE revoked_tokens;
+            "DROP TABLE signing_keys; DROP TABLE token_once; DROP TABLE revoked_tokens; DROP TABLE leases;
              UPDATE meta SET value = '2' WHERE key = 'schema_version';",
         )
         .unwrap();
