@@ -274,6 +274,13 @@ impl Connector {
         if config.get_application_name().is_none() {
             config.application_name("warden");
         }
+        // Custom plans for every execution: a generic plan cached while a table was small (a new
+        // database, before autovacuum's first ANALYZE) kept scanning it whole as it grew, and
+        // creations slowed down with the table. The statements are simple lookups; planning
+        // them with their values costs microseconds.
+        if config.get_options().is_none() {
+            config.options("-c plan_cache_mode=force_custom_plan");
+        }
         config.connect_timeout(options.query_timeout);
         config.keepalives(true);
         config.keepalives_idle(Duration::from_secs(30));

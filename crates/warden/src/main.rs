@@ -5,6 +5,7 @@ mod cmd_approval;
 mod cmd_audit;
 mod cmd_credential;
 mod cmd_identity;
+mod cmd_scan;
 mod cmd_server;
 mod cmd_team;
 mod cmd_token;
@@ -90,6 +91,9 @@ enum Cmd {
     Keys(cmd_token::KeysCmd),
     /// Show who the token belongs to.
     Whoami,
+    /// Find secrets in a working tree and its git history (offline); `scan rules check` proves
+    /// the rules.
+    Scan(cmd_scan::ScanArgs),
 }
 
 /// The client config file: `$WARDEN_CLIENT_CONFIG`, else `~/.config/warden/client.toml`.
@@ -167,6 +171,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Team(c) => cmd_team::run_team(&client(&cli.global)?, c, json).await,
         Cmd::Operator(c) => cmd_team::run_operator(&client(&cli.global)?, c, json).await,
         Cmd::Audit(c) => cmd_audit::run(&cli.global, c, json).await,
+        Cmd::Scan(a) => tokio::task::spawn_blocking(move || cmd_scan::run(a, json)).await?,
         Cmd::Whoami => {
             let w = client(&cli.global)?.whoami().await?;
             output::print(json, &w, || format!("{w:?}"))?;
