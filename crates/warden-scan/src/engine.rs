@@ -35,6 +35,18 @@ const PLACEHOLDERS: &[&str] = &[
     "redacted",
 ];
 
+/// Secrets published in documentation on purpose (emulator keys, sample tokens): never findings.
+const PUBLIC_DECOYS: &[&str] = &[
+    // Azurite (Azure Storage emulator) account key.
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==",
+    // Azure Cosmos DB emulator key.
+    "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw==",
+    // kubeadm's documented bootstrap token.
+    "abcdef.0123456789abcdef",
+    // AWS documentation's secret key.
+    "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+];
+
 /// The comment that suppresses findings on its line.
 pub const ALLOW_MARK: &[u8] = b"warden:allow";
 
@@ -131,6 +143,9 @@ pub fn entropy(s: &[u8]) -> f64 {
 
 /// Whether `secret` is a placeholder rather than a value.
 pub fn is_placeholder(secret: &[u8]) -> bool {
+    if PUBLIC_DECOYS.iter().any(|d| d.as_bytes() == secret) {
+        return true;
+    }
     let lower = secret.to_ascii_lowercase();
     PLACEHOLDERS
         .iter()
@@ -247,6 +262,8 @@ impl Scanner {
         let keywords = AhoCorasickBuilder::new()
             .ascii_case_insensitive(true)
             .match_kind(MatchKind::Standard)
+            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+            .prefilter(true)
             .build(&words)
             .map_err(|e| RuleError::Invalid {
                 source_name: "keywords".into(),
@@ -268,27 +285,30 @@ impl Scanner {
     /// Every secret in `data`, in order.
     pub fn scan(&self, data: &[u8]) -> Vec<Hit> {
         // (line start, line end, rules selected on it), in line order.
+        // The first keyword of a line is found with a plain leftmost search (which the
+        // automaton's prefilter accelerates); then that line alone is searched for every
+        // keyword, overlapping, and the scan jumps to the next line.
         let mut lines: Vec<(usize, usize, Vec<u32>)> = Vec::new();
-        for m in self.keywords.find_overlapping_iter(data) {
-            let current = lines.last_mut().filter(|(_, end, _)| m.start() < *end);
-            let entry = match current {
-                Some(e) => e,
-                None => {
-                    let start = memchr::memrchr(b'\n', &data[..m.start()]).map_or(0, |i| i + 1);
-                    let end =
-                        memchr::memchr(b'\n', &data[m.end()..]).map_or(data.len(), |i| m.end() + i);
-                    lines.push((start, end, Vec::new()));
-                    match lines.last_mut() {
-                        Some(e) => e,
-                        None => continue,
+        let mut pos = 0;
+        while pos < data.len() {
+            let Some(m) = self
+                .keywords
+                .find(aho_corasick::Input::new(data).range(pos..))
+            else {
+                break;
+            };
+            let start = memchr::memrchr(b'\n', &data[..m.start()]).map_or(0, |i| i + 1);
+            let end = memchr::memchr(b'\n', &data[m.end()..]).map_or(data.len(), |i| m.end() + i);
+            let mut rules: Vec<u32> = Vec::new();
+            for k in self.keywords.find_overlapping_iter(&data[start..end]) {
+                for &r in &self.selects[k.pattern().as_usize()] {
+                    if !rules.contains(&r) {
+                        rules.push(r);
                     }
                 }
-            };
-            for &r in &self.selects[m.pattern().as_usize()] {
-                if !entry.2.contains(&r) {
-                    entry.2.push(r);
-                }
             }
+            lines.push((start, end, rules));
+            pos = end + 1;
         }
         let mut hits = Vec::new();
         let mut seen: HashSet<(u32, usize)> = HashSet::new();
@@ -302,7 +322,7 @@ impl Scanner {
                     *end
                 };
                 let window = &data[*start..window_end];
-                for caps in rule.regex.captures_iter(window) {
+                for caps in rule.regex().captures_iter(window) {
                     let Some(g) = caps.get(rule.secret_group) else {
                         continue;
                     };
@@ -393,6 +413,10 @@ pub fn check_rules(scanner: &Scanner) -> Vec<CheckFailure> {
             source: r.source.clone(),
             problem,
         };
+        if let Err(e) = r.compile() {
+            out.push(fail(format!("regex does not compile: {e}")));
+            continue;
+        }
         if r.examples.len() < 2 {
             out.push(fail("needs at least 2 examples".into()));
         }

@@ -10,6 +10,7 @@
 //!   (oldest first) that carries it.
 //! - [`report`]: findings as text, JSON, JSON Lines and SARIF 2.1.0; baselines.
 
+pub mod corpus;
 pub mod engine;
 pub mod history;
 pub mod report;

@@ -2,6 +2,8 @@
 
 use std::collections::HashSet;
 
+use std::sync::{Arc, OnceLock};
+
 use regex::bytes::Regex;
 use serde::Deserialize;
 
@@ -79,7 +81,10 @@ pub struct Rule {
     pub description: String,
     pub severity: Severity,
     pub keywords: Vec<String>,
-    pub regex: Regex,
+    /// The pattern; compiled on first use (most rules never meet their keywords in a given
+    /// repository, and compiling ~300 regexes up front cost more than scanning a small one).
+    pub pattern: String,
+    regex: Arc<OnceLock<Regex>>,
     pub secret_group: usize,
     pub entropy: Option<f64>,
     pub multiline: bool,
@@ -111,6 +116,36 @@ fn invalid(source: &str, message: String) -> RuleError {
 /// The rule files compiled into the binary: every `rules/*.toml` (see `build.rs`).
 pub const BUILTIN: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/builtin_rules.rs"));
 
+impl Rule {
+    /// The compiled pattern. A pattern that parsed but does not compile (over the size limit)
+    /// matches nothing; `rules check` compiles every rule and reports it.
+    pub fn regex(&self) -> &Regex {
+        self.regex.get_or_init(|| {
+            build(&self.pattern).unwrap_or_else(|_| {
+                // `[^\x00-\x{10FFFF}]` can never match.
+                build(r"[^\x00-\x{10FFFF}]").unwrap_or_else(|_| unreachable!("a fixed pattern"))
+            })
+        })
+    }
+
+    /// Compiles the pattern now; the error if it cannot be.
+    pub fn compile(&self) -> Result<(), String> {
+        let r = build(&self.pattern).map_err(|e| e.to_string())?;
+        let _ = self.regex.set(r);
+        Ok(())
+    }
+}
+
+/// ASCII semantics (`\w`, `\d`, `\s`, `\b`, case folding): secrets are ASCII, and Unicode
+/// classes made every automaton many times larger (building them was most of a scan's time).
+fn build(pattern: &str) -> Result<Regex, regex::Error> {
+    regex::bytes::RegexBuilder::new(pattern)
+        .unicode(false)
+        .size_limit(1 << 22)
+        .dfa_size_limit(1 << 20)
+        .build()
+}
+
 /// Parses and compiles the rules of one TOML file.
 pub fn parse(source: &str, text: &str) -> Result<Vec<Rule>, RuleError> {
     let file: RuleFile = toml::from_str(text).map_err(|e| invalid(source, e.to_string()))?;
@@ -137,11 +172,14 @@ fn compile(source: &str, d: RuleDef) -> Result<Rule, RuleError> {
             "keyword {k:?} is shorter than 3 characters (it would match everywhere)"
         )));
     }
-    let regex = regex::bytes::RegexBuilder::new(&d.regex)
-        .size_limit(1 << 22)
+    // Syntax and groups are checked now; the automaton is built on first use.
+    let hir = regex_syntax::ParserBuilder::new()
+        .unicode(false)
+        .utf8(false)
         .build()
+        .parse(&d.regex)
         .map_err(|e| at(format!("regex: {e}")))?;
-    let groups = regex.captures_len() - 1;
+    let groups = hir.properties().explicit_captures_len();
     let secret_group = d.secret_group.unwrap_or(usize::from(groups >= 1));
     if secret_group > groups {
         return Err(at(format!(
@@ -154,7 +192,8 @@ fn compile(source: &str, d: RuleDef) -> Result<Rule, RuleError> {
         id: d.id,
         description: d.description,
         severity: d.severity,
-        regex,
+        pattern: d.regex,
+        regex: Arc::new(OnceLock::new()),
         secret_group,
         entropy: d.entropy,
         multiline: d.multiline,

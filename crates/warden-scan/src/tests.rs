@@ -118,6 +118,9 @@ fn entropy_placeholders_and_skips() {
     assert!((entropy(b"abcdefgh") - 3.0).abs() < 1e-9);
     assert!(is_placeholder(b"AKIAIOSFODNN7EXAMPLE"));
     assert!(is_placeholder(b"${API_TOKEN}"));
+    assert!(is_placeholder(
+        b"Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+    ));
     assert!(!is_placeholder(b"Zm4Xn3Cb2Vq1Wa9Sd8"));
     let limits = Limits::default();
     assert_eq!(skip_reason(b"\x7fELF\0\0\0", &limits), Some(Skip::Binary));

@@ -13,6 +13,7 @@ mod bad_input;
 mod cluster;
 mod crash;
 mod migrate;
+mod scan;
 mod security;
 mod tamper;
 mod tokens;
