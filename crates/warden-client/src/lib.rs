@@ -457,6 +457,44 @@ impl Client {
     pub async fn verify_audit(&self) -> Result<AuditVerifyReport> {
         self.get("/v1/audit/verify").await
     }
+
+    /// `POST /v1/findings` (at most 1,000 per call).
+    pub async fn report_findings(
+        &self,
+        req: &warden_types::ReportFindingsRequest,
+    ) -> Result<warden_types::FindingsReported> {
+        self.post("/v1/findings", req).await
+    }
+
+    /// `GET /v1/findings`, one page.
+    pub async fn list_findings(
+        &self,
+        status: Option<warden_types::FindingStatus>,
+        cursor: Option<&str>,
+    ) -> Result<warden_types::FindingPage> {
+        let mut q: Vec<(&str, String)> = Vec::new();
+        if let Some(s) = status {
+            q.push(("status", s.as_str().to_owned()));
+        }
+        if let Some(c) = cursor {
+            q.push(("cursor", c.to_owned()));
+        }
+        self.get_q("/v1/findings", &q).await
+    }
+
+    /// `PATCH /v1/findings/{id}`.
+    pub async fn update_finding(
+        &self,
+        id: &str,
+        req: &warden_types::UpdateFindingRequest,
+    ) -> Result<warden_types::Finding> {
+        self.send(
+            self.http
+                .patch(self.url(&format!("/v1/findings/{}", segment(id))))
+                .json(req),
+        )
+        .await
+    }
 }
 
 #[cfg(test)]

@@ -21,6 +21,9 @@ pub struct Policy {
     pub auth_failure_window: Duration,
     /// The token service's settings.
     pub tokens: TokenPolicy,
+    /// What happens when `warden scan --report-to` reports a live Warden credential: revoke it at
+    /// once (default) or only flag it.
+    pub revoke_leaked_credentials: bool,
 }
 
 /// How the token service issues and signs.
@@ -74,6 +77,7 @@ impl Default for Policy {
             auth_failure_limit: 100,
             auth_failure_window: Duration::seconds(10),
             tokens: TokenPolicy::default(),
+            revoke_leaked_credentials: true,
         }
     }
 }

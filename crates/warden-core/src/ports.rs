@@ -11,8 +11,8 @@ use time::OffsetDateTime;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 use warden_types::{
-    AuditEvent, AuditOutcome, ChangeRequest, ChangeStatus, Credential, Identity, IdentityKind,
-    IdentityStatus, Operator, Team,
+    AuditEvent, AuditOutcome, ChangeRequest, ChangeStatus, Credential, Finding, FindingKind,
+    FindingStatus, Identity, IdentityKind, IdentityStatus, Operator, Team,
 };
 
 use crate::error::{CoreError, StoreError};
@@ -47,6 +47,13 @@ pub struct ChangeFilter {
     pub status: Option<ChangeStatus>,
     pub identity: Option<Uuid>,
     pub owner_in: Option<Vec<Uuid>>,
+}
+
+/// Filters for listing findings.
+#[derive(Debug, Clone, Default)]
+pub struct FindingFilter {
+    pub status: Option<FindingStatus>,
+    pub kind: Option<FindingKind>,
 }
 
 /// An operator record with what authentication needs.
@@ -233,6 +240,16 @@ pub trait ReadStore {
     fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError>;
     /// Whether an access token was revoked (and has not expired since).
     fn token_revoked(&self, jti: &str) -> Result<bool, StoreError>;
+
+    fn finding(&self, id: Uuid) -> Result<Option<Finding>, StoreError>;
+    fn finding_by_fingerprint(&self, fingerprint: &str) -> Result<Option<Finding>, StoreError>;
+    /// Findings ordered by id, after `after`, at most `limit`.
+    fn list_findings(
+        &self,
+        filter: &FindingFilter,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<Finding>, StoreError>;
 }
 
 /// Writes inside one transaction. Reads through a `WriteTx` see its own writes.
@@ -292,6 +309,10 @@ pub trait WriteTx: ReadStore {
     /// Forgets single-use values and token revocations that expired by `now`. Returns how many.
     fn purge_expired_token_state(&mut self, now: OffsetDateTime) -> Result<usize, StoreError>;
     fn update_change_request(&mut self, change: &ChangeRequest) -> Result<(), StoreError>;
+
+    fn insert_finding(&mut self, finding: &Finding) -> Result<(), StoreError>;
+    /// Updates what can change: where it was last seen, how often, status, action.
+    fn update_finding(&mut self, finding: &Finding) -> Result<(), StoreError>;
 
     /// The lease named `name`, if one was ever taken.
     fn lease(&mut self, name: &str) -> Result<Option<Lease>, StoreError>;

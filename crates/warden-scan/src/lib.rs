@@ -13,6 +13,7 @@
 pub mod corpus;
 pub mod engine;
 pub mod history;
+pub mod owners;
 pub mod report;
 pub mod rules;
 pub mod tree;

@@ -82,6 +82,8 @@ pub fn app(state: AppState) -> Router {
         .route("/credentials/{id}", get(get_credential))
         .route("/credentials/{id}/rotate", post(rotate_credential))
         .route("/credentials/{id}/revoke", post(revoke_credential))
+        .route("/findings", get(list_findings).post(report_findings))
+        .route("/findings/{id}", axum::routing::patch(update_finding))
         .route("/approvals", get(list_approvals))
         .route("/approvals/{id}", get(get_approval))
         .route("/approvals/{id}/approve", post(approve))

@@ -34,6 +34,7 @@ impl utoipa::Modify for BearerAuth {
         routes::list_approvals, routes::get_approval, routes::approve, routes::deny,
         routes::list_audit, routes::verify_audit,
         routes::list_signing_keys, routes::rotate_signing_key,
+        routes::report_findings, routes::list_findings, routes::update_finding,
     ),
     components(schemas(warden_types::ErrorCode, warden_types::Problem)),
     modifiers(&BearerAuth),

@@ -562,3 +562,62 @@ pub(crate) async fn rotate_signing_key(
         Json(s.registry.rotate_signing_key(&a, req.immediately).await?),
     ))
 }
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FindingQuery {
+    status: Option<warden_types::FindingStatus>,
+    kind: Option<warden_types::FindingKind>,
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Report findings of `warden scan` (at most 1,000 per request). A leaked Warden credential is
+/// revoked at once (or flagged, per policy).
+#[utoipa::path(post, path = "/v1/findings", request_body = warden_types::ReportFindingsRequest,
+    responses((status = 200, body = warden_types::FindingsReported), (status = 403, body = Problem)))]
+pub(crate) async fn report_findings(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    Body(req): Body<warden_types::ReportFindingsRequest>,
+) -> ApiResult<Json<warden_types::FindingsReported>> {
+    Ok(Json(s.registry.report_findings(&a, req).await?))
+}
+
+#[utoipa::path(get, path = "/v1/findings", params(FindingQuery), responses((status = 200, body = warden_types::FindingPage)))]
+pub(crate) async fn list_findings(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    Params(q): Params<FindingQuery>,
+) -> ApiResult<Json<warden_types::FindingPage>> {
+    let limit = q.limit.unwrap_or(100).clamp(1, 1_000);
+    let filter = warden_core::ports::FindingFilter {
+        status: q.status,
+        kind: q.kind,
+    };
+    let mut items = s
+        .registry
+        .list_findings(&a, &filter, parse_cursor(&q.cursor)?, limit + 1)?;
+    let next = if items.len() > limit {
+        items.truncate(limit);
+        items.last().map(|f| f.id.to_string())
+    } else {
+        None
+    };
+    Ok(Json(warden_types::FindingPage {
+        items,
+        next_cursor: next,
+    }))
+}
+
+/// Acknowledge, resolve or suppress a finding (admins).
+#[utoipa::path(patch, path = "/v1/findings/{id}", request_body = warden_types::UpdateFindingRequest,
+    params(("id" = Uuid, Path)), responses((status = 200, body = warden_types::Finding), (status = 403, body = Problem)))]
+pub(crate) async fn update_finding(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    PathArg(id): PathArg<Uuid>,
+    Body(req): Body<warden_types::UpdateFindingRequest>,
+) -> ApiResult<Json<warden_types::Finding>> {
+    Ok(Json(s.registry.update_finding(&a, id, req).await?))
+}

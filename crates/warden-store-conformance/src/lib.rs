@@ -105,6 +105,7 @@ macro_rules! conformance {
     ($open:expr) => {
         $crate::conformance!(@each $open;
         keys_stop_working_when_they_expire,
+        findings_are_deduplicated_and_a_leaked_key_is_revoked_in_one_transaction,
         an_identity_expiry_caps_its_credentials_and_ends_them,
         rotation_overlap_ends_and_the_sweeper_revokes,
         last_used_is_written_in_batches_not_per_authentication,
@@ -138,6 +139,110 @@ macro_rules! conformance {
             $crate::tokens::$name($open).await
         }
     };
+}
+
+pub async fn findings_are_deduplicated_and_a_leaked_key_is_revoked_in_one_transaction(open: Open) {
+    use warden_core::ports::FindingFilter;
+    use warden_types::{FindingKind, FindingReport, FindingStatus, ReportFindingsRequest};
+    let e = env(open).await;
+    e.reg
+        .create_identity(&e.admin, identity("leaky"))
+        .await
+        .unwrap();
+    let key = e
+        .reg
+        .issue_credential(&e.admin, "leaky", api_key(None))
+        .await
+        .unwrap()
+        .secret
+        .unwrap();
+    let report = |fp: &str, secret: Option<String>| FindingReport {
+        fingerprint: fp.into(),
+        rule: "warden-api-key".into(),
+        severity: "critical".into(),
+        path: "deploy/prod.env".into(),
+        line: 3,
+        preview: "KEY=wdn_…".into(),
+        secret,
+        ..FindingReport::default()
+    };
+    let r = e
+        .reg
+        .report_findings(
+            &e.admin,
+            ReportFindingsRequest {
+                findings: vec![
+                    report("aa01", Some(key.clone())),
+                    report("bb02", None),
+                    // A well-formed secret no one issued: unmanaged, nothing revoked.
+                    report(
+                        "cc03",
+                        Some(
+                            warden_crypto::token::generate(warden_crypto::token::TokenKind::ApiKey)
+                                .expose()
+                                .to_owned(),
+                        ),
+                    ),
+                ],
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((r.created, r.updated, r.revoked), (3, 0, 1));
+    assert_eq!(r.items[0].kind, FindingKind::WardenCredential);
+    assert_eq!(r.items[0].identity.as_deref(), Some("leaky"));
+    assert_eq!(r.items[0].action.as_deref(), Some("revoked"));
+    assert_eq!(r.items[1].kind, FindingKind::Unmanaged);
+    assert_eq!(r.items[2].kind, FindingKind::Unmanaged);
+    assert!(!e.reg.verify_key(&e.admin, &key).await.unwrap().valid);
+    e.clock.advance(Duration::minutes(5));
+    let again = e
+        .reg
+        .report_findings(
+            &e.admin,
+            ReportFindingsRequest {
+                findings: vec![report("aa01", Some(key.clone()))],
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((again.created, again.updated, again.revoked), (0, 1, 0));
+    assert_eq!(again.items[0].times_seen, 2);
+    assert_eq!(
+        again.items[0].action.as_deref(),
+        Some("revoked"),
+        "the first action stays"
+    );
+    assert_eq!(again.items[0].last_seen, e.clock.now());
+    let open = e
+        .reg
+        .list_findings(
+            &e.admin,
+            &FindingFilter {
+                status: Some(FindingStatus::Open),
+                kind: None,
+            },
+            None,
+            10,
+        )
+        .unwrap();
+    assert_eq!(open.len(), 3);
+    // Bad input is refused whole: nothing of the report is written.
+    let bad = e
+        .reg
+        .report_findings(
+            &e.admin,
+            ReportFindingsRequest {
+                findings: vec![report("dd04", None), report("not hex!", None)],
+            },
+        )
+        .await;
+    assert!(bad.is_err());
+    let all = e
+        .reg
+        .list_findings(&e.admin, &FindingFilter::default(), None, 10)
+        .unwrap();
+    assert_eq!(all.len(), 3);
 }
 
 pub async fn keys_stop_working_when_they_expire(open: Open) {

@@ -6,10 +6,10 @@ use tokio_postgres::types::{FromSql, ToSql};
 use uuid::Uuid;
 use warden_core::StoreError;
 use warden_core::ports::{
-    AuditFilter, AuditRecord, ChainHead, ChangeFilter, Checkpoint, IdentityFilter, OperatorRecord,
-    SigningKeyRecord,
+    AuditFilter, AuditRecord, ChainHead, ChangeFilter, Checkpoint, FindingFilter, IdentityFilter,
+    OperatorRecord, SigningKeyRecord,
 };
-use warden_types::{AuditEvent, ChangeRequest, Credential, Identity, Operator, Team};
+use warden_types::{AuditEvent, ChangeRequest, Credential, Finding, Identity, Operator, Team};
 
 use crate::{Conn, Param, db_err, from_us, opt_from_us, parse_enum, to_us};
 
@@ -537,6 +537,78 @@ pub(crate) fn audit_head(conn: &Conn) -> Result<ChainHead, StoreError> {
     }
 }
 
+const FINDING_COLS: &str = "id, fingerprint, kind, rule, severity, repository, path, line, commit_id, \
+    author, email, preview, suggested_owner, identity_id, identity_name, owner_name, credential_id, \
+    action, status, status_reason, reported_by, first_seen, last_seen, times_seen";
+
+fn finding_row(row: &Row) -> Result<Finding, StoreError> {
+    Ok(Finding {
+        id: get(row, 0)?,
+        fingerprint: get(row, 1)?,
+        kind: parse_enum(&get::<String>(row, 2)?)?,
+        rule: get(row, 3)?,
+        severity: get(row, 4)?,
+        repository: get(row, 5)?,
+        path: get(row, 6)?,
+        line: u64::try_from(get::<i64>(row, 7)?).unwrap_or(0),
+        commit: get(row, 8)?,
+        author: get(row, 9)?,
+        email: get(row, 10)?,
+        preview: get(row, 11)?,
+        suggested_owner: get(row, 12)?,
+        identity_id: get(row, 13)?,
+        identity: get(row, 14)?,
+        owner: get(row, 15)?,
+        credential_id: get(row, 16)?,
+        action: get(row, 17)?,
+        status: parse_enum(&get::<String>(row, 18)?)?,
+        status_reason: get(row, 19)?,
+        reported_by: get(row, 20)?,
+        first_seen: from_us(get(row, 21)?)?,
+        last_seen: from_us(get(row, 22)?)?,
+        times_seen: u64::try_from(get::<i64>(row, 23)?).unwrap_or(0),
+    })
+}
+
+pub(crate) fn finding(conn: &Conn, id: Uuid) -> Result<Option<Finding>, StoreError> {
+    let sql = format!("SELECT {FINDING_COLS} FROM findings WHERE id = $1");
+    one(conn, &sql, &[&id], finding_row)
+}
+
+pub(crate) fn finding_by_fingerprint(
+    conn: &Conn,
+    fingerprint: &str,
+) -> Result<Option<Finding>, StoreError> {
+    let sql = format!("SELECT {FINDING_COLS} FROM findings WHERE fingerprint = $1");
+    one(conn, &sql, &[&fingerprint], finding_row)
+}
+
+pub(crate) fn list_findings(
+    conn: &Conn,
+    f: &FindingFilter,
+    after: Option<Uuid>,
+    limit: usize,
+) -> Result<Vec<Finding>, StoreError> {
+    let mut conds = Vec::new();
+    let mut args = Args::default();
+    if let Some(s) = f.status {
+        conds.push(format!("status = {}", args.add(s.as_str().to_owned())));
+    }
+    if let Some(k) = f.kind {
+        conds.push(format!("kind = {}", args.add(k.as_str().to_owned())));
+    }
+    if let Some(a) = after {
+        conds.push(format!("id > {}", args.add(a)));
+    }
+    let mut sql = format!("SELECT {FINDING_COLS} FROM findings");
+    if !conds.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&conds.join(" AND "));
+    }
+    sql.push_str(&format!(" ORDER BY id LIMIT {limit}"));
+    collect(conn, &sql, &args.refs(), finding_row)
+}
+
 /// Implements `ReadStore` for a type with a `conn(&self) -> &Conn` method.
 macro_rules! impl_read_store {
     ($t:ty) => {
@@ -666,6 +738,26 @@ macro_rules! impl_read_store {
             }
             fn token_revoked(&self, jti: &str) -> Result<bool, warden_core::StoreError> {
                 crate::read::token_revoked(self.conn(), jti)
+            }
+            fn finding(
+                &self,
+                id: uuid::Uuid,
+            ) -> Result<Option<warden_types::Finding>, warden_core::StoreError> {
+                crate::read::finding(self.conn(), id)
+            }
+            fn finding_by_fingerprint(
+                &self,
+                fingerprint: &str,
+            ) -> Result<Option<warden_types::Finding>, warden_core::StoreError> {
+                crate::read::finding_by_fingerprint(self.conn(), fingerprint)
+            }
+            fn list_findings(
+                &self,
+                f: &warden_core::ports::FindingFilter,
+                after: Option<uuid::Uuid>,
+                limit: usize,
+            ) -> Result<Vec<warden_types::Finding>, warden_core::StoreError> {
+                crate::read::list_findings(self.conn(), f, after, limit)
             }
         }
     };

@@ -13,7 +13,8 @@ use crate::{Conn, db_err};
 const MIGRATION_LOCK: i64 = 0x5741_5244_4e00_0001;
 
 /// Migrations in order; the schema version is the number applied.
-pub const MIGRATIONS: &[&str] = &[r#"
+pub const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE teams (
     id uuid PRIMARY KEY,
     name text NOT NULL UNIQUE,
@@ -158,7 +159,38 @@ CREATE TABLE leases (
     fence bigint NOT NULL,
     expires_at bigint NOT NULL
 );
-"#];
+"#,
+    // v2: findings of `warden scan --report-to`, deduplicated by fingerprint.
+    r#"
+CREATE TABLE findings (
+    id uuid PRIMARY KEY,
+    fingerprint text NOT NULL UNIQUE,
+    kind text NOT NULL,
+    rule text NOT NULL,
+    severity text NOT NULL,
+    repository text,
+    path text NOT NULL,
+    line bigint NOT NULL,
+    commit_id text,
+    author text,
+    email text,
+    preview text NOT NULL,
+    suggested_owner text,
+    identity_id uuid,
+    identity_name text,
+    owner_name text,
+    credential_id uuid,
+    action text,
+    status text NOT NULL,
+    status_reason text,
+    reported_by text NOT NULL,
+    first_seen bigint NOT NULL,
+    last_seen bigint NOT NULL,
+    times_seen bigint NOT NULL
+);
+CREATE INDEX findings_status ON findings(status, id);
+"#,
+];
 
 /// The schema version this binary writes.
 pub fn latest() -> u32 {

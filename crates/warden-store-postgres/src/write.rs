@@ -6,7 +6,7 @@ use warden_core::StoreError;
 use warden_core::ports::{
     AfterCommit, AuditRecord, ChainHead, Lease, SigningKeyRecord, Topic, WriteTx,
 };
-use warden_types::{ChangeRequest, Credential, Identity, Operator, Team};
+use warden_types::{ChangeRequest, Credential, Finding, Identity, Operator, Team};
 
 use crate::read::impl_read_store;
 use crate::{Conn, Param, from_us, opt_us, to_us};
@@ -417,6 +417,77 @@ impl WriteTx for PgTx<'_> {
             ],
         )?;
         self.head = ChainHead { seq: r.seq, hash };
+        Ok(())
+    }
+
+    fn insert_finding(&mut self, f: &Finding) -> Result<(), StoreError> {
+        let line = i64::try_from(f.line).unwrap_or(i64::MAX);
+        let times = i64::try_from(f.times_seen).unwrap_or(i64::MAX);
+        exec(
+            self.conn,
+            "INSERT INTO findings (id, fingerprint, kind, rule, severity, repository, path, line, commit_id, author, \
+             email, preview, suggested_owner, identity_id, identity_name, owner_name, credential_id, action, status, \
+             status_reason, reported_by, first_seen, last_seen, times_seen) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)",
+            &[
+                &f.id,
+                &f.fingerprint,
+                &f.kind.as_str(),
+                &f.rule,
+                &f.severity,
+                &f.repository,
+                &f.path,
+                &line,
+                &f.commit,
+                &f.author,
+                &f.email,
+                &f.preview,
+                &f.suggested_owner,
+                &f.identity_id,
+                &f.identity,
+                &f.owner,
+                &f.credential_id,
+                &f.action,
+                &f.status.as_str(),
+                &f.status_reason,
+                &f.reported_by,
+                &to_us(f.first_seen),
+                &to_us(f.last_seen),
+                &times,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn update_finding(&mut self, f: &Finding) -> Result<(), StoreError> {
+        let line = i64::try_from(f.line).unwrap_or(i64::MAX);
+        let times = i64::try_from(f.times_seen).unwrap_or(i64::MAX);
+        let n = exec(
+            self.conn,
+            "UPDATE findings SET path = $2, line = $3, commit_id = $4, author = $5, email = $6, preview = $7, \
+             suggested_owner = $8, action = $9, status = $10, status_reason = $11, last_seen = $12, times_seen = $13 \
+             WHERE id = $1",
+            &[
+                &f.id,
+                &f.path,
+                &line,
+                &f.commit,
+                &f.author,
+                &f.email,
+                &f.preview,
+                &f.suggested_owner,
+                &f.action,
+                &f.status.as_str(),
+                &f.status_reason,
+                &to_us(f.last_seen),
+                &times,
+            ],
+        )?;
+        if n != 1 {
+            return Err(StoreError::Internal(
+                "finding to update does not exist".into(),
+            ));
+        }
         Ok(())
     }
 

@@ -178,6 +178,36 @@ CREATE TABLE leases (
     expires_at INTEGER NOT NULL
 );
 "#,
+    // v6: findings of `warden scan --report-to`, deduplicated by fingerprint.
+    r#"
+CREATE TABLE findings (
+    id BLOB PRIMARY KEY,
+    fingerprint TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    repository TEXT,
+    path TEXT NOT NULL,
+    line INTEGER NOT NULL,
+    commit_id TEXT,
+    author TEXT,
+    email TEXT,
+    preview TEXT NOT NULL,
+    suggested_owner TEXT,
+    identity_id BLOB,
+    identity_name TEXT,
+    owner_name TEXT,
+    credential_id BLOB,
+    action TEXT,
+    status TEXT NOT NULL,
+    status_reason TEXT,
+    reported_by TEXT NOT NULL,
+    first_seen INTEGER NOT NULL,
+    last_seen INTEGER NOT NULL,
+    times_seen INTEGER NOT NULL
+);
+CREATE INDEX findings_status ON findings(status, id);
+"#,
 ];
 
 /// The schema version this binary writes.

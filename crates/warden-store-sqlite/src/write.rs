@@ -5,7 +5,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 use warden_core::StoreError;
 use warden_core::ports::{AfterCommit, AuditRecord, ChainHead, Lease, SigningKeyRecord, WriteTx};
-use warden_types::{ChangeRequest, Credential, Identity, Operator, Team};
+use warden_types::{ChangeRequest, Credential, Finding, Identity, Operator, Team};
 
 use crate::read::impl_read_store;
 use crate::{db_err, from_us, opt_us, to_us};
@@ -428,6 +428,73 @@ impl WriteTx for SqliteTx<'_> {
             ],
         )?;
         self.head = Some(ChainHead { seq: r.seq, hash });
+        Ok(())
+    }
+
+    fn insert_finding(&mut self, f: &Finding) -> Result<(), StoreError> {
+        exec(
+            self.conn,
+            "INSERT INTO findings (id, fingerprint, kind, rule, severity, repository, path, line, commit_id, author, \
+             email, preview, suggested_owner, identity_id, identity_name, owner_name, credential_id, action, status, \
+             status_reason, reported_by, first_seen, last_seen, times_seen) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
+            params![
+                b(f.id),
+                f.fingerprint,
+                f.kind.as_str(),
+                f.rule,
+                f.severity,
+                f.repository,
+                f.path,
+                i64::try_from(f.line).unwrap_or(i64::MAX),
+                f.commit,
+                f.author,
+                f.email,
+                f.preview,
+                f.suggested_owner,
+                ob(f.identity_id),
+                f.identity,
+                f.owner,
+                ob(f.credential_id),
+                f.action,
+                f.status.as_str(),
+                f.status_reason,
+                f.reported_by,
+                to_us(f.first_seen),
+                to_us(f.last_seen),
+                i64::try_from(f.times_seen).unwrap_or(i64::MAX)
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn update_finding(&mut self, f: &Finding) -> Result<(), StoreError> {
+        let n = exec(
+            self.conn,
+            "UPDATE findings SET path = ?2, line = ?3, commit_id = ?4, author = ?5, email = ?6, preview = ?7, \
+             suggested_owner = ?8, action = ?9, status = ?10, status_reason = ?11, last_seen = ?12, times_seen = ?13 \
+             WHERE id = ?1",
+            params![
+                b(f.id),
+                f.path,
+                i64::try_from(f.line).unwrap_or(i64::MAX),
+                f.commit,
+                f.author,
+                f.email,
+                f.preview,
+                f.suggested_owner,
+                f.action,
+                f.status.as_str(),
+                f.status_reason,
+                to_us(f.last_seen),
+                i64::try_from(f.times_seen).unwrap_or(i64::MAX)
+            ],
+        )?;
+        if n != 1 {
+            return Err(StoreError::Internal(
+                "finding to update does not exist".into(),
+            ));
+        }
         Ok(())
     }
 

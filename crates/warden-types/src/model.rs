@@ -482,3 +482,87 @@ mod tests {
         assert!(!format!("{req:?}").contains("SECRETSECRET"));
     }
 }
+
+str_enum! {
+    /// Where a finding stands.
+    FindingStatus {
+        Open => "open",
+        Acknowledged => "acknowledged",
+        Resolved => "resolved",
+        Suppressed => "suppressed",
+    }
+}
+
+str_enum! {
+    /// What a finding is.
+    FindingKind {
+        /// A Warden credential (recognised by its checksum and found in the registry).
+        WardenCredential => "warden_credential",
+        /// Any other secret: a credential Warden does not manage.
+        Unmanaged => "unmanaged",
+    }
+}
+
+/// A leaked or unmanaged secret found by `warden scan`, as the inventory keeps it. Deduplicated by
+/// fingerprint: a secret reported again updates `last_seen` and `times_seen`. Never holds the secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Finding {
+    pub id: Uuid,
+    pub fingerprint: String,
+    pub kind: FindingKind,
+    pub rule: String,
+    pub severity: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    pub path: String,
+    pub line: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// The line with the secret redacted.
+    pub preview: String,
+    /// Who should act: from CODEOWNERS, else the commit author.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suggested_owner: Option<String>,
+    /// For a Warden credential: the identity, its owning team and the credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_id: Option<Uuid>,
+    /// What Warden did on its own: `revoked`, `flagged`, or `already_revoked`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    pub status: FindingStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_reason: Option<String>,
+    pub reported_by: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub first_seen: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_seen: OffsetDateTime,
+    pub times_seen: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FindingPage {
+    pub items: Vec<Finding>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// Answer of `POST /v1/findings`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FindingsReported {
+    pub created: u64,
+    pub updated: u64,
+    /// Warden credentials revoked because they leaked.
+    pub revoked: u64,
+    pub items: Vec<Finding>,
+}

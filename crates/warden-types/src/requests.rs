@@ -146,3 +146,56 @@ impl std::fmt::Debug for VerifyKeyRequest {
         f.write_str("VerifyKeyRequest { key: [redacted] }")
     }
 }
+
+/// One finding as `warden scan --report-to` sends it.
+#[derive(Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FindingReport {
+    pub fingerprint: String,
+    pub rule: String,
+    pub severity: String,
+    #[serde(default)]
+    pub repository: Option<String>,
+    pub path: String,
+    pub line: u64,
+    #[serde(default)]
+    pub commit: Option<String>,
+    #[serde(default)]
+    pub author: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    pub preview: String,
+    #[serde(default)]
+    pub suggested_owner: Option<String>,
+    /// Only for Warden's own secrets (rules `warden-*`): the server recognises the credential by
+    /// its keyed hash, as it authenticates it. Never sent for other secrets.
+    #[serde(default)]
+    pub secret: Option<String>,
+}
+
+impl std::fmt::Debug for FindingReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FindingReport")
+            .field("fingerprint", &self.fingerprint)
+            .field("rule", &self.rule)
+            .field("path", &self.path)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+/// `POST /v1/findings`: at most 1,000 findings per request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReportFindingsRequest {
+    pub findings: Vec<FindingReport>,
+}
+
+/// `PATCH /v1/findings/{id}`: acknowledge, resolve or suppress (with a reason).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateFindingRequest {
+    pub status: crate::FindingStatus,
+    #[serde(default)]
+    pub reason: Option<String>,
+}

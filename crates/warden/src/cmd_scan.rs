@@ -64,6 +64,13 @@ pub struct ScanArgs {
     /// Skip files larger than this many bytes.
     #[arg(long, default_value_t = 32 << 20)]
     pub max_file_size: usize,
+    /// Send the findings to this Warden server (`/v1/findings`, with --token or WARDEN_TOKEN):
+    /// each becomes an inventory finding; a live Warden credential is revoked at once.
+    #[arg(long)]
+    pub report_to: Option<String>,
+    /// The repository's name in reported findings [default: the scanned directory's name].
+    #[arg(long)]
+    pub repository: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -111,7 +118,79 @@ fn progress_bar(enabled: bool) -> Option<indicatif::ProgressBar> {
     Some(pb)
 }
 
-pub fn run(a: ScanArgs, json_flag: bool) -> Result<ExitCode> {
+/// Findings as the server takes them; Warden's own secrets go with them (the server recognises
+/// the credential by its keyed hash), no other secret leaves the machine.
+fn reports(
+    found: &[Finding],
+    root: &std::path::Path,
+    repository: Option<&str>,
+) -> Vec<warden_types::FindingReport> {
+    let owners = warden_scan::owners::CodeOwners::load(root);
+    let repository = repository.map(str::to_owned).or_else(|| {
+        std::fs::canonicalize(root)
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+    });
+    found
+        .iter()
+        .map(|f| warden_types::FindingReport {
+            fingerprint: f.fingerprint.clone(),
+            rule: f.rule.clone(),
+            severity: f.severity.as_str().to_owned(),
+            repository: repository.clone(),
+            path: f.path.clone(),
+            line: f.line as u64,
+            commit: f.commit.clone(),
+            author: f.author.clone(),
+            email: f.email.clone(),
+            preview: f.preview.chars().take(500).collect(),
+            suggested_owner: owners
+                .as_ref()
+                .and_then(|o| o.owners_of(&f.path))
+                .or_else(|| f.email.clone()),
+            secret: f.rule.starts_with("warden-").then(|| f.secret.clone()),
+        })
+        .collect()
+}
+
+/// Sends findings in batches; prints what the server did.
+fn report(client: &warden_client::Client, reports: Vec<warden_types::FindingReport>) -> Result<()> {
+    let rt = tokio::runtime::Handle::current();
+    let (mut created, mut updated, mut revoked) = (0, 0, 0);
+    for batch in reports.chunks(100) {
+        let req = warden_types::ReportFindingsRequest {
+            findings: batch.to_vec(),
+        };
+        let r = rt
+            .block_on(client.report_findings(&req))
+            .context("reporting the findings")?;
+        created += r.created;
+        updated += r.updated;
+        revoked += r.revoked;
+        for f in r.items.iter().filter(|f| f.action.is_some()) {
+            eprintln!(
+                "warden: {} credential {} of identity {} (team {}) found in {}: {}",
+                f.rule,
+                f.credential_id.map(|c| c.to_string()).unwrap_or_default(),
+                f.identity.as_deref().unwrap_or("?"),
+                f.owner.as_deref().unwrap_or("?"),
+                f.path,
+                f.action.as_deref().unwrap_or("")
+            );
+        }
+    }
+    eprintln!(
+        "reported {} findings: {created} new, {updated} seen before, {revoked} Warden credentials revoked",
+        reports.len()
+    );
+    Ok(())
+}
+
+pub fn run(
+    a: ScanArgs,
+    json_flag: bool,
+    reporter: Option<warden_client::Client>,
+) -> Result<ExitCode> {
     match a.cmd {
         Some(ScanCmd::Rules(RulesCmd::Check { rules })) => return rules_check(&rules, json_flag),
         Some(ScanCmd::Rules(RulesCmd::List)) => return rules_list(json_flag),
@@ -205,6 +284,9 @@ pub fn run(a: ScanArgs, json_flag: bool) -> Result<ExitCode> {
         let known = report::baseline_fingerprints(&text)
             .map_err(|e| anyhow::anyhow!("{}: {e}", b.display()))?;
         found.retain(|f| !known.contains(&f.fingerprint));
+    }
+    if let Some(client) = &reporter {
+        report(client, reports(&found, &root, a.repository.as_deref()))?;
     }
     let body = match format {
         Format::Text => {
@@ -326,5 +408,105 @@ fn rules_list(json: bool) -> Result<ExitCode> {
             println!("{:<40} {:<9} {}", r.id, r.severity.as_str(), r.description);
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FindingCmd {
+    /// List findings (admins and auditors).
+    List {
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// Mark a finding acknowledged (someone is on it).
+    Ack {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Mark a finding resolved (the secret is rotated and gone).
+    Resolve {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Suppress a finding (a false positive, or accepted): needs a reason.
+    Suppress {
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+pub async fn run_finding(
+    c: &warden_client::Client,
+    cmd: FindingCmd,
+    json: bool,
+) -> Result<ExitCode> {
+    use warden_types::{FindingStatus, UpdateFindingRequest};
+    let (id, status, reason) = match cmd {
+        FindingCmd::List { status } => {
+            let status = status
+                .map(|s| s.parse::<FindingStatus>())
+                .transpose()
+                .map_err(|e| anyhow::anyhow!(e))?;
+            let mut items = Vec::new();
+            let mut cursor: Option<String> = None;
+            loop {
+                let page = c.list_findings(status, cursor.as_deref()).await?;
+                items.extend(page.items);
+                match page.next_cursor {
+                    Some(n) => cursor = Some(n),
+                    None => break,
+                }
+            }
+            let page = warden_types::FindingPage {
+                items,
+                next_cursor: None,
+            };
+            crate::output::print(json, &page, || {
+                let rows: Vec<Vec<String>> = page
+                    .items
+                    .iter()
+                    .map(|f| {
+                        vec![
+                            f.id.to_string(),
+                            f.status.to_string(),
+                            f.kind.to_string(),
+                            f.rule.clone(),
+                            format!("{}:{}", f.path, f.line),
+                            f.identity
+                                .clone()
+                                .or(f.suggested_owner.clone())
+                                .unwrap_or_default(),
+                            f.action.clone().unwrap_or_default(),
+                            f.times_seen.to_string(),
+                        ]
+                    })
+                    .collect();
+                crate::output::table(
+                    &[
+                        "ID",
+                        "STATUS",
+                        "KIND",
+                        "RULE",
+                        "WHERE",
+                        "IDENTITY/OWNER",
+                        "ACTION",
+                        "SEEN",
+                    ],
+                    &rows,
+                )
+            })?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        FindingCmd::Ack { id, reason } => (id, FindingStatus::Acknowledged, reason),
+        FindingCmd::Resolve { id, reason } => (id, FindingStatus::Resolved, reason),
+        FindingCmd::Suppress { id, reason } => (id, FindingStatus::Suppressed, Some(reason)),
+    };
+    let f = c
+        .update_finding(&id, &UpdateFindingRequest { status, reason })
+        .await?;
+    crate::output::print(json, &f, || format!("finding {} is {}", f.id, f.status))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -94,6 +94,9 @@ enum Cmd {
     /// Find secrets in a working tree and its git history (offline); `scan rules check` proves
     /// the rules.
     Scan(cmd_scan::ScanArgs),
+    /// Findings reported by `warden scan --report-to`.
+    #[command(subcommand)]
+    Finding(cmd_scan::FindingCmd),
 }
 
 /// The client config file: `$WARDEN_CLIENT_CONFIG`, else `~/.config/warden/client.toml`.
@@ -171,7 +174,18 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Team(c) => cmd_team::run_team(&client(&cli.global)?, c, json).await,
         Cmd::Operator(c) => cmd_team::run_operator(&client(&cli.global)?, c, json).await,
         Cmd::Audit(c) => cmd_audit::run(&cli.global, c, json).await,
-        Cmd::Scan(a) => tokio::task::spawn_blocking(move || cmd_scan::run(a, json)).await?,
+        Cmd::Scan(a) => {
+            let reporter = match &a.report_to {
+                Some(url) => Some(client(&Global {
+                    server: Some(url.clone()),
+                    token: cli.global.token.clone(),
+                    json,
+                })?),
+                None => None,
+            };
+            tokio::task::spawn_blocking(move || cmd_scan::run(a, json, reporter)).await?
+        }
+        Cmd::Finding(c) => cmd_scan::run_finding(&client(&cli.global)?, c, json).await,
         Cmd::Whoami => {
             let w = client(&cli.global)?.whoami().await?;
             output::print(json, &w, || format!("{w:?}"))?;

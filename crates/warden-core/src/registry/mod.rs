@@ -6,6 +6,7 @@ mod auth;
 pub mod cache;
 pub mod cluster;
 mod credentials;
+pub mod findings;
 mod identities;
 mod keys;
 mod teams;

@@ -235,3 +235,148 @@ fn scan_errors_exit_2_and_clean_trees_exit_0() {
     assert!(v["rules"].as_u64().unwrap() >= 150);
     assert_eq!(v["failures"].as_array().unwrap().len(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reported_findings_land_in_the_inventory_and_a_leaked_warden_key_is_revoked() {
+    let s = crate::harness::Server::start();
+    s.ok(&s.admin, &["team", "create", "payments"]);
+    s.identity(&s.admin, "billing-worker", "payments", &["ledger:write"]);
+    let (cred_id, key) = s.api_key(&s.admin, "billing-worker");
+    assert!(s.key_valid(&key).await);
+
+    let repo = tempfile::tempdir().unwrap();
+    let d = repo.path();
+    git(d, &["init", "-q"]);
+    std::fs::create_dir(d.join(".github")).unwrap();
+    std::fs::write(
+        d.join(".github/CODEOWNERS"),
+        "* @acme/everyone\n/deploy/ @acme/platform\n",
+    )
+    .unwrap();
+    std::fs::create_dir(d.join("deploy")).unwrap();
+    std::fs::write(d.join("deploy/prod.env"), format!("WARDEN_API_KEY={key}\n")).unwrap();
+    // Not a Warden secret: an unmanaged credential, its value never sent.
+    let stripe = "sk_live_4eC39HqLyjWDarjtT1zdp7dcXq8Zu3";
+    std::fs::write(
+        d.join("billing.py"),
+        format!("stripe.api_key = \"{stripe}\"\n"),
+    )
+    .unwrap();
+    git(d, &["add", "."]);
+    git(d, &["commit", "-qm", "config"]);
+
+    let report = |extra: &[&str]| {
+        warden()
+            .args(["--token", &s.admin, "scan"])
+            .arg(d)
+            .args([
+                "--report-to",
+                &s.url,
+                "--repository",
+                "acme/billing",
+                "--format",
+                "json",
+            ])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = report(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("2 new, 0 seen before, 1 Warden credentials revoked"),
+        "{err}"
+    );
+    assert!(
+        err.contains("billing-worker") && err.contains("revoked"),
+        "{err}"
+    );
+    // Revoked at once.
+    assert!(!s.key_valid(&key).await, "the leaked key still works");
+    let creds = s.json(&s.admin, &["credential", "list", "billing-worker"]);
+    let c = creds["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == cred_id.as_str())
+        .unwrap();
+    assert!(c["revoked_at"].is_string());
+    assert!(
+        c["revoke_reason"]
+            .as_str()
+            .unwrap()
+            .contains("deploy/prod.env"),
+        "{c}"
+    );
+
+    let list = s.json(&s.admin, &["finding", "list"]);
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{list}");
+    let leaked = items
+        .iter()
+        .find(|f| f["kind"] == "warden_credential")
+        .unwrap();
+    assert_eq!(leaked["identity"], "billing-worker");
+    assert_eq!(leaked["owner"], "payments");
+    assert_eq!(leaked["credential_id"], cred_id.as_str());
+    assert_eq!(leaked["action"], "revoked");
+    assert_eq!(leaked["suggested_owner"], "@acme/platform");
+    assert_eq!(leaked["repository"], "acme/billing");
+    let unmanaged = items.iter().find(|f| f["kind"] == "unmanaged").unwrap();
+    assert_eq!(unmanaged["rule"], "stripe-live-secret-key");
+    assert_eq!(unmanaged["suggested_owner"], "@acme/everyone");
+    assert_eq!(unmanaged["author"], "Dana Dev");
+    assert!(!list.to_string().contains(stripe) && !list.to_string().contains(&key));
+
+    // Reported again: deduplicated, seen twice.
+    let out = report(&[]);
+    assert!(
+        stderr(&out).contains("0 new, 2 seen before, 0 Warden credentials revoked"),
+        "{}",
+        stderr(&out)
+    );
+    let list = s.json(&s.admin, &["finding", "list"]);
+    assert!(
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["times_seen"] == 2)
+    );
+    let leaked = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["kind"] == "warden_credential")
+        .unwrap()
+        .clone();
+    assert_eq!(leaked["action"], "revoked", "{leaked}");
+
+    // Triage: suppressing needs a reason; a resolved finding seen again is open again.
+    let id = unmanaged["id"].as_str().unwrap();
+    let out = s.cli(&s.admin, &["finding", "suppress", id, "--reason", ""]);
+    assert!(!out.status.success());
+    s.ok(
+        &s.admin,
+        &["finding", "resolve", id, "--reason", "rotated at Stripe"],
+    );
+    let resolved = s.json(&s.admin, &["finding", "list", "--status", "resolved"]);
+    assert_eq!(resolved["items"].as_array().unwrap().len(), 1);
+    report(&[]);
+    let open = s.json(&s.admin, &["finding", "list", "--status", "open"]);
+    assert_eq!(open["items"].as_array().unwrap().len(), 2, "{open}");
+
+    // An auditor may read findings but not report or change them.
+    let auditor = s.operator("audra", "auditor", &[]);
+    assert!(s.cli(&auditor, &["finding", "list"]).status.success());
+    let out = warden()
+        .args(["--token", &auditor, "scan"])
+        .arg(d)
+        .args(["--report-to", &s.url])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let events = s.json(&s.admin, &["audit", "list", "--action", "finding.created"]);
+    assert_eq!(events["items"].as_array().unwrap().len(), 2);
+}
