@@ -61,6 +61,7 @@ struct Args {
 }
 
 mod cluster;
+mod scan;
 mod tokens;
 
 #[derive(Debug, Subcommand)]
@@ -82,6 +83,18 @@ enum Cmd {
         /// Identities created per setup.
         #[arg(long, default_value_t = 20_000)]
         creations: usize,
+    },
+    /// The scanner benchmark: Warden and peer scanners on the same labelled corpus.
+    Scan {
+        /// A corpus written by `bench/run scan` (tree/, labels.jsonl, decoys.jsonl).
+        #[arg(long)]
+        corpus: PathBuf,
+        /// detect-secrets (PyPI), when installed.
+        #[arg(long)]
+        detect_secrets: Option<PathBuf>,
+        /// ripsecrets (crates.io), when installed.
+        #[arg(long)]
+        ripsecrets: Option<PathBuf>,
     },
     /// Serve the token ceiling (same cryptography, nothing else) and print its address.
     Ceiling {
@@ -532,6 +545,20 @@ fn main() -> Result<()> {
     })?;
     if let Some(Cmd::Cluster { pg, creations }) = &a.cmd {
         return cluster::main(&warden, pg, *creations, a.connections, a.seconds, a.runs);
+    }
+    if let Some(Cmd::Scan {
+        corpus,
+        detect_secrets,
+        ripsecrets,
+    }) = &a.cmd
+    {
+        return scan::main(
+            &warden,
+            corpus,
+            detect_secrets.clone(),
+            ripsecrets.clone(),
+            a.runs,
+        );
     }
     if let Some(Cmd::Tokens) = &a.cmd {
         return tokens::main(&warden, a.connections, a.seconds, a.runs);

@@ -218,6 +218,14 @@ fn write_corpus() {
         labels.push('\n');
     }
     std::fs::write(out.join("labels.jsonl"), labels).unwrap();
+    let mut decoys = String::new();
+    for d in &corpus.decoys {
+        decoys.push_str(
+            &serde_json::json!({"path": d.path, "rule": d.rule, "text": d.text}).to_string(),
+        );
+        decoys.push('\n');
+    }
+    std::fs::write(out.join("decoys.jsonl"), decoys).unwrap();
     eprintln!(
         "{} files, {} bytes, {} planted",
         corpus.files,
