@@ -85,8 +85,6 @@ fn load_labels(corpus: &Path) -> Result<Labels> {
             neutral.entry(path.to_owned()).or_default().extend(s..=e);
         }
     }
-    let bytes = files.values().map(|t| t.len() as u64).sum::<u64>();
-    let _ = bytes;
     let bytes = dir_bytes(&tree)?;
     Ok(Labels {
         planted,
@@ -171,10 +169,13 @@ fn relative(tree: &Path, p: &str) -> String {
         .to_owned()
 }
 
+/// Wall seconds and the (path, line)s a scanner reported.
+type Run = Result<(f64, Vec<(String, usize)>)>;
+
 /// One scanner: how to run it on `tree` and read its (path, line)s.
 struct Tool {
     name: &'static str,
-    run: Box<dyn Fn(&Path) -> Result<(f64, Vec<(String, usize)>)>>,
+    run: Box<dyn Fn(&Path) -> Run>,
 }
 
 fn warden(bin: PathBuf) -> Tool {
