@@ -141,6 +141,44 @@ pub fn entropy(s: &[u8]) -> f64 {
         .sum()
 }
 
+/// Whether a value looks like a name in code rather than a secret: letters and underscores only,
+/// made of words (`SCREAMING_SNAKE`, `snake_case` with words of 3+ letters, or `CamelCase`).
+/// Applied to broad rules only (a `password = PASSWORD_FIELD` in code is not a password).
+pub fn looks_like_identifier(secret: &[u8]) -> bool {
+    if secret.is_empty() || !secret.iter().all(|b| b.is_ascii_alphabetic() || *b == b'_') {
+        return false;
+    }
+    if secret.contains(&b'_') {
+        return secret
+            .split(|b| *b == b'_')
+            .filter(|w| !w.is_empty())
+            .all(|w| {
+                w.len() >= 3
+                    && (w.iter().all(u8::is_ascii_uppercase)
+                        || w.iter().all(u8::is_ascii_lowercase)
+                        || (w[0].is_ascii_uppercase() && w[1..].iter().all(u8::is_ascii_lowercase)))
+            });
+    }
+    // CamelCase: every uppercase letter starts a lowercase word of 3+ letters.
+    let mut words = 0;
+    let mut i = 0;
+    while i < secret.len() {
+        if !secret[i].is_ascii_uppercase() {
+            return false;
+        }
+        let start = i;
+        i += 1;
+        while i < secret.len() && secret[i].is_ascii_lowercase() {
+            i += 1;
+        }
+        if i - start < 3 {
+            return false;
+        }
+        words += 1;
+    }
+    words >= 2
+}
+
 /// Whether `secret` is a placeholder rather than a value.
 pub fn is_placeholder(secret: &[u8]) -> bool {
     if PUBLIC_DECOYS.iter().any(|d| d.as_bytes() == secret) {
@@ -333,6 +371,7 @@ impl Scanner {
                     }
                     if rule.entropy.is_some_and(|min| entropy(secret) < min)
                         || is_placeholder(secret)
+                        || (rule.yields && looks_like_identifier(secret))
                     {
                         continue;
                     }

@@ -130,6 +130,17 @@ fn entropy_placeholders_and_skips() {
 }
 
 #[test]
+fn names_in_code_are_not_secrets_for_broad_rules() {
+    use crate::engine::looks_like_identifier as id;
+    assert!(id(b"CLIENT_HANDSHAKE_TRAFFIC_SECRET"));
+    assert!(id(b"EphemeralPrivateKey"));
+    assert!(id(b"password_field_name"));
+    assert!(!id(b"Zm4Xn3Cb2Vq1Wa9Sd8"), "digits");
+    assert!(!id(b"qWeRtYuIoPaSdF"), "random letters are not words");
+    assert!(!id(b"xkcdPassWordHorseStaple"), "starts lowercase");
+}
+
+#[test]
 fn validators() {
     let w = warden_crypto::token::generate(warden_crypto::token::TokenKind::ApiKey);
     assert!(validate(Validator::WardenChecksum, w.expose().as_bytes()));
