@@ -26,6 +26,14 @@ pub struct FileConfig {
     pub storage: Option<String>,
     pub postgres: Option<PostgresFile>,
     pub cluster: Option<ClusterFile>,
+    pub findings: Option<FindingsFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FindingsFile {
+    /// `revoke` (default) or `flag`.
+    pub leaked_warden_credential: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -253,6 +261,17 @@ impl ServerConfig {
         if t.default_ttl > t.max_ttl {
             bail!("tokens.default_ttl is longer than tokens.max_ttl");
         }
+        let findings = file.findings.unwrap_or_default();
+        policy.revoke_leaked_credentials = match env("WARDEN_LEAKED_CREDENTIAL")
+            .or(findings.leaked_warden_credential)
+            .as_deref()
+        {
+            None | Some("revoke") => true,
+            Some("flag") => false,
+            Some(other) => {
+                bail!("findings.leaked_warden_credential: {other:?} is not revoke or flag")
+            }
+        };
         let tls_file = file.tls.unwrap_or_default();
         let path = |v: Option<PathBuf>, key: &str| env(key).map(PathBuf::from).or(v);
         let tls = match (
@@ -408,6 +427,13 @@ mod tests {
         let file: FileConfig = toml::from_str("[postgres]\nurl = \"mysql://x\"").unwrap();
         assert!(ServerConfig::from_parts(Path::new("/d"), file, |_| None, None).is_err());
         let file: FileConfig = toml::from_str("[cluster]\nlease_ttl = \"1s\"").unwrap();
+        assert!(ServerConfig::from_parts(Path::new("/d"), file, |_| None, None).is_err());
+        let file: FileConfig =
+            toml::from_str("[findings]\nleaked_warden_credential = \"flag\"").unwrap();
+        let c = ServerConfig::from_parts(Path::new("/d"), file, |_| None, None).unwrap();
+        assert!(!c.policy.revoke_leaked_credentials);
+        let file: FileConfig =
+            toml::from_str("[findings]\nleaked_warden_credential = \"ignore\"").unwrap();
         assert!(ServerConfig::from_parts(Path::new("/d"), file, |_| None, None).is_err());
     }
 

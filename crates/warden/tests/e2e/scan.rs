@@ -380,3 +380,25 @@ async fn reported_findings_land_in_the_inventory_and_a_leaked_warden_key_is_revo
     let events = s.json(&s.admin, &["audit", "list", "--action", "finding.created"]);
     assert_eq!(events["items"].as_array().unwrap().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_flag_policy_a_leaked_key_is_flagged_not_revoked() {
+    let s = crate::harness::Server::start_with(&[("WARDEN_LEAKED_CREDENTIAL", "flag")]);
+    s.ok(&s.admin, &["team", "create", "payments"]);
+    s.identity(&s.admin, "billing-worker", "payments", &["ledger:write"]);
+    let (_, key) = s.api_key(&s.admin, "billing-worker");
+    let repo = tempfile::tempdir().unwrap();
+    std::fs::write(repo.path().join("ci.env"), format!("KEY={key}\n")).unwrap();
+    let out = warden()
+        .args(["--token", &s.admin, "scan", "--no-history"])
+        .arg(repo.path())
+        .args(["--report-to", &s.url])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("flagged"), "{}", stderr(&out));
+    assert!(s.key_valid(&key).await, "flagged, not revoked");
+    let list = s.json(&s.admin, &["finding", "list"]);
+    assert_eq!(list["items"][0]["action"], "flagged");
+    assert_eq!(list["items"][0]["identity"], "billing-worker");
+}
