@@ -253,6 +253,16 @@ pub fn main(
 ) -> Result<()> {
     let labels = load_labels(corpus)?;
     let tree = corpus.join("tree");
+    // The peers run inside the tree: their paths must not be relative.
+    let absolute = |p: Option<PathBuf>| -> Result<Option<PathBuf>> {
+        p.map(|p| {
+            p.canonicalize()
+                .with_context(|| format!("{} (is it installed?)", p.display()))
+        })
+        .transpose()
+    };
+    let detect_secrets_bin = absolute(detect_secrets_bin)?;
+    let ripsecrets_bin = absolute(ripsecrets_bin)?;
     let mut tools = vec![warden(warden_bin.to_path_buf())];
     if let Some(b) = ripsecrets_bin {
         tools.push(ripsecrets(b));
