@@ -67,9 +67,6 @@ pub struct Corpus {
     pub bytes: u64,
 }
 
-const LOWER: &[u8] = b"abcdefghijklmnopqrstuvwxyz";
-const UPPER: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ";
-const DIGIT: &[u8] = b"0123456789";
 const HEX_LOWER: &[u8] = b"0123456789abcdef";
 const HEX_UPPER: &[u8] = b"0123456789ABCDEF";
 
@@ -111,7 +108,6 @@ pub fn reshape(secret: &str, rule: &Rule, examples: &[String], rng: &mut Rng) ->
             }
         }
     }
-    let _ = (LOWER, UPPER, DIGIT);
     // Hex runs stay hex.
     let mut hex = vec![None; bytes.len()];
     let mut i = 0;

@@ -111,13 +111,9 @@ pub fn findings(scanner: &Scanner, data: &[u8], hits: &[Hit], origin: &Origin) -
             let rule = &scanner.rules()[h.rule];
             let secret = String::from_utf8_lossy(&data[h.start..h.end]).into_owned();
             let line_start = memchr::memrchr(b'\n', &data[..h.start]).map_or(0, |i| i + 1);
-            let line_end = memchr::memchr(b'\n', &data[h.start..])
-                .map_or(data.len(), |i| h.start + i)
-                .max(h.end.min(data.len()));
             let before = String::from_utf8_lossy(&data[line_start..h.start]);
             let after_end = memchr::memchr(b'\n', &data[h.end..]).map_or(data.len(), |i| h.end + i);
-            let after = String::from_utf8_lossy(&data[h.end..after_end.max(h.end)]);
-            let _ = line_end;
+            let after = String::from_utf8_lossy(&data[h.end..after_end]);
             let preview = format!(
                 "{}{}{}",
                 tail(before.trim_start(), 60),
