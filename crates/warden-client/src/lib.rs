@@ -495,6 +495,122 @@ impl Client {
         )
         .await
     }
+
+    // --- the vault. Secret paths use only `A-Za-z0-9._-/` (the server refuses anything else),
+    // so they go into the URL as they are.
+
+    pub async fn put_secret(&self, path: &str, req: &PutSecretRequest) -> Result<Secret> {
+        self.send(
+            self.http
+                .put(self.url(&format!("/v1/secrets/{path}")))
+                .json(req),
+        )
+        .await
+    }
+
+    pub async fn read_secret(
+        &self,
+        path: &str,
+        version: Option<u32>,
+        lease_ttl: Option<u64>,
+    ) -> Result<SecretRead> {
+        let mut q: Vec<(&str, String)> = Vec::new();
+        if let Some(v) = version {
+            q.push(("version", v.to_string()));
+        }
+        if let Some(t) = lease_ttl {
+            q.push(("lease_ttl", t.to_string()));
+        }
+        self.get_q(&format!("/v1/secrets/{path}"), &q).await
+    }
+
+    pub async fn secret_metadata(&self, path: &str) -> Result<Secret> {
+        self.get(&format!("/v1/vault/metadata/{path}")).await
+    }
+
+    pub async fn list_secrets(&self, prefix: &str, cursor: Option<&str>) -> Result<SecretPage> {
+        let mut q: Vec<(&str, String)> = vec![("prefix", prefix.to_owned())];
+        if let Some(c) = cursor {
+            q.push(("cursor", c.to_owned()));
+        }
+        self.get_q("/v1/secrets", &q).await
+    }
+
+    pub async fn delete_secret(
+        &self,
+        path: &str,
+        destroy: bool,
+        version: Option<u32>,
+    ) -> Result<Secret> {
+        let mut q: Vec<(&str, String)> = Vec::new();
+        if destroy {
+            q.push(("destroy", "true".into()));
+        }
+        if let Some(v) = version {
+            q.push(("version", v.to_string()));
+        }
+        self.send(
+            self.http
+                .delete(self.url(&format!("/v1/secrets/{path}")))
+                .query(&q),
+        )
+        .await
+    }
+
+    pub async fn rotate_secret(&self, path: &str) -> Result<RotationOutcome> {
+        self.send(
+            self.http
+                .post(self.url(&format!("/v1/vault/rotate/{path}"))),
+        )
+        .await
+    }
+
+    pub async fn rewrap_vault(&self) -> Result<RewrapReport> {
+        self.send(self.http.post(self.url("/v1/vault/rewrap")))
+            .await
+    }
+
+    pub async fn add_database(&self, req: &AddDatabaseRequest) -> Result<Secret> {
+        self.post("/v1/vault/databases", req).await
+    }
+
+    pub async fn postgres_creds(&self, req: &PostgresCredsRequest) -> Result<PostgresCreds> {
+        self.post("/v1/creds/postgres", req).await
+    }
+
+    pub async fn list_leases(&self, prefix: Option<&str>, active: bool) -> Result<LeasePage> {
+        let mut q: Vec<(&str, String)> = Vec::new();
+        if let Some(p) = prefix {
+            q.push(("prefix", p.to_owned()));
+        }
+        if active {
+            q.push(("active", "true".into()));
+        }
+        self.get_q("/v1/leases", &q).await
+    }
+
+    pub async fn renew_lease(&self, id: Uuid, ttl_secs: Option<u64>) -> Result<VaultLease> {
+        self.post(
+            &format!("/v1/leases/{id}/renew"),
+            &RenewLeaseRequest { ttl_secs },
+        )
+        .await
+    }
+
+    pub async fn revoke_lease(&self, id: Uuid) -> Result<VaultLease> {
+        self.send(self.http.post(self.url(&format!("/v1/leases/{id}/revoke"))))
+            .await
+    }
+
+    pub async fn revoke_lease_prefix(&self, prefix: &str) -> Result<LeasesRevoked> {
+        self.post(
+            "/v1/leases/revoke-prefix",
+            &RevokePrefixRequest {
+                prefix: prefix.to_owned(),
+            },
+        )
+        .await
+    }
 }
 
 #[cfg(test)]

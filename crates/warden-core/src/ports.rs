@@ -10,9 +10,10 @@ use std::any::Any;
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
 use uuid::Uuid;
+pub use warden_crypto::envelope::Envelope;
 use warden_types::{
     AuditEvent, AuditOutcome, ChangeRequest, ChangeStatus, Credential, Finding, FindingKind,
-    FindingStatus, Identity, IdentityKind, IdentityStatus, Operator, Team,
+    FindingStatus, Identity, IdentityKind, IdentityStatus, Operator, Secret, Team, VaultLease,
 };
 
 use crate::error::{CoreError, StoreError};
@@ -54,6 +55,24 @@ pub struct ChangeFilter {
 pub struct FindingFilter {
     pub status: Option<FindingStatus>,
     pub kind: Option<FindingKind>,
+}
+
+/// Filters for listing vault leases.
+#[derive(Debug, Clone, Default)]
+pub struct LeaseFilter {
+    /// Leases whose path starts with this.
+    pub prefix: Option<String>,
+    pub identity: Option<Uuid>,
+    /// Only leases not yet revoked.
+    pub active_only: bool,
+}
+
+/// A stored secret version's envelope, named.
+#[derive(Debug, Clone)]
+pub struct StoredEnvelope {
+    pub path: String,
+    pub version: u32,
+    pub envelope: Envelope,
 }
 
 /// An operator record with what authentication needs.
@@ -250,6 +269,44 @@ pub trait ReadStore {
         after: Option<Uuid>,
         limit: usize,
     ) -> Result<Vec<Finding>, StoreError>;
+
+    /// A secret's metadata by path (deleted ones included).
+    fn secret(&self, path: &str) -> Result<Option<Secret>, StoreError>;
+    /// Secrets whose path starts with `prefix`, ordered by path, after `after`, at most `limit`.
+    fn list_secrets(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Secret>, StoreError>;
+    /// Secrets with work due by `now` ([`Secret::due_at`]: a rotation, an overlap to end, a
+    /// pending version to settle), soonest first.
+    fn secrets_due(&self, now: OffsetDateTime, limit: usize) -> Result<Vec<Secret>, StoreError>;
+    /// The sealed value of one version, if it was not destroyed.
+    fn secret_envelope(&self, path: &str, version: u32) -> Result<Option<Envelope>, StoreError>;
+    /// Ids of the master keys any stored value is wrapped under.
+    fn vault_key_ids(&self) -> Result<Vec<String>, StoreError>;
+    /// Stored values wrapped under a master key other than `key_id`, at most `limit`.
+    fn envelopes_not_under(
+        &self,
+        key_id: &str,
+        limit: usize,
+    ) -> Result<Vec<StoredEnvelope>, StoreError>;
+
+    fn vault_lease(&self, id: Uuid) -> Result<Option<VaultLease>, StoreError>;
+    /// Leases matching `filter`, oldest first, at most `limit`.
+    fn list_vault_leases(
+        &self,
+        filter: &LeaseFilter,
+        limit: usize,
+    ) -> Result<Vec<VaultLease>, StoreError>;
+    /// Leases whose target work is due by `now` ([`VaultLease::due_at`]): expired, or revoked
+    /// with the target not yet cleaned up.
+    fn vault_leases_due(
+        &self,
+        now: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<VaultLease>, StoreError>;
 }
 
 /// Writes inside one transaction. Reads through a `WriteTx` see its own writes.
@@ -313,6 +370,18 @@ pub trait WriteTx: ReadStore {
     fn insert_finding(&mut self, finding: &Finding) -> Result<(), StoreError>;
     /// Updates what can change: where it was last seen, how often, status, action.
     fn update_finding(&mut self, finding: &Finding) -> Result<(), StoreError>;
+
+    /// Creates or replaces a secret's metadata (by path).
+    fn put_secret(&mut self, secret: &Secret) -> Result<(), StoreError>;
+    /// Stores a version's sealed value, or erases it (`None`).
+    fn put_secret_envelope(
+        &mut self,
+        path: &str,
+        version: u32,
+        envelope: Option<&Envelope>,
+    ) -> Result<(), StoreError>;
+    /// Creates or replaces a vault lease.
+    fn put_vault_lease(&mut self, lease: &VaultLease) -> Result<(), StoreError>;
 
     /// The lease named `name`, if one was ever taken.
     fn lease(&mut self, name: &str) -> Result<Option<Lease>, StoreError>;
@@ -395,4 +464,72 @@ pub struct StoreStats {
     pub failed_jobs: u64,
     /// Transactions that failed to begin or commit.
     pub failed_commits: u64,
+}
+
+/// A future the vault's targets return (boxed, so that [`VaultTargets`] stays object-safe).
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// Where the vault connects to a PostgreSQL server: as the connection's admin role, or as a
+/// rotated or dynamic login (for a health check). `Debug` hides the password.
+#[derive(Clone)]
+pub struct PgLogin {
+    pub host: String,
+    pub port: u16,
+    pub dbname: String,
+    pub username: String,
+    pub password: zeroize::Zeroizing<String>,
+}
+
+impl std::fmt::Debug for PgLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "PgLogin({}@{}:{}/{})",
+            self.username, self.host, self.port, self.dbname
+        )
+    }
+}
+
+/// A signed request the vault sends to a user's endpoint (rotation webhooks, notifications).
+#[derive(Clone)]
+pub struct WebhookCall {
+    pub url: String,
+    /// JSON body (may hold a new secret value: never logged).
+    pub body: zeroize::Zeroizing<Vec<u8>>,
+    /// `Warden-Signature` header: a JWS over the body's digest, signed with the token service's
+    /// key (verifiable with `/oauth2/jwks`).
+    pub signature: String,
+}
+
+impl std::fmt::Debug for WebhookCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WebhookCall({})", self.url)
+    }
+}
+
+/// What the vault does outside Warden: PostgreSQL role management and webhooks. Errors are
+/// human-readable and must never contain a secret.
+pub trait VaultTargets: Send + Sync {
+    /// Runs `statements` in one transaction as `admin`.
+    fn pg_execute<'a>(
+        &'a self,
+        admin: &'a PgLogin,
+        statements: Vec<zeroize::Zeroizing<String>>,
+    ) -> BoxFuture<'a, Result<(), String>>;
+    /// Ends `role`'s sessions, runs `revocation`, drops what it owns and drops it (a role that
+    /// no longer exists is success).
+    fn pg_drop_role<'a>(
+        &'a self,
+        admin: &'a PgLogin,
+        role: &'a str,
+        revocation: Vec<String>,
+    ) -> BoxFuture<'a, Result<(), String>>;
+    /// Logs in as `login` and runs `check_sql` (the health check).
+    fn pg_check<'a>(
+        &'a self,
+        login: &'a PgLogin,
+        check_sql: &'a str,
+    ) -> BoxFuture<'a, Result<(), String>>;
+    /// POSTs a call; `(status, body)` of the answer (body at most 64 KiB).
+    fn webhook<'a>(&'a self, call: WebhookCall) -> BoxFuture<'a, Result<(u16, Vec<u8>), String>>;
 }

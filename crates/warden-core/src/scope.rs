@@ -29,6 +29,22 @@ pub fn check(scope: &str) -> Result<(), CoreError> {
     if scope == "*" || scope == "admin" {
         return Ok(());
     }
+    if let Some(rest) = scope.strip_prefix("secret:") {
+        return match rest.split_once(':') {
+            Some((action, glob))
+                if matches!(action, "read" | "write" | "*") && valid_secret_glob(glob) =>
+            {
+                Ok(())
+            }
+            _ => Err(CoreError::field(
+                "scopes",
+                format!(
+                    "{scope:?} is not `secret:read:<path glob>` or `secret:write:<path glob>` \
+                     (path characters `A-Za-z0-9._-/`, `*` within a segment, `**` across)"
+                ),
+            )),
+        };
+    }
     match scope.split_once(':') {
         Some((res, act)) if valid_part(res) && valid_part(act) => Ok(()),
         _ => Err(CoreError::field(
@@ -40,11 +56,58 @@ pub fn check(scope: &str) -> Result<(), CoreError> {
     }
 }
 
+fn valid_secret_glob(glob: &str) -> bool {
+    !glob.is_empty()
+        && glob
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/' | b'*'))
+}
+
+/// Whether `glob` matches `path`: `*` matches within one `/`-separated segment, `**` across
+/// segments; everything else literally.
+pub fn glob_match(glob: &str, path: &str) -> bool {
+    fn go(g: &[u8], p: &[u8]) -> bool {
+        match g.split_first() {
+            None => p.is_empty(),
+            Some((b'*', rest)) => {
+                if let Some(rest2) = rest.strip_prefix(b"*") {
+                    (0..=p.len()).any(|i| go(rest2, &p[i..]))
+                } else {
+                    let seg = p.iter().position(|&c| c == b'/').unwrap_or(p.len());
+                    (0..=seg).any(|i| go(rest, &p[i..]))
+                }
+            }
+            Some((c, rest)) => p.first() == Some(c) && go(rest, &p[1..]),
+        }
+    }
+    go(glob.as_bytes(), path.as_bytes())
+}
+
+/// Whether `scopes` allow `action` (`read`, `write`) on the secret at `path`.
+pub fn allows_secret(scopes: &[String], action: &str, path: &str) -> bool {
+    scopes.iter().any(|s| {
+        if s == "*" || s == "secret:*" {
+            return true;
+        }
+        match s.strip_prefix("secret:").and_then(|r| r.split_once(':')) {
+            Some((a, glob)) => (a == action || a == "*") && glob_match(glob, path),
+            None => false,
+        }
+    })
+}
+
 /// Whether a scope is privileged: `*`, `admin`, `*:*`, `resource:*`, `*:action`, or listed in
 /// config.
 pub fn is_privileged(scope: &str, extra: &[String]) -> bool {
     if scope == "*" || scope == "admin" || extra.iter().any(|e| e == scope) {
         return true;
+    }
+    if let Some((_, glob)) = scope
+        .strip_prefix("secret:")
+        .and_then(|r| r.split_once(':'))
+    {
+        // Every secret, or every secret under a top-level segment.
+        return glob.starts_with('*') || glob.matches('/').count() == 0 && glob.contains('*');
     }
     match scope.split_once(':') {
         Some((res, act)) => res == "*" || act == "*",
@@ -57,6 +120,33 @@ pub fn is_privileged(scope: &str, extra: &[String]) -> bool {
 pub fn covers(granted: &str, requested: &str) -> bool {
     if granted == requested || granted == "*" {
         return true;
+    }
+    if let Some(req) = requested.strip_prefix("secret:") {
+        // A secret scope is covered by a glob that matches it as a literal path only when the
+        // requested one has no wildcard; a requested glob needs an equal grant or a `**` one
+        // whose prefix it starts with.
+        let Some((ra, rglob)) = req.split_once(':') else {
+            return false;
+        };
+        if granted == "secret:*" {
+            return true;
+        }
+        let Some((ga, gglob)) = granted
+            .strip_prefix("secret:")
+            .and_then(|g| g.split_once(':'))
+        else {
+            return false;
+        };
+        if ga != ra && ga != "*" {
+            return false;
+        }
+        if !rglob.contains('*') {
+            return glob_match(gglob, rglob);
+        }
+        return gglob == rglob
+            || gglob
+                .strip_suffix("**")
+                .is_some_and(|p| !p.contains('*') && rglob.starts_with(p));
     }
     match (granted.split_once(':'), requested.split_once(':')) {
         (Some((gr, ga)), Some((rr, ra))) => (gr == "*" || gr == rr) && (ga == "*" || ga == ra),
@@ -121,6 +211,44 @@ mod tests {
             assert!(check(bad).is_err(), "{bad}");
         }
         assert!(check(&format!("a:{}", "b".repeat(200))).is_err());
+    }
+
+    #[test]
+    fn secret_scopes_match_paths_by_glob() {
+        assert!(check("secret:read:payments/*").is_ok());
+        assert!(check("secret:write:payments/stripe-key").is_ok());
+        assert!(check("secret:delete:payments/*").is_err());
+        assert!(check("secret:read:").is_err());
+        assert!(check("secret:read:a b").is_err());
+        let s = |v: &[&str]| v.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
+        let granted = s(&["secret:read:payments/*"]);
+        assert!(allows_secret(&granted, "read", "payments/stripe-key"));
+        assert!(!allows_secret(&granted, "read", "payments/eu/stripe-key"));
+        assert!(!allows_secret(&granted, "write", "payments/stripe-key"));
+        assert!(!allows_secret(&granted, "read", "billing/key"));
+        assert!(!allows_secret(&granted, "read", "paymentsX/key"));
+        assert!(allows_secret(
+            &s(&["secret:*:payments/**"]),
+            "write",
+            "payments/eu/k"
+        ));
+        assert!(allows_secret(&s(&["secret:*"]), "read", "x"));
+        assert!(!allows_secret(&s(&["ledger:read"]), "read", "x"));
+        assert!(covers("secret:read:payments/*", "secret:read:payments/k"));
+        assert!(!covers("secret:read:payments/*", "secret:read:payments/**"));
+        assert!(!covers(
+            "secret:read:payments/*",
+            "secret:read:payments/a/b"
+        ));
+        assert!(covers(
+            "secret:read:payments/**",
+            "secret:read:payments/eu/*"
+        ));
+        assert!(!covers("secret:read:payments/**", "secret:read:pay*"));
+        assert!(!covers("secret:read:x", "secret:write:x"));
+        assert!(is_privileged("secret:read:**", &[]));
+        assert!(is_privileged("secret:read:pay*", &[]));
+        assert!(!is_privileged("secret:read:payments/*", &[]));
     }
 
     #[test]

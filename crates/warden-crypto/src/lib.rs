@@ -7,8 +7,10 @@
 //! - [`chain`]: the canonical encoding and hash of audit events.
 //! - [`jwk`]: validation and RFC 7638 thumbprints of public JWKs.
 //! - [`sealed`]: AES-256-GCM sealing of secrets kept at rest (signing keys).
+//! - [`envelope`]: the vault's envelope encryption (a data key per value, wrapped by a master key).
 
 pub mod chain;
+pub mod envelope;
 pub mod jwk;
 pub mod keyed;
 pub mod sealed;
@@ -44,6 +46,31 @@ pub fn unhex(s: &str) -> Option<Vec<u8>> {
         .map(|pair| Some((nibble(pair[0])? << 4) | nibble(pair[1])?))
         .collect()
 }
+
+/// SHA-256 of `data`, base64url without padding (as JOSE writes digests).
+pub fn sha256_b64url(data: &[u8]) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(data))
+}
+
+/// `len` characters drawn uniformly from `alphabet` with the OS generator (generated passwords
+/// and role names). Zeroized on drop.
+pub fn random_text(len: usize, alphabet: &[u8]) -> zeroize::Zeroizing<String> {
+    use rand::Rng as _;
+    let mut rng = rand::rngs::OsRng;
+    let mut out = zeroize::Zeroizing::new(String::with_capacity(len));
+    for _ in 0..len {
+        let i = rng.gen_range(0..alphabet.len().max(1));
+        out.push(char::from(alphabet.get(i).copied().unwrap_or(b'x')));
+    }
+    out
+}
+
+/// Letters and digits: generated passwords need no quoting in SQL or URLs.
+pub const ALPHANUMERIC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+/// Lowercase letters and digits: generated role names.
+pub const LOWER_ALPHANUMERIC: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 
 #[cfg(test)]
 mod tests {

@@ -36,6 +36,12 @@ impl Sealer {
         Sealer(LessSafeKey::new(unbound))
     }
 
+    /// A sealer keyed directly with 32 raw bytes (a vault data key); `None` for another length.
+    pub fn from_raw(key: &[u8]) -> Option<Sealer> {
+        let unbound = UnboundKey::new(&AES_256_GCM, key).ok()?;
+        (key.len() == 32).then(|| Sealer(LessSafeKey::new(unbound)))
+    }
+
     /// `nonce || ciphertext || tag`, bound to `aad`.
     pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
         let mut nonce = [0u8; NONCE_LEN];

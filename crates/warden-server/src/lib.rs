@@ -8,6 +8,7 @@ mod oauth;
 mod openapi;
 mod routes;
 mod tls;
+mod vault_routes;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -91,7 +92,26 @@ pub fn app(state: AppState) -> Router {
         .route("/audit", get(list_audit))
         .route("/audit/verify", get(verify_audit))
         .route("/signing-keys", get(list_signing_keys))
-        .route("/signing-keys/rotate", post(rotate_signing_key));
+        .route("/signing-keys/rotate", post(rotate_signing_key))
+        .route("/secrets", get(vault_routes::list_secrets))
+        .route(
+            "/secrets/{*path}",
+            get(vault_routes::read_secret)
+                .put(vault_routes::put_secret)
+                .delete(vault_routes::delete_secret),
+        )
+        .route(
+            "/vault/metadata/{*path}",
+            get(vault_routes::secret_metadata),
+        )
+        .route("/vault/rotate/{*path}", post(vault_routes::rotate_secret))
+        .route("/vault/rewrap", post(vault_routes::rewrap))
+        .route("/vault/databases", post(vault_routes::add_database))
+        .route("/creds/postgres", post(vault_routes::postgres_creds))
+        .route("/leases", get(vault_routes::list_leases))
+        .route("/leases/revoke-prefix", post(vault_routes::revoke_prefix))
+        .route("/leases/{id}/renew", post(vault_routes::renew_lease))
+        .route("/leases/{id}/revoke", post(vault_routes::revoke_lease));
     let oauth2 = Router::new()
         .route("/token", post(oauth::token))
         .route("/jwks", get(oauth::jwks))
@@ -172,6 +192,17 @@ pub fn spawn_jobs(registry: Arc<Registry>, settings: JobSettings) -> tokio::task
                 }
                 if let Err(e) = registry.purge_token_state().await {
                     tracing::warn!(error = %e, "purging expired token state failed");
+                }
+            }
+            if k.is_multiple_of(5) {
+                match registry.sweep_leases().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(leases = n, "leases ended"),
+                    Err(e) => tracing::warn!(error = %e, "sweeping leases failed"),
+                }
+                match registry.vault_maintenance().await {
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "vault maintenance failed"),
                 }
             }
             if k.is_multiple_of(10) {

@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 
-use crate::routes;
+use crate::{routes, vault_routes};
 
 struct BearerAuth;
 
@@ -35,6 +35,11 @@ impl utoipa::Modify for BearerAuth {
         routes::list_audit, routes::verify_audit,
         routes::list_signing_keys, routes::rotate_signing_key,
         routes::report_findings, routes::list_findings, routes::update_finding,
+        vault_routes::list_secrets, vault_routes::put_secret, vault_routes::read_secret,
+        vault_routes::delete_secret, vault_routes::secret_metadata, vault_routes::rotate_secret,
+        vault_routes::rewrap, vault_routes::add_database, vault_routes::postgres_creds,
+        vault_routes::list_leases, vault_routes::renew_lease, vault_routes::revoke_lease,
+        vault_routes::revoke_prefix,
     ),
     components(schemas(warden_types::ErrorCode, warden_types::Problem)),
     modifiers(&BearerAuth),

@@ -6,10 +6,12 @@ use tokio_postgres::types::{FromSql, ToSql};
 use uuid::Uuid;
 use warden_core::StoreError;
 use warden_core::ports::{
-    AuditFilter, AuditRecord, ChainHead, ChangeFilter, Checkpoint, FindingFilter, IdentityFilter,
-    OperatorRecord, SigningKeyRecord,
+    AuditFilter, AuditRecord, ChainHead, ChangeFilter, Checkpoint, Envelope, FindingFilter,
+    IdentityFilter, LeaseFilter, OperatorRecord, SigningKeyRecord, StoredEnvelope,
 };
-use warden_types::{AuditEvent, ChangeRequest, Credential, Finding, Identity, Operator, Team};
+use warden_types::{
+    AuditEvent, ChangeRequest, Credential, Finding, Identity, Operator, Secret, Team, VaultLease,
+};
 
 use crate::{Conn, Param, db_err, from_us, opt_from_us, parse_enum, to_us};
 
@@ -609,6 +611,152 @@ pub(crate) fn list_findings(
     collect(conn, &sql, &args.refs(), finding_row)
 }
 
+fn secret_row(row: &Row) -> Result<Secret, StoreError> {
+    json_col(&get::<String>(row, 0)?, "a secret")
+}
+
+pub(crate) fn secret(conn: &Conn, path: &str) -> Result<Option<Secret>, StoreError> {
+    one(
+        conn,
+        "SELECT doc FROM secrets WHERE path = $1",
+        &[&path],
+        secret_row,
+    )
+}
+
+/// `LIKE` pattern matching strings that start with `prefix` (`\\` escapes).
+fn like_prefix(prefix: &str) -> String {
+    let mut out = String::with_capacity(prefix.len() + 1);
+    for c in prefix.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
+pub(crate) fn list_secrets(
+    conn: &Conn,
+    prefix: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<Secret>, StoreError> {
+    let sql = format!(
+        "SELECT doc FROM secrets WHERE path LIKE $1 AND path COLLATE \"C\" > $2 ORDER BY path COLLATE \"C\" LIMIT {limit}"
+    );
+    let after = after.unwrap_or("");
+    collect(conn, &sql, &[&like_prefix(prefix), &after], secret_row)
+}
+
+pub(crate) fn secrets_due(
+    conn: &Conn,
+    now: OffsetDateTime,
+    limit: usize,
+) -> Result<Vec<Secret>, StoreError> {
+    let sql = format!(
+        "SELECT doc FROM secrets WHERE due_at IS NOT NULL AND due_at <= $1 ORDER BY due_at LIMIT {limit}"
+    );
+    collect(conn, &sql, &[&to_us(now)], secret_row)
+}
+
+fn envelope_row(row: &Row) -> Result<Envelope, StoreError> {
+    Ok(Envelope {
+        key_id: get(row, 0)?,
+        wrapped_key: get(row, 1)?,
+        ciphertext: get(row, 2)?,
+    })
+}
+
+pub(crate) fn secret_envelope(
+    conn: &Conn,
+    path: &str,
+    version: u32,
+) -> Result<Option<Envelope>, StoreError> {
+    one(
+        conn,
+        "SELECT key_id, wrapped_key, ciphertext FROM secret_versions WHERE path = $1 AND version = $2",
+        &[&path, &i64::from(version)],
+        envelope_row,
+    )
+}
+
+pub(crate) fn vault_key_ids(conn: &Conn) -> Result<Vec<String>, StoreError> {
+    collect(
+        conn,
+        "SELECT DISTINCT key_id FROM secret_versions ORDER BY key_id",
+        &[],
+        |r| get(r, 0),
+    )
+}
+
+pub(crate) fn envelopes_not_under(
+    conn: &Conn,
+    key_id: &str,
+    limit: usize,
+) -> Result<Vec<StoredEnvelope>, StoreError> {
+    let sql = format!(
+        "SELECT key_id, wrapped_key, ciphertext, path, version FROM secret_versions \
+         WHERE key_id <> $1 ORDER BY path, version LIMIT {limit}"
+    );
+    collect(conn, &sql, &[&key_id], |r| {
+        Ok(StoredEnvelope {
+            envelope: envelope_row(r)?,
+            path: get(r, 3)?,
+            version: u32::try_from(get::<i64>(r, 4)?)
+                .map_err(|_| StoreError::Corrupt("a secret version is out of range".into()))?,
+        })
+    })
+}
+
+fn lease_row(row: &Row) -> Result<VaultLease, StoreError> {
+    json_col(&get::<String>(row, 0)?, "a vault lease")
+}
+
+pub(crate) fn vault_lease(conn: &Conn, id: Uuid) -> Result<Option<VaultLease>, StoreError> {
+    one(
+        conn,
+        "SELECT doc FROM vault_leases WHERE id = $1",
+        &[&id],
+        lease_row,
+    )
+}
+
+pub(crate) fn list_vault_leases(
+    conn: &Conn,
+    f: &LeaseFilter,
+    limit: usize,
+) -> Result<Vec<VaultLease>, StoreError> {
+    let mut conds = vec!["TRUE".to_owned()];
+    let mut args = Args::default();
+    if let Some(p) = &f.prefix {
+        conds.push(format!("path LIKE {}", args.add(like_prefix(p))));
+    }
+    if let Some(i) = f.identity {
+        conds.push(format!("identity_id = {}", args.add(i)));
+    }
+    if f.active_only {
+        conds.push("NOT revoked".into());
+    }
+    let sql = format!(
+        "SELECT doc FROM vault_leases WHERE {} ORDER BY id LIMIT {limit}",
+        conds.join(" AND ")
+    );
+    collect(conn, &sql, &args.refs(), lease_row)
+}
+
+pub(crate) fn vault_leases_due(
+    conn: &Conn,
+    now: OffsetDateTime,
+    limit: usize,
+) -> Result<Vec<VaultLease>, StoreError> {
+    let sql = format!(
+        "SELECT doc FROM vault_leases WHERE due_at IS NOT NULL AND due_at <= $1 ORDER BY due_at LIMIT {limit}"
+    );
+    collect(conn, &sql, &[&to_us(now)], lease_row)
+}
+
 /// Implements `ReadStore` for a type with a `conn(&self) -> &Conn` method.
 macro_rules! impl_read_store {
     ($t:ty) => {
@@ -758,6 +906,64 @@ macro_rules! impl_read_store {
                 limit: usize,
             ) -> Result<Vec<warden_types::Finding>, warden_core::StoreError> {
                 crate::read::list_findings(self.conn(), f, after, limit)
+            }
+            fn secret(
+                &self,
+                path: &str,
+            ) -> Result<Option<warden_types::Secret>, warden_core::StoreError> {
+                crate::read::secret(self.conn(), path)
+            }
+            fn list_secrets(
+                &self,
+                prefix: &str,
+                after: Option<&str>,
+                limit: usize,
+            ) -> Result<Vec<warden_types::Secret>, warden_core::StoreError> {
+                crate::read::list_secrets(self.conn(), prefix, after, limit)
+            }
+            fn secrets_due(
+                &self,
+                now: time::OffsetDateTime,
+                limit: usize,
+            ) -> Result<Vec<warden_types::Secret>, warden_core::StoreError> {
+                crate::read::secrets_due(self.conn(), now, limit)
+            }
+            fn secret_envelope(
+                &self,
+                path: &str,
+                version: u32,
+            ) -> Result<Option<warden_core::ports::Envelope>, warden_core::StoreError> {
+                crate::read::secret_envelope(self.conn(), path, version)
+            }
+            fn vault_key_ids(&self) -> Result<Vec<String>, warden_core::StoreError> {
+                crate::read::vault_key_ids(self.conn())
+            }
+            fn envelopes_not_under(
+                &self,
+                key_id: &str,
+                limit: usize,
+            ) -> Result<Vec<warden_core::ports::StoredEnvelope>, warden_core::StoreError> {
+                crate::read::envelopes_not_under(self.conn(), key_id, limit)
+            }
+            fn vault_lease(
+                &self,
+                id: uuid::Uuid,
+            ) -> Result<Option<warden_types::VaultLease>, warden_core::StoreError> {
+                crate::read::vault_lease(self.conn(), id)
+            }
+            fn list_vault_leases(
+                &self,
+                f: &warden_core::ports::LeaseFilter,
+                limit: usize,
+            ) -> Result<Vec<warden_types::VaultLease>, warden_core::StoreError> {
+                crate::read::list_vault_leases(self.conn(), f, limit)
+            }
+            fn vault_leases_due(
+                &self,
+                now: time::OffsetDateTime,
+                limit: usize,
+            ) -> Result<Vec<warden_types::VaultLease>, warden_core::StoreError> {
+                crate::read::vault_leases_due(self.conn(), now, limit)
             }
         }
     };

@@ -190,6 +190,37 @@ CREATE TABLE findings (
 );
 CREATE INDEX findings_status ON findings(status, id);
 "#,
+    // v3: the vault. Metadata as the exact JSON written; values only as envelopes.
+    r#"
+CREATE TABLE secrets (
+    path text PRIMARY KEY,
+    id uuid NOT NULL UNIQUE,
+    owner_id uuid NOT NULL,
+    due_at bigint,
+    doc text NOT NULL
+);
+CREATE INDEX secrets_due ON secrets(due_at) WHERE due_at IS NOT NULL;
+CREATE TABLE secret_versions (
+    path text NOT NULL,
+    version bigint NOT NULL,
+    key_id text NOT NULL,
+    wrapped_key bytea NOT NULL,
+    ciphertext bytea NOT NULL,
+    PRIMARY KEY (path, version)
+);
+CREATE INDEX secret_versions_key ON secret_versions(key_id);
+CREATE TABLE vault_leases (
+    id uuid PRIMARY KEY,
+    path text NOT NULL,
+    identity_id uuid,
+    revoked boolean NOT NULL,
+    due_at bigint,
+    doc text NOT NULL
+);
+CREATE INDEX vault_leases_due ON vault_leases(due_at) WHERE due_at IS NOT NULL;
+CREATE INDEX vault_leases_path ON vault_leases(path text_pattern_ops);
+CREATE INDEX vault_leases_identity ON vault_leases(identity_id) WHERE identity_id IS NOT NULL;
+"#,
 ];
 
 /// The schema version this binary writes.

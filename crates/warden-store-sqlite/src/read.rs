@@ -6,10 +6,12 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 use warden_core::StoreError;
 use warden_core::ports::{
-    AuditFilter, AuditRecord, ChainHead, ChangeFilter, Checkpoint, FindingFilter, IdentityFilter,
-    OperatorRecord, SigningKeyRecord,
+    AuditFilter, AuditRecord, ChainHead, ChangeFilter, Checkpoint, Envelope, FindingFilter,
+    IdentityFilter, LeaseFilter, OperatorRecord, SigningKeyRecord, StoredEnvelope,
 };
-use warden_types::{AuditEvent, ChangeRequest, Credential, Finding, Identity, Operator, Team};
+use warden_types::{
+    AuditEvent, ChangeRequest, Credential, Finding, Identity, Operator, Secret, Team, VaultLease,
+};
 
 use crate::{db_err, from_us, opt_from_us, parse_enum, to_us};
 
@@ -662,6 +664,157 @@ pub(crate) fn list_findings(
     collect(conn, &sql, params_from_iter(args), finding_row)
 }
 
+fn secret_row(row: &Row<'_>) -> Result<Secret, StoreError> {
+    json_col(&get::<String>(row, 0)?, "a secret")
+}
+
+pub(crate) fn secret(conn: &Connection, path: &str) -> Result<Option<Secret>, StoreError> {
+    one(
+        conn,
+        "SELECT doc FROM secrets WHERE path = ?1",
+        [path],
+        secret_row,
+    )
+}
+
+/// `LIKE` pattern matching strings that start with `prefix`, with `\` as the escape.
+pub(crate) fn like_prefix(prefix: &str) -> String {
+    let mut out = String::with_capacity(prefix.len() + 1);
+    for c in prefix.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
+pub(crate) fn list_secrets(
+    conn: &Connection,
+    prefix: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<Secret>, StoreError> {
+    let sql = format!(
+        "SELECT doc FROM secrets WHERE path LIKE ?1 ESCAPE '\\' AND path > ?2 ORDER BY path LIMIT {limit}"
+    );
+    collect(
+        conn,
+        &sql,
+        params![like_prefix(prefix), after.unwrap_or("")],
+        secret_row,
+    )
+}
+
+pub(crate) fn secrets_due(
+    conn: &Connection,
+    now: OffsetDateTime,
+    limit: usize,
+) -> Result<Vec<Secret>, StoreError> {
+    let sql = format!(
+        "SELECT doc FROM secrets WHERE due_at IS NOT NULL AND due_at <= ?1 ORDER BY due_at LIMIT {limit}"
+    );
+    collect(conn, &sql, [to_us(now)], secret_row)
+}
+
+fn envelope_row(row: &Row<'_>) -> Result<Envelope, StoreError> {
+    Ok(Envelope {
+        key_id: get(row, 0)?,
+        wrapped_key: get(row, 1)?,
+        ciphertext: get(row, 2)?,
+    })
+}
+
+pub(crate) fn secret_envelope(
+    conn: &Connection,
+    path: &str,
+    version: u32,
+) -> Result<Option<Envelope>, StoreError> {
+    one(
+        conn,
+        "SELECT key_id, wrapped_key, ciphertext FROM secret_versions WHERE path = ?1 AND version = ?2",
+        params![path, version],
+        envelope_row,
+    )
+}
+
+pub(crate) fn vault_key_ids(conn: &Connection) -> Result<Vec<String>, StoreError> {
+    collect(
+        conn,
+        "SELECT DISTINCT key_id FROM secret_versions ORDER BY key_id",
+        [],
+        |r| get(r, 0),
+    )
+}
+
+pub(crate) fn envelopes_not_under(
+    conn: &Connection,
+    key_id: &str,
+    limit: usize,
+) -> Result<Vec<StoredEnvelope>, StoreError> {
+    let sql = format!(
+        "SELECT key_id, wrapped_key, ciphertext, path, version FROM secret_versions \
+         WHERE key_id <> ?1 ORDER BY path, version LIMIT {limit}"
+    );
+    collect(conn, &sql, [key_id], |r| {
+        Ok(StoredEnvelope {
+            envelope: envelope_row(r)?,
+            path: get(r, 3)?,
+            version: get(r, 4)?,
+        })
+    })
+}
+
+fn lease_row(row: &Row<'_>) -> Result<VaultLease, StoreError> {
+    json_col(&get::<String>(row, 0)?, "a vault lease")
+}
+
+pub(crate) fn vault_lease(conn: &Connection, id: Uuid) -> Result<Option<VaultLease>, StoreError> {
+    one(
+        conn,
+        "SELECT doc FROM vault_leases WHERE id = ?1",
+        [id.as_bytes().as_slice()],
+        lease_row,
+    )
+}
+
+pub(crate) fn list_vault_leases(
+    conn: &Connection,
+    f: &LeaseFilter,
+    limit: usize,
+) -> Result<Vec<VaultLease>, StoreError> {
+    let mut conds = vec!["1 = 1".to_owned()];
+    let mut args: Vec<SqlValue> = Vec::new();
+    if let Some(p) = &f.prefix {
+        args.push(like_prefix(p).into());
+        conds.push(format!("path LIKE ?{} ESCAPE '\\'", args.len()));
+    }
+    if let Some(i) = f.identity {
+        args.push(i.as_bytes().to_vec().into());
+        conds.push(format!("identity_id = ?{}", args.len()));
+    }
+    if f.active_only {
+        conds.push("revoked = 0".into());
+    }
+    let sql = format!(
+        "SELECT doc FROM vault_leases WHERE {} ORDER BY id LIMIT {limit}",
+        conds.join(" AND ")
+    );
+    collect(conn, &sql, params_from_iter(args), lease_row)
+}
+
+pub(crate) fn vault_leases_due(
+    conn: &Connection,
+    now: OffsetDateTime,
+    limit: usize,
+) -> Result<Vec<VaultLease>, StoreError> {
+    let sql = format!(
+        "SELECT doc FROM vault_leases WHERE due_at IS NOT NULL AND due_at <= ?1 ORDER BY due_at LIMIT {limit}"
+    );
+    collect(conn, &sql, [to_us(now)], lease_row)
+}
+
 /// Implements `ReadStore` for a type with a `conn(&self) -> &Connection` method.
 macro_rules! impl_read_store {
     ($t:ty) => {
@@ -811,6 +964,64 @@ macro_rules! impl_read_store {
                 limit: usize,
             ) -> Result<Vec<warden_types::Finding>, warden_core::StoreError> {
                 crate::read::list_findings(self.conn(), f, after, limit)
+            }
+            fn secret(
+                &self,
+                path: &str,
+            ) -> Result<Option<warden_types::Secret>, warden_core::StoreError> {
+                crate::read::secret(self.conn(), path)
+            }
+            fn list_secrets(
+                &self,
+                prefix: &str,
+                after: Option<&str>,
+                limit: usize,
+            ) -> Result<Vec<warden_types::Secret>, warden_core::StoreError> {
+                crate::read::list_secrets(self.conn(), prefix, after, limit)
+            }
+            fn secrets_due(
+                &self,
+                now: time::OffsetDateTime,
+                limit: usize,
+            ) -> Result<Vec<warden_types::Secret>, warden_core::StoreError> {
+                crate::read::secrets_due(self.conn(), now, limit)
+            }
+            fn secret_envelope(
+                &self,
+                path: &str,
+                version: u32,
+            ) -> Result<Option<warden_core::ports::Envelope>, warden_core::StoreError> {
+                crate::read::secret_envelope(self.conn(), path, version)
+            }
+            fn vault_key_ids(&self) -> Result<Vec<String>, warden_core::StoreError> {
+                crate::read::vault_key_ids(self.conn())
+            }
+            fn envelopes_not_under(
+                &self,
+                key_id: &str,
+                limit: usize,
+            ) -> Result<Vec<warden_core::ports::StoredEnvelope>, warden_core::StoreError> {
+                crate::read::envelopes_not_under(self.conn(), key_id, limit)
+            }
+            fn vault_lease(
+                &self,
+                id: uuid::Uuid,
+            ) -> Result<Option<warden_types::VaultLease>, warden_core::StoreError> {
+                crate::read::vault_lease(self.conn(), id)
+            }
+            fn list_vault_leases(
+                &self,
+                f: &warden_core::ports::LeaseFilter,
+                limit: usize,
+            ) -> Result<Vec<warden_types::VaultLease>, warden_core::StoreError> {
+                crate::read::list_vault_leases(self.conn(), f, limit)
+            }
+            fn vault_leases_due(
+                &self,
+                now: time::OffsetDateTime,
+                limit: usize,
+            ) -> Result<Vec<warden_types::VaultLease>, warden_core::StoreError> {
+                crate::read::vault_leases_due(self.conn(), now, limit)
             }
         }
     };

@@ -208,6 +208,38 @@ CREATE TABLE findings (
 );
 CREATE INDEX findings_status ON findings(status, id);
 "#,
+    // v7: the vault. Metadata as the exact JSON written; values only as envelopes (a data key
+    // wrapped by a master key that is not in the database, and the ciphertext under it).
+    r#"
+CREATE TABLE secrets (
+    path TEXT PRIMARY KEY,
+    id BLOB NOT NULL UNIQUE,
+    owner_id BLOB NOT NULL,
+    due_at INTEGER,
+    doc TEXT NOT NULL
+);
+CREATE INDEX secrets_due ON secrets(due_at) WHERE due_at IS NOT NULL;
+CREATE TABLE secret_versions (
+    path TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    key_id TEXT NOT NULL,
+    wrapped_key BLOB NOT NULL,
+    ciphertext BLOB NOT NULL,
+    PRIMARY KEY (path, version)
+) WITHOUT ROWID;
+CREATE INDEX secret_versions_key ON secret_versions(key_id);
+CREATE TABLE vault_leases (
+    id BLOB PRIMARY KEY,
+    path TEXT NOT NULL,
+    identity_id BLOB,
+    revoked INTEGER NOT NULL,
+    due_at INTEGER,
+    doc TEXT NOT NULL
+);
+CREATE INDEX vault_leases_due ON vault_leases(due_at) WHERE due_at IS NOT NULL;
+CREATE INDEX vault_leases_path ON vault_leases(path);
+CREATE INDEX vault_leases_identity ON vault_leases(identity_id) WHERE identity_id IS NOT NULL;
+"#,
 ];
 
 /// The schema version this binary writes.

@@ -4,8 +4,12 @@ use rusqlite::{Connection, params};
 use time::OffsetDateTime;
 use uuid::Uuid;
 use warden_core::StoreError;
-use warden_core::ports::{AfterCommit, AuditRecord, ChainHead, Lease, SigningKeyRecord, WriteTx};
-use warden_types::{ChangeRequest, Credential, Finding, Identity, Operator, Team};
+use warden_core::ports::{
+    AfterCommit, AuditRecord, ChainHead, Envelope, Lease, SigningKeyRecord, WriteTx,
+};
+use warden_types::{
+    ChangeRequest, Credential, Finding, Identity, Operator, Secret, Team, VaultLease,
+};
 
 use crate::read::impl_read_store;
 use crate::{db_err, from_us, opt_us, to_us};
@@ -495,6 +499,67 @@ impl WriteTx for SqliteTx<'_> {
                 "finding to update does not exist".into(),
             ));
         }
+        Ok(())
+    }
+
+    fn put_secret(&mut self, secret: &Secret) -> Result<(), StoreError> {
+        let doc = serde_json::to_string(secret)
+            .map_err(|e| StoreError::Internal(format!("encoding a secret: {e}")))?;
+        exec(
+            self.conn,
+            "INSERT INTO secrets (path, id, owner_id, due_at, doc) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (path) DO UPDATE SET owner_id = excluded.owner_id, due_at = excluded.due_at,
+             doc = excluded.doc",
+            params![
+                secret.path,
+                b(secret.id),
+                b(secret.owner_id),
+                secret.due_at().map(to_us),
+                doc
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn put_secret_envelope(
+        &mut self,
+        path: &str,
+        version: u32,
+        envelope: Option<&Envelope>,
+    ) -> Result<(), StoreError> {
+        match envelope {
+            Some(e) => exec(
+                self.conn,
+                "INSERT OR REPLACE INTO secret_versions (path, version, key_id, wrapped_key, ciphertext) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![path, version, e.key_id, e.wrapped_key, e.ciphertext],
+            )?,
+            None => exec(
+                self.conn,
+                "DELETE FROM secret_versions WHERE path = ?1 AND version = ?2",
+                params![path, version],
+            )?,
+        };
+        Ok(())
+    }
+
+    fn put_vault_lease(&mut self, lease: &VaultLease) -> Result<(), StoreError> {
+        let doc = serde_json::to_string(lease)
+            .map_err(|e| StoreError::Internal(format!("encoding a lease: {e}")))?;
+        exec(
+            self.conn,
+            "INSERT INTO vault_leases (id, path, identity_id, revoked, due_at, doc) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (id) DO UPDATE SET revoked = excluded.revoked, due_at = excluded.due_at,
+             doc = excluded.doc",
+            params![
+                b(lease.id),
+                lease.path,
+                ob(lease.identity_id),
+                i64::from(lease.revoked_at.is_some()),
+                lease.due_at().map(to_us),
+                doc
+            ],
+        )?;
         Ok(())
     }
 

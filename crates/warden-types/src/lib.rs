@@ -6,14 +6,17 @@
 //! domain cannot drift apart; logic lives in `warden-core`.
 
 mod error;
+#[macro_use]
 mod model;
 mod oauth;
 mod requests;
+mod vault;
 
 pub use error::{ErrorCode, Problem};
 pub use model::*;
 pub use oauth::*;
 pub use requests::*;
+pub use vault::*;
 
 /// RFC 3339 (de)serialisation for optional timestamps, shared by every record.
 pub mod rfc3339_opt {

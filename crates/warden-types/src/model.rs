@@ -500,6 +500,8 @@ str_enum! {
         WardenCredential => "warden_credential",
         /// Any other secret: a credential Warden does not manage.
         Unmanaged => "unmanaged",
+        /// A vault rotation that failed its health check and was rolled back.
+        RotationFailed => "rotation_failed",
     }
 }
 

@@ -13,6 +13,7 @@ use warden_core::ports::Store;
 use warden_core::registry::CHECKPOINT_LABEL;
 use warden_core::{Registry, SystemClock};
 use warden_crypto::ServerKey;
+use warden_crypto::envelope::{MasterKey, VaultKeys};
 use warden_server::AppState;
 use warden_store_postgres::{PgOptions, PgStore};
 use warden_store_sqlite::SqliteStore;
@@ -21,6 +22,7 @@ use crate::config::{DEFAULT_LISTEN, EXAMPLE, ServerConfig, Storage};
 
 pub const DB_FILE: &str = "warden.db";
 pub const KEY_FILE: &str = "server.key";
+pub const VAULT_KEY_FILE: &str = "vault.key";
 const LOCK_FILE: &str = "warden.lock";
 
 #[derive(Debug, Args)]
@@ -95,6 +97,76 @@ fn load_key(dir: &Path) -> Result<ServerKey> {
     }
     ServerKey::from_bytes(&bytes)
         .with_context(|| format!("{} is not a 32-byte key", path.display()))
+}
+
+/// Reads a key file that must be private to the server (mode 0600 on Unix).
+fn read_private(path: &Path, what: &str) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+    let bytes = zeroize::Zeroizing::new(
+        std::fs::read(path).with_context(|| format!("reading the {what} {}", path.display()))?,
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            bail!(
+                "{} is readable by others (mode {:o}); run chmod 600 on it",
+                path.display(),
+                mode & 0o777
+            );
+        }
+    }
+    Ok(bytes)
+}
+
+fn master_key_from(bytes: &[u8], origin: &str) -> Result<MasterKey> {
+    MasterKey::from_bytes(bytes)
+        .or_else(|| {
+            std::str::from_utf8(bytes)
+                .ok()
+                .and_then(MasterKey::from_text)
+        })
+        .with_context(|| format!("{origin} is not a vault master key (32 bytes, or their base64)"))
+}
+
+/// Writes a new master key file (mode 0600, refusing to overwrite).
+pub fn write_vault_key(path: &Path) -> Result<MasterKey> {
+    let key = MasterKey::generate();
+    let mut f = private_file(path)?;
+    f.write_all(key.to_text().as_bytes())?;
+    f.sync_all()?;
+    Ok(key)
+}
+
+/// The vault's master keys: `WARDEN_VAULT_KEY`, else the key file (created on a SQLite server's
+/// first start when it is the default one and absent), plus the previous keys.
+fn load_vault_keys(cfg: &ServerConfig) -> Result<VaultKeys> {
+    let v = &cfg.vault;
+    let current = match &v.key_env {
+        Some(text) => MasterKey::from_text(text)
+            .context("WARDEN_VAULT_KEY is not a vault master key (base64 of 32 bytes)")?,
+        None if !v.key_file.exists()
+            && v.default_file
+            && matches!(cfg.storage, Storage::Sqlite) =>
+        {
+            let key = write_vault_key(&v.key_file)?;
+            tracing::info!(key_id = %key.id(), path = %v.key_file.display(), "created the vault master key");
+            key
+        }
+        None => {
+            let bytes = read_private(&v.key_file, "vault master key").with_context(|| {
+                "every node needs the vault master key: copy vault.key from where `warden init` \
+                 ran, or set WARDEN_VAULT_KEY"
+            })?;
+            master_key_from(&bytes, &v.key_file.display().to_string())?
+        }
+    };
+    let mut previous = Vec::new();
+    for p in &v.previous_key_files {
+        let bytes = read_private(p, "previous vault master key")?;
+        previous.push(master_key_from(&bytes, &p.display().to_string())?);
+    }
+    Ok(VaultKeys::new(current, previous))
 }
 
 /// The configured store, opened; closes it (joining its threads) when `close` is called.
@@ -189,6 +261,9 @@ async fn initialise(dir: &Path, admin: &str) -> Result<InitOutput> {
     let mut f = private_file(&dir.join(KEY_FILE))?;
     f.write_all(key.as_bytes())?;
     f.sync_all()?;
+    if !dir.join(VAULT_KEY_FILE).exists() {
+        write_vault_key(&dir.join(VAULT_KEY_FILE))?;
+    }
     let config = dir.join("warden.toml");
     if !config.exists() {
         std::fs::write(&config, EXAMPLE)?;
@@ -305,6 +380,21 @@ async fn run_server(cfg: ServerConfig, on_bound: impl FnOnce(&str)) -> Result<Ex
         &key,
     ));
     drop(key);
+    let vault_keys = load_vault_keys(&cfg)?;
+    let http = {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .context("building the vault's HTTP client")?
+    };
+    registry.set_vault(
+        Arc::new(vault_keys),
+        Arc::new(warden_targets::Targets::new(http)),
+    );
+    registry
+        .check_vault()
+        .context("checking the vault's master key")?;
     let listener = TcpListener::bind(&cfg.listen)
         .await
         .with_context(|| format!("binding {}", cfg.listen))?;

@@ -27,6 +27,37 @@ pub struct FileConfig {
     pub postgres: Option<PostgresFile>,
     pub cluster: Option<ClusterFile>,
     pub findings: Option<FindingsFile>,
+    pub vault: Option<VaultFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultFile {
+    /// The master key file (base64, mode 0600); default DATA_DIR/vault.key.
+    pub key_file: Option<PathBuf>,
+    /// Keys that may still wrap stored values while `warden vault rewrap` moves them.
+    pub previous_key_files: Option<Vec<PathBuf>>,
+}
+
+/// Where the vault's master keys come from. `Debug` never shows a key.
+#[derive(Clone)]
+pub struct VaultSettings {
+    pub key_file: PathBuf,
+    /// `WARDEN_VAULT_KEY` (base64), which takes the place of the key file.
+    pub key_env: Option<zeroize::Zeroizing<String>>,
+    pub previous_key_files: Vec<PathBuf>,
+    /// The key file is the default one (created on first start of a SQLite server).
+    pub default_file: bool,
+}
+
+impl std::fmt::Debug for VaultSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VaultSettings")
+            .field("key_file", &self.key_file)
+            .field("key_env", &self.key_env.as_ref().map(|_| "[redacted]"))
+            .field("previous_key_files", &self.previous_key_files)
+            .finish()
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -144,6 +175,7 @@ pub struct ServerConfig {
     pub policy: Policy,
     pub storage: Storage,
     pub cluster: Cluster,
+    pub vault: VaultSettings,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8640";
@@ -345,7 +377,18 @@ impl ServerConfig {
         if lease_ttl < time::Duration::seconds(2) {
             bail!("cluster.lease_ttl: at least 2s (the lease is renewed every second)");
         }
+        let vault_file = file.vault.unwrap_or_default();
+        let explicit = env("WARDEN_VAULT_KEY_FILE")
+            .map(PathBuf::from)
+            .or(vault_file.key_file);
+        let vault = VaultSettings {
+            default_file: explicit.is_none(),
+            key_file: explicit.unwrap_or_else(|| data_dir.join("vault.key")),
+            key_env: env("WARDEN_VAULT_KEY").map(zeroize::Zeroizing::new),
+            previous_key_files: vault_file.previous_key_files.unwrap_or_default(),
+        };
         Ok(ServerConfig {
+            vault,
             data_dir: data_dir.to_owned(),
             listen,
             public_url: public_url.map(|u| u.trim_end_matches('/').to_owned()),

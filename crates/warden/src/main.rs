@@ -9,6 +9,7 @@ mod cmd_scan;
 mod cmd_server;
 mod cmd_team;
 mod cmd_token;
+mod cmd_vault;
 mod config;
 mod output;
 
@@ -97,6 +98,21 @@ enum Cmd {
     /// Findings reported by `warden scan --report-to`.
     #[command(subcommand)]
     Finding(cmd_scan::FindingCmd),
+    /// The vault: secrets that must still exist, encrypted, versioned, rotated.
+    #[command(subcommand)]
+    Secret(cmd_vault::SecretCmd),
+    /// The vault's master keys.
+    #[command(subcommand)]
+    Vault(cmd_vault::VaultCmd),
+    /// PostgreSQL connections for dynamic credentials and rotation.
+    #[command(subcommand)]
+    Db(cmd_vault::DbCmd),
+    /// Dynamic credentials, created per request, on a lease.
+    #[command(subcommand)]
+    Creds(cmd_vault::CredsCmd),
+    /// Leases of dynamic credentials and leased reads.
+    #[command(subcommand)]
+    Lease(cmd_vault::LeaseCmd),
 }
 
 /// The client config file: `$WARDEN_CLIENT_CONFIG`, else `~/.config/warden/client.toml`.
@@ -186,6 +202,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             tokio::task::spawn_blocking(move || cmd_scan::run(a, json, reporter)).await?
         }
         Cmd::Finding(c) => cmd_scan::run_finding(&client(&cli.global)?, c, json).await,
+        Cmd::Secret(c) => cmd_vault::run_secret(&client(&cli.global)?, c, json).await,
+        Cmd::Vault(c) => cmd_vault::run_vault(|| client(&cli.global), c, json).await,
+        Cmd::Db(c) => cmd_vault::run_db(&client(&cli.global)?, c, json).await,
+        Cmd::Creds(c) => cmd_vault::run_creds(&client(&cli.global)?, c, json).await,
+        Cmd::Lease(c) => cmd_vault::run_lease(&client(&cli.global)?, c, json).await,
         Cmd::Whoami => {
             let w = client(&cli.global)?.whoami().await?;
             output::print(json, &w, || format!("{w:?}"))?;

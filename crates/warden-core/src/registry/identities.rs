@@ -348,7 +348,7 @@ impl Registry {
             Transition::Resume => "identity.resume",
             Transition::Retire => "identity.retire",
         };
-        self.write_invalidating(move |tx, job| {
+        let identity = self.write_invalidating(move |tx, job| {
             let mut identity = resolve_identity(tx, &actor, &reference)?;
             let target = identity_target(identity.id);
             if !actor.can_manage_team(identity.owner_id) {
@@ -418,6 +418,23 @@ impl Registry {
                     }
                 }
                 cancelled = cancel_pending(tx, job, &actor, identity.id, "identity retired")?;
+                let filter = crate::ports::LeaseFilter {
+                    prefix: None,
+                    identity: Some(identity.id),
+                    active_only: true,
+                };
+                for mut l in tx.list_vault_leases(&filter, 100_000)? {
+                    super::leases::mark_revoked(&mut l, now);
+                    tx.put_vault_lease(&l)?;
+                    job.record(
+                        tx,
+                        &actor,
+                        "lease.revoke",
+                        format!("lease:{}", l.id),
+                        AuditOutcome::Success,
+                        json!({ "path": l.path, "reason": "identity retired" }),
+                    )?;
+                }
             }
             job.record(
                 tx,
@@ -429,6 +446,11 @@ impl Registry {
             )?;
             Ok(Ok(identity))
         })
-        .await?
+        .await??;
+        if identity.status == IdentityStatus::Retired {
+            // Dynamic logins go now rather than at the sweeper's next pass.
+            self.clean_up_leases_of(identity.id).await;
+        }
+        Ok(identity)
     }
 }

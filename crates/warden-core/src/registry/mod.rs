@@ -9,8 +9,11 @@ mod credentials;
 pub mod findings;
 mod identities;
 mod keys;
+mod leases;
+mod rotation;
 mod teams;
 mod tokens;
+pub mod vault;
 
 use std::any::Any;
 use std::sync::Arc;
@@ -70,6 +73,8 @@ pub struct Registry {
     keyring_stale: Arc<std::sync::atomic::AtomicBool>,
     /// The jobs lease this node holds, if any: its leader writes are fenced with it.
     fence: std::sync::Mutex<Option<cluster::Fence>>,
+    /// The vault's master keys and connectors, once configured.
+    vault: std::sync::OnceLock<vault::VaultParts>,
 }
 
 /// Authentication events that may wait for their commit at once. They live in the registry's
@@ -128,6 +133,7 @@ impl Registry {
             hearing,
             keyring_stale,
             fence: std::sync::Mutex::new(None),
+            vault: std::sync::OnceLock::new(),
         }
     }
 
