@@ -15,6 +15,7 @@
 )]
 
 pub mod pg;
+pub mod vault;
 
 use std::sync::Arc;
 
@@ -120,7 +121,11 @@ macro_rules! conformance {
         tokens::a_key_registered_or_revoked_later_is_seen_by_the_cached_client,
         tokens::an_immediate_rotation_withdraws_the_old_key_and_its_tokens,
         tokens::signing_keys_are_sealed_at_rest_under_the_server_key,
-        tokens::single_use_values_survive_a_restart);
+        tokens::single_use_values_survive_a_restart,
+        vault::secrets_keep_versions_list_by_prefix_and_move_to_a_new_master_key,
+        vault::dynamic_logins_end_with_their_lease_and_failed_drops_are_retried,
+        vault::scheduled_rotation_keeps_the_old_value_for_the_overlap,
+        vault::an_interrupted_rotation_is_settled_by_asking_the_target);
     };
     (@each $open:expr; $($($path:ident)::+),* $(,)?) => {
         $(
@@ -131,6 +136,12 @@ macro_rules! conformance {
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn $name() {
             $crate::$name($open).await
+        }
+    };
+    (@one $open:expr; vault::$name:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $name() {
+            $crate::vault::$name($open).await
         }
     };
     (@one $open:expr; tokens::$name:ident) => {

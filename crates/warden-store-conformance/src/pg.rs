@@ -110,7 +110,20 @@ impl PgServer {
         server
     }
 
+    /// A server whose TCP logins need a password (SCRAM): the superuser `warden` has
+    /// `password`. For tests of logins Warden creates and rotates (trust would accept any
+    /// password).
+    pub fn start_with_password(password: &str) -> PgServer {
+        let server = PgServer::init_with(Some(password));
+        server.resume();
+        server
+    }
+
     fn init() -> PgServer {
+        PgServer::init_with(None)
+    }
+
+    fn init_with(password: Option<&str>) -> PgServer {
         let dir = tempfile::Builder::new()
             .prefix("warden-pg-")
             .tempdir()
@@ -123,10 +136,29 @@ impl PgServer {
             run(c, "chown");
         }
         let mut c = server_command(&bin("initdb"));
-        c.arg("-D")
-            .arg(&data)
-            .args(["-U", "warden", "--auth=trust", "-E", "UTF8", "--no-sync"])
-            .args(["--locale=C"]);
+        c.arg("-D").arg(&data);
+        match password {
+            None => {
+                c.args(["-U", "warden", "--auth=trust"]);
+            }
+            Some(pw) => {
+                let pwfile = dir.path().join("pwfile");
+                std::fs::write(&pwfile, pw).expect("pwfile");
+                if is_root() {
+                    let mut o = Command::new("chown");
+                    o.arg("postgres:postgres").arg(&pwfile);
+                    run(o, "chown");
+                }
+                c.args([
+                    "-U",
+                    "warden",
+                    "--auth-local=trust",
+                    "--auth-host=scram-sha-256",
+                ])
+                .arg(format!("--pwfile={}", pwfile.display()));
+            }
+        }
+        c.args(["-E", "UTF8", "--no-sync", "--locale=C"]);
         run(c, "initdb");
         PgServer {
             port: free_port(),
@@ -161,6 +193,24 @@ impl PgServer {
             .arg(&self.data)
             .args(["-w", "-m", "fast", "stop"]);
         run(c, "pg_ctl stop");
+    }
+
+    /// Runs SQL as the superuser over the server's local socket (trust), e.g. to set up roles.
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        let out = Command::new(bin("psql"))
+            .arg("-h")
+            .arg(&self.data)
+            .args(["-p", &self.port.to_string(), "-U", "warden", "-d", db])
+            .args(["-v", "ON_ERROR_STOP=1", "-At", "-c", sql])
+            .stdin(Stdio::null())
+            .output()
+            .expect("psql");
+        assert!(
+            out.status.success(),
+            "psql failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
     pub fn addr(&self) -> String {

@@ -190,6 +190,18 @@ impl Registry {
                 check_sql,
             } => {
                 let account = next_account(&secret, accounts);
+                if accounts.len() == 2
+                    && let Some(v) = secret.versions.iter().find(|v| {
+                        v.state == SecretVersionState::Previous
+                            && v.account.as_ref() == Some(&account)
+                    })
+                {
+                    // Clients may still log in as that account until its overlap ends.
+                    return Err(CoreError::InvalidState(format!(
+                        "account {account} is still in its overlap (until {}); rotate after it ends",
+                        v.retire_at.map(|t| t.to_string()).unwrap_or_default()
+                    )));
+                }
                 let (_, conn, admin) = self.database_login(database)?;
                 let value = warden_crypto::random_text(32, warden_crypto::ALPHANUMERIC);
                 let version = self
@@ -692,7 +704,11 @@ impl Registry {
         let mut n = 0;
         for s in due {
             if let Some(p) = pending_of(&s) {
-                if now - p.created_at >= SETTLE_AFTER {
+                // Settle once no rotation can still be running: it began before this process
+                // did (and no other node shares the store), or longer ago than any rotation takes.
+                let started = self.vault_parts().map(|v| v.started_at).unwrap_or(now);
+                let orphaned = p.created_at < started && !self.store.shared();
+                if orphaned || now - p.created_at >= SETTLE_AFTER {
                     if let Err(e) = self.settle(&s, p.version).await {
                         tracing::warn!(secret = %s.path, error = %e, "settling an interrupted rotation failed");
                     }

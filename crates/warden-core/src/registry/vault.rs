@@ -42,6 +42,9 @@ pub const MAX_READ_LEASE: Duration = Duration::days(1);
 pub(crate) struct VaultParts {
     pub(crate) keys: Arc<dyn KeyWrapper>,
     pub(crate) targets: Arc<dyn VaultTargets>,
+    /// When this process installed them: a pending rotation older than this cannot be running
+    /// here.
+    pub(crate) started_at: OffsetDateTime,
 }
 
 /// Checks a secret path: `/`-separated segments of `A-Za-z0-9._-`, no empty, `.` or `..` segment.
@@ -335,7 +338,12 @@ pub(crate) fn text_of(bytes: Zeroizing<Vec<u8>>) -> Result<SecretText, CoreError
 impl Registry {
     /// Installs the vault's master keys and connectors (at start, once).
     pub fn set_vault(&self, keys: Arc<dyn KeyWrapper>, targets: Arc<dyn VaultTargets>) {
-        let _ = self.vault.set(VaultParts { keys, targets });
+        let started_at = self.now();
+        let _ = self.vault.set(VaultParts {
+            keys,
+            targets,
+            started_at,
+        });
     }
 
     pub(crate) fn vault_parts(&self) -> Result<&VaultParts, CoreError> {
@@ -473,6 +481,15 @@ impl Registry {
                     )));
                 }
             }
+            // A value written by hand for a PostgreSQL rotator belongs to its first account
+            // until a rotation says otherwise.
+            let account = match req.rotation.as_ref().or(secret.rotation.as_ref()) {
+                Some(RotationPolicy {
+                    rotator: Rotator::Postgres { accounts, .. },
+                    ..
+                }) => accounts.first().cloned(),
+                _ => None,
+            };
             let version = append_version(
                 tx,
                 &*keys,
@@ -480,7 +497,7 @@ impl Registry {
                 req.value.0.as_bytes(),
                 SecretVersionState::Current,
                 actor.label(),
-                None,
+                account,
                 now,
             )?;
             for v in secret.versions.iter_mut() {

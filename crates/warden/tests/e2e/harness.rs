@@ -161,6 +161,27 @@ impl Server {
             .unwrap()
     }
 
+    /// Runs a client subcommand with `input` on its stdin.
+    pub fn cli_stdin(&self, token: &str, args: &[&str], input: &str) -> Output {
+        use std::io::Write;
+        let mut child = warden()
+            .args(["--server", &self.url, "--token", token])
+            .envs(self.client_env.iter().map(|(k, v)| (k, v)))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
     /// Runs a client subcommand that must succeed; returns stdout.
     pub fn ok(&self, token: &str, args: &[&str]) -> String {
         let out = self.cli(token, args);
@@ -256,4 +277,41 @@ impl Drop for Server {
 /// The stderr of a failed command, as text.
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The PostgreSQL URL a server in `dir` uses (`WARDEN_E2E_POSTGRES=1` runs), if any.
+pub fn pg_url(dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join("warden.toml")).ok()?;
+    let (_, rest) = text.rsplit_once("[postgres]\nurl = \"")?;
+    rest.split_once('"').map(|(u, _)| u.to_owned())
+}
+
+/// Everything the database of the server in `dir` holds, as text: a `pg_dump` on PostgreSQL,
+/// the raw file bytes (database and WAL) on SQLite.
+pub fn database_bytes(dir: &Path) -> Vec<u8> {
+    match pg_url(dir) {
+        Some(url) => {
+            let out = Command::new("/usr/lib/postgresql/15/bin/pg_dump")
+                .arg("--data-only")
+                .arg(&url)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "pg_dump: {}", stderr(&out));
+            // Newer pg_dump brackets its output with a random `\restrict` key: not content.
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
+                .collect::<Vec<_>>()
+                .join("\n")
+                .into_bytes()
+        }
+        None => {
+            let mut all = Vec::new();
+            for name in ["warden.db", "warden.db-wal"] {
+                all.extend(std::fs::read(dir.join(name)).unwrap_or_default());
+            }
+            assert!(!all.is_empty(), "no database file in {}", dir.display());
+            all
+        }
+    }
 }

@@ -18,3 +18,4 @@ mod security;
 mod tamper;
 mod tokens;
 mod tour;
+mod vault;
