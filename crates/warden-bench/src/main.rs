@@ -63,6 +63,7 @@ struct Args {
 mod cluster;
 mod scan;
 mod tokens;
+mod vault;
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
@@ -95,6 +96,13 @@ enum Cmd {
         /// ripsecrets (crates.io), when installed.
         #[arg(long)]
         ripsecrets: Option<PathBuf>,
+    },
+    /// The vault benchmark: secret reads against client_secret_basic tokens (same server, same
+    /// run), and dynamic PostgreSQL login issue/revoke latency.
+    Vault {
+        /// Dynamic logins issued and revoked per run.
+        #[arg(long, default_value_t = 200)]
+        logins: usize,
     },
     /// Serve the token ceiling (same cryptography, nothing else) and print its address.
     Ceiling {
@@ -559,6 +567,9 @@ fn main() -> Result<()> {
             ripsecrets.clone(),
             a.runs,
         );
+    }
+    if let Some(Cmd::Vault { logins }) = &a.cmd {
+        return vault::main(&warden, a.connections, a.seconds, a.runs, *logins);
     }
     if let Some(Cmd::Tokens) = &a.cmd {
         return tokens::main(&warden, a.connections, a.seconds, a.runs);

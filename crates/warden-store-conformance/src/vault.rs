@@ -353,13 +353,44 @@ pub async fn scheduled_rotation_keeps_the_old_value_for_the_overlap(open: Open) 
     req.rotation = Some(RotationPolicy {
         rotator: Rotator::Random { length: 32 },
         every_secs: 3600,
+        schedule: None,
         overlap_secs: 600,
         notify: vec![],
     });
     e.reg.put_secret(&e.admin, "app/token", req).await.unwrap();
+    // A cron schedule (UTC) sets the next rotation the same way.
+    let mut cron = put("nightly", Some("w"));
+    cron.rotation = Some(RotationPolicy {
+        rotator: Rotator::Random { length: 32 },
+        every_secs: 0,
+        schedule: Some("30 3 * * *".into()),
+        overlap_secs: 0,
+        notify: vec![],
+    });
+    let s = e
+        .reg
+        .put_secret(&e.admin, "app/nightly", cron)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.next_rotation_at,
+        Some(time::macros::datetime!(2026-01-01 03:30 UTC))
+    );
+    let mut bad = put("x", Some("w"));
+    bad.rotation = Some(RotationPolicy {
+        rotator: Rotator::Random { length: 32 },
+        every_secs: 0,
+        schedule: Some("61 * * * *".into()),
+        overlap_secs: 0,
+        notify: vec![],
+    });
+    assert!(e.reg.put_secret(&e.admin, "app/bad", bad).await.is_err());
     assert_eq!(e.reg.vault_maintenance().await.unwrap(), 0, "nothing due");
     e.clock.advance(Duration::seconds(3601));
+    // Both are due now (the nightly one at 03:30, an hour and a bit in).
     assert_eq!(e.reg.vault_maintenance().await.unwrap(), 1);
+    let nightly = e.reg.secret_metadata(&e.admin, "app/nightly").unwrap();
+    assert_eq!(nightly.current_version, 1, "not yet 03:30");
     let s = e.reg.secret_metadata(&e.admin, "app/token").unwrap();
     assert_eq!(s.current_version, 2);
     let v1 = s.version(1).unwrap();
@@ -422,6 +453,7 @@ pub async fn an_interrupted_rotation_is_settled_by_asking_the_target(open: Open)
                 check_sql: None,
             },
             every_secs: 0,
+            schedule: None,
             overlap_secs: 0,
             notify: vec![],
         });

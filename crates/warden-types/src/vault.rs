@@ -119,9 +119,12 @@ fn default_random_length() -> u32 {
 #[serde(deny_unknown_fields)]
 pub struct RotationPolicy {
     pub rotator: Rotator,
-    /// Rotate this often (seconds). `0` = only on demand.
+    /// Rotate this often (seconds). `0` = only on demand (or by `schedule`).
     #[serde(default)]
     pub every_secs: u64,
+    /// Or at these times: a five-field cron expression in UTC (`0 3 * * 0`: Sundays 03:00).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
     /// How long the replaced value stays valid (seconds).
     #[serde(default)]
     pub overlap_secs: u64,

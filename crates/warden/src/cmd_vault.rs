@@ -70,6 +70,9 @@ pub struct PutArgs {
     /// Rotate this often (e.g. 30d); without it, only `warden secret rotate` rotates.
     #[arg(long, requires = "rotator")]
     rotate_every: Option<String>,
+    /// Or on a cron schedule in UTC (e.g. "0 3 * * 0": Sundays at 03:00).
+    #[arg(long, requires = "rotator", conflicts_with = "rotate_every")]
+    schedule: Option<String>,
     /// How long the replaced value stays valid (e.g. 1h).
     #[arg(long, requires = "rotator")]
     overlap: Option<String>,
@@ -135,6 +138,7 @@ fn rotation(a: &PutArgs) -> Result<Option<RotationPolicy>> {
     Ok(Some(RotationPolicy {
         rotator,
         every_secs: secs("--rotate-every", &a.rotate_every)?,
+        schedule: a.schedule.clone(),
         overlap_secs: secs("--overlap", &a.overlap)?,
         notify: a.notify.clone(),
     }))

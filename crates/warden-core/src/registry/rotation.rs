@@ -56,7 +56,7 @@ fn make_current(secret: &mut Secret, version: u32, now: OffsetDateTime, policy: 
         }
     }
     secret.current_version = version;
-    secret.next_rotation_at = (policy.every_secs > 0).then(|| now + secs(policy.every_secs));
+    secret.next_rotation_at = super::vault::next_rotation(policy, now);
     secret.updated_at = now;
 }
 

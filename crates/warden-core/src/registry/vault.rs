@@ -115,7 +115,26 @@ pub(crate) fn check_role_name(field: &str, name: &str) -> Result<(), CoreError> 
     Ok(())
 }
 
+/// When a secret with this policy rotates next after `now`, if ever on its own.
+pub(crate) fn next_rotation(p: &RotationPolicy, now: OffsetDateTime) -> Option<OffsetDateTime> {
+    match &p.schedule {
+        Some(cron) => crate::cron::Cron::parse(cron)
+            .ok()
+            .and_then(|c| c.next_after(now)),
+        None => (p.every_secs > 0).then(|| now + secs(p.every_secs)),
+    }
+}
+
 pub(crate) fn check_rotation(p: &RotationPolicy) -> Result<(), CoreError> {
+    if let Some(cron) = &p.schedule {
+        if p.every_secs != 0 {
+            return Err(CoreError::field(
+                "rotation.schedule",
+                "either every_secs or a schedule, not both",
+            ));
+        }
+        crate::cron::Cron::parse(cron)?;
+    }
     if p.every_secs != 0 && p.every_secs < 60 {
         return Err(CoreError::field(
             "rotation.every_secs",
@@ -516,11 +535,10 @@ impl Registry {
                 secret.description = d;
             }
             if let Some(r) = req.rotation {
-                secret.next_rotation_at =
-                    (r.every_secs > 0).then(|| now + secs(r.every_secs));
+                secret.next_rotation_at = next_rotation(&r, now);
                 secret.rotation = Some(r);
             } else if let Some(r) = &secret.rotation {
-                secret.next_rotation_at = (r.every_secs > 0).then(|| now + secs(r.every_secs));
+                secret.next_rotation_at = next_rotation(r, now);
             }
             secret.deleted_at = None;
             secret.updated_at = now;
