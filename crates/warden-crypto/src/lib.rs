@@ -72,6 +72,44 @@ pub const ALPHANUMERIC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrst
 /// Lowercase letters and digits: generated role names.
 pub const LOWER_ALPHANUMERIC: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 
+/// The SCRAM-SHA-256 verifier PostgreSQL stores for `password` (RFC 5802/7677, 4096 iterations,
+/// a random 16-byte salt): `ALTER ROLE … PASSWORD '<verifier>'` sets the password without the
+/// password itself reaching the database server or its logs. Warden's generated passwords are
+/// ASCII letters and digits, which SASLprep leaves unchanged.
+pub fn scram_sha256_verifier(password: &str) -> String {
+    use base64::Engine as _;
+    use hmac::Mac as _;
+    use rand::RngCore as _;
+    use sha2::Digest as _;
+    const ITERATIONS: u32 = 4096;
+    let mut salt = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut salt);
+    let mut salted = zeroize::Zeroizing::new([0u8; 32]);
+    ring::pbkdf2::derive(
+        ring::pbkdf2::PBKDF2_HMAC_SHA256,
+        std::num::NonZeroU32::MIN.saturating_add(ITERATIONS - 1),
+        &salt,
+        password.as_bytes(),
+        salted.as_mut_slice(),
+    );
+    let hmac = |key: &[u8], msg: &[u8]| -> [u8; 32] {
+        let mut m = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(key)
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        m.update(msg);
+        m.finalize().into_bytes().into()
+    };
+    let client_key = zeroize::Zeroizing::new(hmac(salted.as_slice(), b"Client Key"));
+    let stored_key = sha2::Sha256::digest(client_key.as_slice());
+    let server_key = hmac(salted.as_slice(), b"Server Key");
+    let b64 = base64::engine::general_purpose::STANDARD;
+    format!(
+        "SCRAM-SHA-256${ITERATIONS}:{}${}:{}",
+        b64.encode(salt),
+        b64.encode(stored_key),
+        b64.encode(server_key)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -282,7 +282,9 @@ pub async fn dynamic_logins_end_with_their_lease_and_failed_drops_are_retried(op
         .iter()
         .find(|c| c.starts_with("execute CREATE ROLE"))
         .unwrap();
-    assert!(create.contains(&creds.username) && create.contains(&creds.password.0));
+    assert!(create.contains(&creds.username));
+    assert!(create.contains("PASSWORD 'SCRAM-SHA-256$4096:"), "{create}");
+    assert!(!create.contains(&creds.password.0), "the password itself never leaves Warden");
     assert!(
         create.contains("VALID UNTIL '2026-01-01T00:01:00Z'"),
         "{create}"
@@ -480,11 +482,16 @@ pub async fn an_interrupted_rotation_is_settled_by_asking_the_target(open: Open)
         let new_password = fake
             .calls()
             .iter()
-            .find_map(|c| {
-                c.strip_prefix("execute ALTER ROLE \"app_single\" WITH LOGIN PASSWORD '")
-                    .map(|r| r.trim_end_matches('\'').to_owned())
-            })
+            .find_map(|c| c.strip_prefix("check app_single ").map(str::to_owned))
             .unwrap();
+        // The database was sent the password's SCRAM verifier, never the password.
+        let alter = fake
+            .calls()
+            .into_iter()
+            .find(|c| c.starts_with("execute ALTER ROLE \"app_single\""))
+            .unwrap();
+        assert!(alter.contains("PASSWORD 'SCRAM-SHA-256$4096:"), "{alter}");
+        assert!(!alter.contains(&new_password));
         drop(reg);
         clock.advance(Duration::seconds(1));
         // Restart: a new registry over the same store; the target answers for the new password.

@@ -121,7 +121,8 @@ fn check_database(req: &AddDatabaseRequest) -> Result<(), CoreError> {
 }
 
 /// Replaces `{{name}}`, `{{password}}` and `{{expiration}}`. The values are Warden's own
-/// (`[a-z0-9_]`, `[A-Za-z0-9]`, RFC 3339), so they are safe inside the template's quotes.
+/// (`[a-z0-9_]`, a SCRAM-SHA-256 verifier of a `[A-Za-z0-9]` password — base64 and `$:` — and
+/// RFC 3339), so they are safe inside the template's quotes.
 fn render(template: &str, name: &str, password: &str, expiration: &str) -> Zeroizing<String> {
     Zeroizing::new(
         template
@@ -437,10 +438,12 @@ impl Registry {
             .expires_at
             .format(&Rfc3339)
             .map_err(|e| CoreError::InvalidState(e.to_string()))?;
+        // The database gets the password's SCRAM verifier, never the password itself.
+        let verifier = warden_crypto::scram_sha256_verifier(&password);
         let statements = template
             .creation
             .iter()
-            .map(|t| render(t, &username, &password, &expiration))
+            .map(|t| render(t, &username, &verifier, &expiration))
             .collect();
         let targets = Arc::clone(&self.vault_parts()?.targets);
         if let Err(e) = targets.pg_execute(&admin, statements).await {

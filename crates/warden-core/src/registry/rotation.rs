@@ -217,7 +217,7 @@ impl Registry {
                 let targets = Arc::clone(&self.vault_parts()?.targets);
                 let set = Zeroizing::new(format!(
                     "ALTER ROLE \"{account}\" WITH LOGIN PASSWORD '{}'",
-                    &*value
+                    warden_crypto::scram_sha256_verifier(&value)
                 ));
                 let result = match targets.pg_execute(&admin, vec![set]).await {
                     Err(e) => Err(format!("changing the password failed: {e}")),
@@ -236,7 +236,7 @@ impl Registry {
                         {
                             let undo = Zeroizing::new(format!(
                                 "ALTER ROLE \"{account}\" WITH LOGIN PASSWORD '{}'",
-                                &*old
+                                warden_crypto::scram_sha256_verifier(&old)
                             ));
                             if let Err(e) = targets.pg_execute(&admin, vec![undo]).await {
                                 tracing::error!(secret = %path, error = %e, "rolling back a failed rotation failed");
