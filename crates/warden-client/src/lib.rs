@@ -565,6 +565,14 @@ impl Client {
         .await
     }
 
+    pub async fn rotate_store_credential(&self) -> Result<RotationOutcome> {
+        self.send(
+            self.http
+                .post(self.url("/v1/vault/store-credential/rotate")),
+        )
+        .await
+    }
+
     pub async fn rewrap_vault(&self) -> Result<RewrapReport> {
         self.send(self.http.post(self.url("/v1/vault/rewrap")))
             .await

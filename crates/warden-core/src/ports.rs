@@ -133,6 +133,8 @@ pub enum Topic {
     Authentication,
     /// The token-signing keys (the keyring and the JWKS).
     SigningKeys,
+    /// The password Warden logs in to the store with was rotated.
+    StoreCredential,
 }
 
 impl Topic {
@@ -140,6 +142,7 @@ impl Topic {
         match self {
             Topic::Authentication => "authentication",
             Topic::SigningKeys => "signing_keys",
+            Topic::StoreCredential => "store_credential",
         }
     }
 
@@ -147,6 +150,7 @@ impl Topic {
         match s {
             "authentication" => Some(Topic::Authentication),
             "signing_keys" => Some(Topic::SigningKeys),
+            "store_credential" => Some(Topic::StoreCredential),
             _ => None,
         }
     }
@@ -393,6 +397,16 @@ pub trait WriteTx: ReadStore {
         let _ = topic;
     }
 
+    /// Changes the password of the role this store logs in as, inside this transaction (so it
+    /// takes effect exactly when the job's other writes do). `verifier` is the password's
+    /// SCRAM-SHA-256 verifier. Stores without a login refuse.
+    fn set_own_password(&mut self, verifier: &str) -> Result<(), StoreError> {
+        let _ = verifier;
+        Err(StoreError::Internal(
+            "this store has no login password to rotate".into(),
+        ))
+    }
+
     /// The head of the audit chain as this transaction sees it.
     fn audit_head(&mut self) -> Result<ChainHead, StoreError>;
     /// Appends a fully formed event; `record.seq` must be `head.seq + 1`. The store keeps the
@@ -532,4 +546,13 @@ pub trait VaultTargets: Send + Sync {
     ) -> BoxFuture<'a, Result<(), String>>;
     /// POSTs a call; `(status, body)` of the answer (body at most 64 KiB).
     fn webhook<'a>(&'a self, call: WebhookCall) -> BoxFuture<'a, Result<(u16, Vec<u8>), String>>;
+}
+
+/// Where a node keeps the password it logs in to the store with (a file beside its config, and the
+/// connector's memory). Implemented by the binary.
+pub trait StoreCredentialSink: Send + Sync {
+    /// Keeps `password` as the *next* password (durably), before the database changes.
+    fn stage(&self, password: &str) -> Result<(), String>;
+    /// Makes `password` the one new connections use (durably), once the database has it.
+    fn commit(&self, password: &str) -> Result<(), String>;
 }

@@ -106,6 +106,10 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/vault/rotate/{*path}", post(vault_routes::rotate_secret))
         .route("/vault/rewrap", post(vault_routes::rewrap))
+        .route(
+            "/vault/store-credential/rotate",
+            post(vault_routes::rotate_store_credential),
+        )
         .route("/vault/databases", post(vault_routes::add_database))
         .route("/creds/postgres", post(vault_routes::postgres_creds))
         .route("/leases", get(vault_routes::list_leases))
@@ -159,6 +163,10 @@ pub fn spawn_jobs(registry: Arc<Registry>, settings: JobSettings) -> tokio::task
         loop {
             tick.tick().await;
             registry.nudge_audit();
+            // Every node: another node may have rotated the database password.
+            if let Err(e) = registry.refresh_store_credential().await {
+                tracing::warn!(error = %e, "fetching the rotated database password failed");
+            }
             if let Err(e) = registry.flush_usage().await {
                 tracing::warn!(error = %e, "flushing last_used_at failed");
             }

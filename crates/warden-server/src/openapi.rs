@@ -39,7 +39,7 @@ impl utoipa::Modify for BearerAuth {
         vault_routes::delete_secret, vault_routes::secret_metadata, vault_routes::rotate_secret,
         vault_routes::rewrap, vault_routes::add_database, vault_routes::postgres_creds,
         vault_routes::list_leases, vault_routes::renew_lease, vault_routes::revoke_lease,
-        vault_routes::revoke_prefix,
+        vault_routes::revoke_prefix, vault_routes::rotate_store_credential,
     ),
     components(schemas(warden_types::ErrorCode, warden_types::Problem)),
     modifiers(&BearerAuth),

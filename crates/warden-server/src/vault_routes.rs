@@ -231,3 +231,14 @@ pub(crate) async fn revoke_prefix(
 ) -> ApiResult<Json<LeasesRevoked>> {
     Ok(Json(s.registry.revoke_lease_prefix(&a, &req.prefix).await?))
 }
+
+/// Rotate the password Warden logs in to its database with (admins; PostgreSQL storage with a
+/// password file).
+#[utoipa::path(post, path = "/v1/vault/store-credential/rotate",
+    responses((status = 200, body = RotationOutcome), (status = 403, body = Problem)))]
+pub(crate) async fn rotate_store_credential(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+) -> ApiResult<Json<RotationOutcome>> {
+    Ok(Json(s.registry.rotate_store_credential(&a).await?))
+}

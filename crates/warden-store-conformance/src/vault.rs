@@ -284,7 +284,10 @@ pub async fn dynamic_logins_end_with_their_lease_and_failed_drops_are_retried(op
         .unwrap();
     assert!(create.contains(&creds.username));
     assert!(create.contains("PASSWORD 'SCRAM-SHA-256$4096:"), "{create}");
-    assert!(!create.contains(&creds.password.0), "the password itself never leaves Warden");
+    assert!(
+        !create.contains(&creds.password.0),
+        "the password itself never leaves Warden"
+    );
     assert!(
         create.contains("VALID UNTIL '2026-01-01T00:01:00Z'"),
         "{create}"

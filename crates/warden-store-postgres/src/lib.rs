@@ -61,6 +61,39 @@ const CHANNEL: &str = "warden_invalidate";
 /// How long the writer lets hook-only work gather before committing it without a job.
 const HOOK_WINDOW: Duration = Duration::from_micros(500);
 
+/// The password new connections log in with, when it is not in the URL: read from a file at
+/// start and replaced when Warden rotates it. `Debug` shows nothing of it.
+#[derive(Default)]
+pub struct PasswordCell(std::sync::RwLock<zeroize::Zeroizing<String>>);
+
+impl std::fmt::Debug for PasswordCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PasswordCell([redacted])")
+    }
+}
+
+impl PasswordCell {
+    pub fn new(password: &str) -> PasswordCell {
+        PasswordCell(std::sync::RwLock::new(zeroize::Zeroizing::new(
+            password.to_owned(),
+        )))
+    }
+
+    /// Replaces the password used by connections opened from now on.
+    pub fn set(&self, password: &str) {
+        if let Ok(mut p) = self.0.write() {
+            *p = zeroize::Zeroizing::new(password.to_owned());
+        }
+    }
+
+    fn get(&self) -> zeroize::Zeroizing<String> {
+        self.0
+            .read()
+            .map(|p| p.clone())
+            .unwrap_or_else(|_| zeroize::Zeroizing::new(String::new()))
+    }
+}
+
 /// Connection settings beyond the URL.
 #[derive(Debug, Clone)]
 pub struct PgOptions {
@@ -72,6 +105,8 @@ pub struct PgOptions {
     /// PEM file of CA certificates trusted for the database's TLS certificate, in addition to the
     /// system's roots. TLS itself is chosen by `sslmode` in the URL.
     pub ca_file: Option<std::path::PathBuf>,
+    /// The login password, when it is kept out of the URL (and rotated by Warden).
+    pub password: Option<Arc<PasswordCell>>,
 }
 
 impl Default for PgOptions {
@@ -80,6 +115,7 @@ impl Default for PgOptions {
             max_readers: 16,
             query_timeout: Duration::from_secs(5),
             ca_file: None,
+            password: None,
         }
     }
 }
@@ -264,6 +300,7 @@ struct Connector {
     tls: MakeRustlsConnect,
     io: Handle,
     timeout: Duration,
+    password: Option<Arc<PasswordCell>>,
 }
 
 impl Connector {
@@ -289,11 +326,21 @@ impl Connector {
             tls: MakeRustlsConnect::new(tls_config(options.ca_file.as_deref())?),
             io,
             timeout: options.query_timeout,
+            password: options.password.clone(),
         })
     }
 
+    /// The connection settings, with the current password when it is kept apart.
+    fn config(&self) -> tokio_postgres::Config {
+        let mut config = self.config.clone();
+        if let Some(cell) = &self.password {
+            config.password(cell.get().as_bytes());
+        }
+        config
+    }
+
     fn connect(&self) -> Result<Conn, StoreError> {
-        let (config, tls) = (self.config.clone(), self.tls.clone());
+        let (config, tls) = (self.config(), self.tls.clone());
         let task = self.io.spawn(async move {
             let (client, connection) = config.connect(tls).await?;
             tokio::spawn(async move {
@@ -322,7 +369,7 @@ impl Connector {
             .enable_all()
             .build()
             .map_err(|e| StoreError::Internal(format!("a connection runtime: {e}")))?;
-        let (config, tls) = (self.config.clone(), self.tls.clone());
+        let (config, tls) = (self.config(), self.tls.clone());
         let client = rt
             .block_on(async { tokio::time::timeout(self.timeout, config.connect(tls)).await })
             .map_err(|_| timed_out(self.timeout))?
@@ -791,7 +838,8 @@ async fn listen(connector: Connector, peers: Arc<Peers>, stop: Arc<tokio::sync::
     use tokio_postgres::AsyncMessage;
     loop {
         let attempt = async {
-            let (client, mut connection) = connector.config.connect(connector.tls.clone()).await?;
+            let (client, mut connection) =
+                connector.config().connect(connector.tls.clone()).await?;
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
             let driver = tokio::spawn(async move {
                 while let Some(m) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {

@@ -587,6 +587,19 @@ impl WriteTx for PgTx<'_> {
         Ok(())
     }
 
+    fn set_own_password(&mut self, verifier: &str) -> Result<(), StoreError> {
+        if !verifier.starts_with("SCRAM-SHA-256$")
+            || !verifier
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"$:+/=-".contains(&b))
+        {
+            return Err(StoreError::Internal("not a SCRAM-SHA-256 verifier".into()));
+        }
+        self.conn.batch(&format!(
+            "ALTER ROLE CURRENT_USER WITH PASSWORD '{verifier}'"
+        ))
+    }
+
     fn notify_peers(&mut self, topic: Topic) {
         self.topics.push(topic);
     }

@@ -15,7 +15,7 @@ use warden_core::{Registry, SystemClock};
 use warden_crypto::ServerKey;
 use warden_crypto::envelope::{MasterKey, VaultKeys};
 use warden_server::AppState;
-use warden_store_postgres::{PgOptions, PgStore};
+use warden_store_postgres::{PasswordCell, PgOptions, PgStore};
 use warden_store_sqlite::SqliteStore;
 
 use crate::config::{DEFAULT_LISTEN, EXAMPLE, ServerConfig, Storage};
@@ -175,6 +175,8 @@ struct OpenStore {
     close: Box<dyn FnOnce() + Send>,
     /// SQLite: the data-dir lock that keeps a second server away.
     _lock: Option<File>,
+    /// PostgreSQL with a password file: where the rotated password goes.
+    password: Option<Arc<PasswordFile>>,
 }
 
 fn lock_data_dir(dir: &Path, busy: &str) -> Result<File> {
@@ -190,11 +192,79 @@ fn lock_data_dir(dir: &Path, busy: &str) -> Result<File> {
     Ok(lock)
 }
 
-fn pg_options(ca_file: &Option<PathBuf>, max_connections: usize) -> PgOptions {
+fn pg_options(
+    ca_file: &Option<PathBuf>,
+    max_connections: usize,
+    password: Option<Arc<PasswordCell>>,
+) -> PgOptions {
     PgOptions {
         max_readers: max_connections,
         ca_file: ca_file.clone(),
+        password,
         ..PgOptions::default()
+    }
+}
+
+fn next_of(file: &Path) -> PathBuf {
+    let mut name = file.as_os_str().to_owned();
+    name.push(".next");
+    PathBuf::from(name)
+}
+
+fn read_password(file: &Path) -> Result<zeroize::Zeroizing<String>> {
+    let bytes = read_private(file, "database password file")?;
+    let text =
+        std::str::from_utf8(&bytes).with_context(|| format!("{} is not UTF-8", file.display()))?;
+    Ok(zeroize::Zeroizing::new(
+        text.trim_end_matches(['\n', '\r']).to_owned(),
+    ))
+}
+
+/// Writes `text` to `path` atomically (a private temporary file, fsync, rename).
+fn write_private_atomic(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
+    {
+        #[cfg(unix)]
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut o = OpenOptions::new();
+        o.write(true).create_new(true);
+        #[cfg(unix)]
+        o.mode(0o600);
+        let mut f = o.open(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent()
+        && let Ok(d) = File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// The node's store password: its file, the `.next` copy staged during a rotation, and the cell
+/// new connections read.
+struct PasswordFile {
+    file: PathBuf,
+    cell: Arc<PasswordCell>,
+}
+
+impl warden_core::ports::StoreCredentialSink for PasswordFile {
+    fn stage(&self, password: &str) -> Result<(), String> {
+        write_private_atomic(&next_of(&self.file), password).map_err(|e| e.to_string())
+    }
+
+    fn commit(&self, password: &str) -> Result<(), String> {
+        // Memory first: connections opened from now on must use it whatever happens to the file.
+        self.cell.set(password);
+        write_private_atomic(&self.file, password).map_err(|e| e.to_string())?;
+        let _ = std::fs::remove_file(next_of(&self.file));
+        Ok(())
     }
 }
 
@@ -211,26 +281,60 @@ fn open_store(cfg: &ServerConfig, key: &ServerKey) -> Result<OpenStore> {
                 store,
                 close: Box::new(move || closing.close()),
                 _lock: Some(lock),
+                password: None,
             })
         }
         Storage::Postgres {
             url,
             ca_file,
             max_connections,
+            password_file,
         } => {
-            let store = Arc::new(
+            let cell = match password_file {
+                None => None,
+                Some(f) => Some(Arc::new(PasswordCell::new(&read_password(f)?))),
+            };
+            let open = |cell: Option<Arc<PasswordCell>>| {
                 PgStore::open(
                     url,
                     key.hasher(CHECKPOINT_LABEL),
-                    pg_options(ca_file, *max_connections),
+                    pg_options(ca_file, *max_connections, cell),
                 )
-                .context("opening the PostgreSQL store")?,
-            );
+            };
+            let store = match (open(cell.clone()), password_file, &cell) {
+                (Ok(s), _, _) => s,
+                // A rotation committed in the database but this node died before saving the
+                // password: the staged copy is the live one.
+                (Err(first), Some(f), Some(cell)) if next_of(f).exists() => {
+                    let next = read_password(&next_of(f))?;
+                    cell.set(&next);
+                    let store = open(Some(Arc::clone(cell))).with_context(|| {
+                        format!(
+                            "opening the PostgreSQL store (with {} and its .next copy: {first})",
+                            f.display()
+                        )
+                    })?;
+                    write_private_atomic(f, &next)
+                        .with_context(|| format!("saving the new password to {}", f.display()))?;
+                    let _ = std::fs::remove_file(next_of(f));
+                    tracing::warn!(file = %f.display(), "used the staged database password from an interrupted rotation");
+                    store
+                }
+                (Err(e), _, _) => return Err(e).context("opening the PostgreSQL store"),
+            };
+            let store = Arc::new(store);
             let closing = Arc::clone(&store);
             Ok(OpenStore {
                 store,
                 close: Box::new(move || closing.close()),
                 _lock: None,
+                password: match (password_file, cell) {
+                    (Some(file), Some(cell)) => Some(Arc::new(PasswordFile {
+                        file: file.clone(),
+                        cell,
+                    })),
+                    _ => None,
+                },
             })
         }
     }
@@ -341,10 +445,15 @@ pub async fn migrate(a: MigrateArgs, json: bool) -> Result<ExitCode> {
             url,
             ca_file,
             max_connections,
+            password_file,
         } => {
+            let cell = match password_file {
+                None => None,
+                Some(f) => Some(Arc::new(PasswordCell::new(&read_password(f)?))),
+            };
             let (url, options, hasher, apply) = (
                 url.clone(),
-                pg_options(ca_file, *max_connections),
+                pg_options(ca_file, *max_connections, cell),
                 key.hasher(CHECKPOINT_LABEL),
                 !a.check,
             );
@@ -395,6 +504,11 @@ async fn run_server(cfg: ServerConfig, on_bound: impl FnOnce(&str)) -> Result<Ex
     registry
         .check_vault()
         .context("checking the vault's master key")?;
+    if let Some(p) = &opened.password {
+        registry.set_store_credential_sink(
+            Arc::clone(p) as Arc<dyn warden_core::ports::StoreCredentialSink>
+        );
+    }
     let listener = TcpListener::bind(&cfg.listen)
         .await
         .with_context(|| format!("binding {}", cfg.listen))?;

@@ -331,6 +331,9 @@ pub enum VaultCmd {
     },
     /// Move every data key to the server's current master key (admins).
     Rewrap,
+    /// Rotate the password Warden logs in to PostgreSQL with (admins; needs
+    /// [postgres] password_file). Every node picks the new one up.
+    RotateDbPassword,
 }
 
 pub async fn run_vault(
@@ -344,6 +347,12 @@ pub async fn run_vault(
             let v = serde_json::json!({ "path": out.display().to_string(), "key_id": key.id() });
             output::print(json, &v, || {
                 format!("wrote {} (key id {})", out.display(), key.id())
+            })?;
+        }
+        VaultCmd::RotateDbPassword => {
+            let r = c()?.rotate_store_credential().await?;
+            output::print(json, &r, || {
+                format!("database password rotated (version {})", r.version)
             })?;
         }
         VaultCmd::Rewrap => {

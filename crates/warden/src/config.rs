@@ -71,6 +71,9 @@ pub struct FindingsFile {
 #[serde(deny_unknown_fields)]
 pub struct PostgresFile {
     pub url: Option<String>,
+    /// The login password, kept out of the URL in a file (mode 0600) that Warden rewrites when it
+    /// rotates the password (`warden vault rotate-db-password`).
+    pub password_file: Option<PathBuf>,
     pub ca_file: Option<PathBuf>,
     pub max_connections: Option<usize>,
 }
@@ -93,6 +96,7 @@ pub enum Storage {
         url: String,
         ca_file: Option<PathBuf>,
         max_connections: usize,
+        password_file: Option<PathBuf>,
     },
 }
 
@@ -355,6 +359,9 @@ impl ServerConfig {
                     url,
                     ca_file: env("WARDEN_DATABASE_CA").map(PathBuf::from).or(pg.ca_file),
                     max_connections,
+                    password_file: env("WARDEN_DATABASE_PASSWORD_FILE")
+                        .map(PathBuf::from)
+                        .or(pg.password_file),
                 }
             }
             (Some("postgres"), None) => {

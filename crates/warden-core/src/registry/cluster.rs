@@ -36,6 +36,8 @@ pub(crate) struct PeerHandler {
     pub(crate) clients: Arc<GenCache<uuid::Uuid, ClientKeys>>,
     pub(crate) keyring_stale: Arc<AtomicBool>,
     pub(crate) hearing: Arc<AtomicBool>,
+    /// Another node rotated the store's login password: fetch it at the next job tick.
+    pub(crate) store_credential_stale: Arc<AtomicBool>,
 }
 
 impl PeerHandler {
@@ -56,6 +58,9 @@ impl PeerListener for PeerHandler {
             }
             PeerEvent::Changed(Topic::SigningKeys) => {
                 self.keyring_stale.store(true, Ordering::Release);
+            }
+            PeerEvent::Changed(Topic::StoreCredential) => {
+                self.store_credential_stale.store(true, Ordering::Release);
             }
             PeerEvent::Lost => {
                 self.hearing.store(false, Ordering::Release);

@@ -11,6 +11,7 @@ mod identities;
 mod keys;
 mod leases;
 mod rotation;
+pub mod store_credential;
 mod teams;
 mod tokens;
 pub mod vault;
@@ -75,6 +76,9 @@ pub struct Registry {
     fence: std::sync::Mutex<Option<cluster::Fence>>,
     /// The vault's master keys and connectors, once configured.
     vault: std::sync::OnceLock<vault::VaultParts>,
+    /// Where this node keeps its store login password, when it has one to rotate.
+    store_credential: std::sync::OnceLock<Arc<dyn crate::ports::StoreCredentialSink>>,
+    store_credential_stale: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Authentication events that may wait for their commit at once. They live in the registry's
@@ -104,12 +108,14 @@ impl Registry {
         let clients = Arc::new(GenCache::default());
         let hearing = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let keyring_stale = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let store_credential_stale = Arc::new(std::sync::atomic::AtomicBool::new(false));
         store.set_peer_listener(Arc::new(cluster::PeerHandler {
             operators: Arc::clone(&operators),
             keys: Arc::clone(&keys),
             clients: Arc::clone(&clients),
             keyring_stale: Arc::clone(&keyring_stale),
             hearing: Arc::clone(&hearing),
+            store_credential_stale: Arc::clone(&store_credential_stale),
         }));
         Registry {
             store,
@@ -134,6 +140,8 @@ impl Registry {
             keyring_stale,
             fence: std::sync::Mutex::new(None),
             vault: std::sync::OnceLock::new(),
+            store_credential: std::sync::OnceLock::new(),
+            store_credential_stale,
         }
     }
 

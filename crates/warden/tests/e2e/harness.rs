@@ -80,10 +80,16 @@ pub fn spawn_with(dir: &Path, env: &[(&str, &str)]) -> (Child, String) {
         .trim()
         .strip_prefix("warden listening on ")
         .unwrap_or_else(|| {
-            panic!(
-                "unexpected first line {line:?}; see {}",
-                dir.join("server.log").display()
-            )
+            let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+            let tail: String = log
+                .chars()
+                .rev()
+                .take(2000)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            panic!("unexpected first line {line:?}; the server's log ends:\n{tail}")
         })
         .to_owned();
     (child, url)

@@ -991,3 +991,132 @@ fn a_warden_api_key_in_the_vault_rotates_with_an_overlap() {
     );
     assert!(rt.block_on(s.key_valid(&new_key)));
 }
+
+fn password_node(pg: &PgServer, dir: &std::path::Path, password: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let example = include_str!("../../warden.example.toml");
+    let file = dir.join("db.password");
+    std::fs::write(&file, format!("{password}\n")).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(
+        dir.join("warden.toml"),
+        format!(
+            "{example}\n[postgres]\nurl = \"postgres://warden@127.0.0.1:{}/wardendb?sslmode=disable\"\npassword_file = \"{}\"\n",
+            pg.port,
+            file.display()
+        ),
+    )
+    .unwrap();
+}
+
+fn wardendb_login(pg: &PgServer, password: &str) -> Result<String, String> {
+    let out = Command::new("/usr/lib/postgresql/15/bin/psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &pg.port.to_string(),
+            "-U",
+            "warden",
+            "-d",
+            "wardendb",
+        ])
+        .args(["-At", "-w", "-c", "SELECT 1"])
+        .env("PGPASSWORD", password)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(stderr(&out))
+    }
+}
+
+#[test]
+fn warden_rotates_its_own_database_password_and_every_node_follows() {
+    if std::env::var("WARDEN_E2E_POSTGRES").is_ok_and(|v| v == "1") {
+        // Runs its own PostgreSQL server in either mode; once is enough.
+        return;
+    }
+    use crate::harness::{init, spawn_with};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let pg = PgServer::start_with_password("initial-Pw-1");
+    pg.psql("postgres", "CREATE DATABASE wardendb");
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    password_node(&pg, a_dir.path(), "initial-Pw-1");
+    let admin = init(a_dir.path());
+    // The second node: the same server and vault keys, its own password file.
+    password_node(&pg, b_dir.path(), "initial-Pw-1");
+    for k in ["server.key", "vault.key"] {
+        std::fs::copy(a_dir.path().join(k), b_dir.path().join(k)).unwrap();
+    }
+    let (a_child, a_url) = spawn_with(a_dir.path(), &[("WARDEN_NODE_NAME", "node-a")]);
+    let (b_child, b_url) = spawn_with(b_dir.path(), &[("WARDEN_NODE_NAME", "node-b")]);
+    let a = Server::from_parts(a_dir, a_url, admin.clone(), a_child);
+    let mut b = Server::from_parts(b_dir, b_url, admin.clone(), b_child);
+
+    // Only admins.
+    a.ok(&admin, &["team", "create", "ops"]);
+    let member = a.operator("mo", "member", &["ops"]);
+    assert!(
+        !a.cli(&member, &["vault", "rotate-db-password"])
+            .status
+            .success()
+    );
+
+    let r = a.json(&admin, &["vault", "rotate-db-password"]);
+    assert_eq!(r["result"], "rotated", "{r}");
+    let read = |d: &std::path::Path| {
+        std::fs::read_to_string(d.join("db.password"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    let new = read(a.dir.path());
+    assert_ne!(new, "initial-Pw-1");
+    assert!(!a.dir.path().join("db.password.next").exists());
+    assert_eq!(wardendb_login(&pg, &new), Ok("1".into()));
+    assert!(
+        wardendb_login(&pg, "initial-Pw-1").is_err(),
+        "the old password still logs in"
+    );
+    // The other node heard of it and saved the new password itself.
+    assert!(
+        wait_for(Duration::from_secs(10), || read(b.dir.path()) == new),
+        "node b did not pick up the new password"
+    );
+    // Both keep serving; a restarted node logs in with the new password.
+    b.restart();
+    a.ok(&admin, &["team", "create", "after-rotation"]);
+    assert!(b.ok(&admin, &["team", "list"]).contains("after-rotation"));
+    // No password in the audit chain or the logs.
+    let events = a.json(
+        &admin,
+        &["audit", "list", "--action", "vault.store_credential_rotate"],
+    );
+    assert_eq!(events["items"].as_array().unwrap().len(), 1);
+    let all = a
+        .json(&admin, &["audit", "list", "--limit", "1000"])
+        .to_string();
+    assert!(!all.contains(&new));
+    for d in [a.dir.path(), b.dir.path()] {
+        let log = std::fs::read_to_string(d.join("server.log")).unwrap_or_default();
+        assert!(!log.contains(&new), "the password is in a log");
+    }
+
+    // A node that died after the database changed but before it saved the password: the staged
+    // copy is used at start and saved.
+    let mut a = a;
+    a.kill9();
+    let staged = a.dir.path().join("db.password.next");
+    std::fs::write(&staged, "staged-Pw-2\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    pg.psql("postgres", "ALTER ROLE warden PASSWORD 'staged-Pw-2'");
+    a.restart();
+    assert_eq!(read(a.dir.path()), "staged-Pw-2");
+    assert!(!a.dir.path().join("db.password.next").exists());
+    assert!(a.ok(&admin, &["team", "list"]).contains("after-rotation"));
+}
