@@ -66,21 +66,58 @@ fn valid_secret_glob(glob: &str) -> bool {
 /// Whether `glob` matches `path`: `*` matches within one `/`-separated segment, `**` across
 /// segments; everything else literally.
 pub fn glob_match(glob: &str, path: &str) -> bool {
-    fn go(g: &[u8], p: &[u8]) -> bool {
-        match g.split_first() {
-            None => p.is_empty(),
-            Some((b'*', rest)) => {
-                if let Some(rest2) = rest.strip_prefix(b"*") {
-                    (0..=p.len()).any(|i| go(rest2, &p[i..]))
-                } else {
-                    let seg = p.iter().position(|&c| c == b'/').unwrap_or(p.len());
-                    (0..=seg).any(|i| go(rest, &p[i..]))
-                }
+    // Dynamic programming over (glob position, path position): O(|glob|·|path|) time whatever
+    // the glob (a backtracking matcher is exponential in the number of stars).
+    #[derive(Clone, Copy, PartialEq)]
+    enum Tok {
+        Lit(u8),
+        Star,
+        DoubleStar,
+    }
+    let g = glob.as_bytes();
+    let mut toks = Vec::with_capacity(g.len());
+    let mut i = 0;
+    while i < g.len() {
+        if g[i] == b'*' {
+            if g.get(i + 1) == Some(&b'*') {
+                toks.push(Tok::DoubleStar);
+                i += 2;
+            } else {
+                toks.push(Tok::Star);
+                i += 1;
             }
-            Some((c, rest)) => p.first() == Some(c) && go(rest, &p[1..]),
+        } else {
+            toks.push(Tok::Lit(g[i]));
+            i += 1;
         }
     }
-    go(glob.as_bytes(), path.as_bytes())
+    let p = path.as_bytes();
+    // `row[j]`: the tokens so far match `p[..j]`.
+    let mut row = vec![false; p.len() + 1];
+    row[0] = true;
+    for t in toks {
+        let mut next = vec![false; p.len() + 1];
+        match t {
+            Tok::Lit(c) => {
+                for j in 0..p.len() {
+                    next[j + 1] = row[j] && p[j] == c;
+                }
+            }
+            Tok::Star | Tok::DoubleStar => {
+                let mut reach = false;
+                for j in 0..=p.len() {
+                    // A star extends over the previous byte unless it is a `/` (single star).
+                    if j > 0 && t == Tok::Star && p[j - 1] == b'/' {
+                        reach = false;
+                    }
+                    reach = reach || row[j];
+                    next[j] = reach;
+                }
+            }
+        }
+        row = next;
+    }
+    row[p.len()]
 }
 
 /// Whether `scopes` allow `action` (`read`, `write`) on the secret at `path`.
@@ -246,6 +283,13 @@ mod tests {
         ));
         assert!(!covers("secret:read:payments/**", "secret:read:pay*"));
         assert!(!covers("secret:read:x", "secret:write:x"));
+        assert!(glob_match("a/*/c", "a/b/c") && !glob_match("a/*/c", "a/b/x/c"));
+        assert!(glob_match("a/**/c", "a/b/x/c") && glob_match("**", "x/y"));
+        assert!(glob_match("*", "") && !glob_match("a", ""));
+        // Many stars cost linear work, not exponential.
+        let glob = format!("a/{}b", "*a".repeat(30));
+        let path = format!("a/{}", "a".repeat(250));
+        assert!(!glob_match(&glob, &path));
         assert!(is_privileged("secret:read:**", &[]));
         assert!(is_privileged("secret:read:pay*", &[]));
         assert!(!is_privileged("secret:read:payments/*", &[]));

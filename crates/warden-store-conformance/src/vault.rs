@@ -23,7 +23,10 @@ use crate::{Open, env, identity};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Check {
     Ok,
+    /// The login is refused (an answer: the password does not work).
     Fail,
+    /// The database cannot be reached (no answer).
+    Down,
     /// Never answers (a process that dies in the middle).
     Hang,
 }
@@ -95,7 +98,12 @@ impl VaultTargets for FakeTargets {
         Box::pin(async move {
             match mode {
                 Check::Ok => Ok(()),
-                Check::Fail => Err("password authentication failed".into()),
+                Check::Fail => {
+                    Err("password authentication failed for user \"app_single\" (28P01)".into())
+                }
+                Check::Down => {
+                    Err("connecting to 127.0.0.1:5432 failed: connection refused".into())
+                }
                 Check::Hang => std::future::pending().await,
             }
         })
@@ -306,6 +314,12 @@ pub async fn dynamic_logins_end_with_their_lease_and_failed_drops_are_retried(op
         .unwrap();
     assert!(lease.revoked_at.is_some());
     assert_eq!(lease.last_error.as_deref(), Some("connection refused"));
+    assert_eq!(
+        e.reg.sweep_leases().await.unwrap(),
+        0,
+        "a failing target is not retried at once (it would starve the others)"
+    );
+    e.clock.advance(Duration::seconds(61));
     assert_eq!(e.reg.sweep_leases().await.unwrap(), 1, "retried");
     let lease = e
         .store
@@ -419,7 +433,7 @@ pub async fn scheduled_rotation_keeps_the_old_value_for_the_overlap(open: Open) 
 }
 
 pub async fn an_interrupted_rotation_is_settled_by_asking_the_target(open: Open) {
-    for (answer, expect_current) in [(Check::Ok, 2), (Check::Fail, 1)] {
+    for (answer, expect_current) in [(Check::Ok, 2), (Check::Fail, 1), (Check::Down, 2)] {
         let key = ServerKey::generate();
         let fresh = open(&key);
         let store = fresh.store.clone();
@@ -513,11 +527,20 @@ pub async fn an_interrupted_rotation_is_settled_by_asking_the_target(open: Open)
         if store.shared() {
             // Another node could still be running it: settled once no rotation can be.
             assert_eq!(restarted.vault_maintenance().await.unwrap(), 0, "too early");
-            clock.advance(Duration::seconds(30));
+            clock.advance(Duration::seconds(120));
         }
         // (Otherwise it began before this process started and nobody else shares the store:
         // settled at once.)
         assert_eq!(restarted.vault_maintenance().await.unwrap(), 1);
+        if answer == Check::Down {
+            // No answer decides nothing: still pending, asked again a minute later.
+            let s = restarted.secret_metadata(&admin, "apps/db").unwrap();
+            assert_eq!(s.version(2).unwrap().state, SecretVersionState::Pending);
+            assert_eq!(restarted.vault_maintenance().await.unwrap(), 0, "not yet");
+            *fake2.check.lock().unwrap() = Check::Ok;
+            clock.advance(Duration::seconds(61));
+            assert_eq!(restarted.vault_maintenance().await.unwrap(), 1);
+        }
         assert!(
             fake2
                 .calls()
@@ -531,7 +554,7 @@ pub async fn an_interrupted_rotation_is_settled_by_asking_the_target(open: Open)
             .read_secret(&admin, "apps/db", None, None)
             .await
             .unwrap();
-        if answer == Check::Ok {
+        if answer != Check::Fail {
             assert_eq!(read.value.0, new_password);
         } else {
             assert_eq!(read.value.0, "old-password");

@@ -183,6 +183,13 @@ pub struct Secret {
     pub next_rotation_at: Option<OffsetDateTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<DatabaseConnection>,
+    /// A pending version the target could not be asked about is tried again at this time.
+    #[serde(
+        default,
+        with = "crate::rfc3339_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub retry_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -215,7 +222,7 @@ impl Secret {
             .versions
             .iter()
             .filter(|v| v.state == SecretVersionState::Pending)
-            .map(|v| v.created_at);
+            .map(|v| v.created_at.max(self.retry_at.unwrap_or(v.created_at)));
         let overlaps = self
             .versions
             .iter()
@@ -236,7 +243,7 @@ impl VaultLease {
     pub fn due_at(&self) -> Option<OffsetDateTime> {
         match (self.revoked_at, &self.last_error) {
             (None, _) => Some(self.expires_at),
-            (Some(at), Some(_)) => Some(at),
+            (Some(at), Some(_)) => Some(self.retry_at.unwrap_or(at)),
             (Some(_), None) => None,
         }
     }
@@ -280,6 +287,13 @@ pub struct VaultLease {
     /// Why the last revocation attempt at the target failed (retried by the sweeper).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// When the sweeper tries that revocation again.
+    #[serde(
+        default,
+        with = "crate::rfc3339_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub retry_at: Option<OffsetDateTime>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

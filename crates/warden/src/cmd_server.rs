@@ -494,6 +494,8 @@ async fn run_server(cfg: ServerConfig, on_bound: impl FnOnce(&str)) -> Result<Ex
         let _ = rustls::crypto::ring::default_provider().install_default();
         reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(10))
+            // A redirect would resend a new secret value somewhere nobody configured.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .context("building the vault's HTTP client")?
     };

@@ -213,6 +213,22 @@ impl Registry {
         check_database(&req)?;
         let parts = self.vault_parts()?;
         let (keys, targets) = (Arc::clone(&parts.keys), Arc::clone(&parts.targets));
+        // Authorise before Warden connects anywhere on the caller's behalf.
+        {
+            let store = self.reader()?;
+            let owner = resolve_identity(&*store, actor, &req.owner)?;
+            let allowed = match &actor.principal {
+                Principal::Operator { .. } | Principal::System => {
+                    actor.can_manage_team(owner.owner_id)
+                }
+                _ => false,
+            };
+            if !allowed {
+                return Err(CoreError::Forbidden(
+                    "configuring a database needs an operator who manages the owner's team".into(),
+                ));
+            }
+        }
         let login = PgLogin {
             host: req.host.clone(),
             port: req.port,
@@ -239,7 +255,24 @@ impl Registry {
                         "secret {path:?} exists and is not a database connection"
                     ))));
                 }
-                Some(s) => s,
+                Some(s) => {
+                    let moved = s.database.as_ref().is_some_and(|d| {
+                        d.host != req.host || d.port != req.port || d.dbname != req.dbname
+                    });
+                    let active = LeaseFilter {
+                        prefix: Some(format!("creds/{path}/")),
+                        identity: None,
+                        active_only: true,
+                    };
+                    if moved && !tx.list_vault_leases(&active, 1)?.is_empty() {
+                        return Ok(Err(CoreError::InvalidState(
+                            "logins issued on this connection are still live; revoke them \
+                             (warden lease revoke-prefix) before pointing it elsewhere"
+                                .into(),
+                        )));
+                    }
+                    s
+                }
                 None => Secret {
                     id: Uuid::now_v7(),
                     path: path.clone(),
@@ -253,6 +286,7 @@ impl Registry {
                     created_at: now,
                     updated_at: now,
                     deleted_at: None,
+                    retry_at: None,
                 },
             };
             if !may_use(tx, &actor, &secret, "write")?
@@ -370,11 +404,14 @@ impl Registry {
         let needed = format!("creds:{db_name}/{}", req.role);
         let allowed = {
             let store = self.reader()?;
+            let db_team = store.identity(secret.owner_id)?.map(|i| i.owner_id);
             match &actor.principal {
+                // The scope, and the database belongs to the NHI's own team.
                 Principal::Identity {
                     id, token_scopes, ..
                 } => store.identity(*id)?.is_some_and(|i| {
                     i.status == warden_types::IdentityStatus::Active
+                        && db_team == Some(i.owner_id)
                         && i.scopes.iter().any(|g| scope::covers(g, &needed))
                         && token_scopes
                             .as_ref()
@@ -420,6 +457,7 @@ impl Registry {
                     max_expires_at: now + secs(template.max_ttl_secs),
                     revoked_at: None,
                     last_error: None,
+                    retry_at: None,
                 };
                 tx.put_vault_lease(&lease)?;
                 job.record(
@@ -440,11 +478,15 @@ impl Registry {
             .map_err(|e| CoreError::InvalidState(e.to_string()))?;
         // The database gets the password's SCRAM verifier, never the password itself.
         let verifier = warden_crypto::scram_sha256_verifier(&password);
-        let statements = template
+        let mut statements: Vec<Zeroizing<String>> = template
             .creation
             .iter()
             .map(|t| render(t, &username, &verifier, &expiration))
             .collect();
+        // Whatever the template says, the login dies with its lease even if Warden is gone.
+        statements.push(Zeroizing::new(format!(
+            "ALTER ROLE \"{username}\" VALID UNTIL '{expiration}'"
+        )));
         let targets = Arc::clone(&self.vault_parts()?.targets);
         if let Err(e) = targets.pg_execute(&admin, statements).await {
             // Nothing was created (one transaction): the lease ends here.
@@ -512,7 +554,10 @@ impl Registry {
         let lease = {
             let store = self.reader()?;
             match store.vault_lease(id)? {
-                Some(l) if may_see_lease(&*store, actor, &l)? => l,
+                Some(l) if may_manage_lease(&*store, actor, &l)? => l,
+                Some(l) if may_see_lease(&*store, actor, &l)? => {
+                    return Err(CoreError::Forbidden("you may not renew this lease".into()));
+                }
                 _ => return Err(CoreError::NotFound(format!("lease {id}"))),
             }
         };
@@ -681,6 +726,9 @@ impl Registry {
                     return Ok(None);
                 };
                 l.last_error = e2.clone();
+                // A target that keeps failing is retried a minute later, so it never holds up
+                // the leases that expire meanwhile.
+                l.retry_at = e2.as_ref().map(|_| job.now() + Duration::minutes(1));
                 tx.put_vault_lease(&l)?;
                 job.record(
                     tx,

@@ -79,6 +79,8 @@ pub struct Registry {
     /// Where this node keeps its store login password, when it has one to rotate.
     store_credential: std::sync::OnceLock<Arc<dyn crate::ports::StoreCredentialSink>>,
     store_credential_stale: Arc<std::sync::atomic::AtomicBool>,
+    /// Secrets being rotated on this node right now.
+    rotating: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// Authentication events that may wait for their commit at once. They live in the registry's
@@ -142,6 +144,7 @@ impl Registry {
             vault: std::sync::OnceLock::new(),
             store_credential: std::sync::OnceLock::new(),
             store_credential_stale,
+            rotating: std::sync::Mutex::new(std::collections::HashSet::new()),
         }
     }
 

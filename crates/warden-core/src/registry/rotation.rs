@@ -32,7 +32,9 @@ use crate::ports::{PgLogin, WebhookCall, WriteTx};
 
 /// A pending version older than this is settled by the jobs leader (no rotation step takes as
 /// long: every target call has a shorter deadline).
-pub const SETTLE_AFTER: Duration = Duration::seconds(30);
+pub const SETTLE_AFTER: Duration = Duration::seconds(120);
+/// A pending version the target could not be asked about is asked again this much later.
+const SETTLE_RETRY: Duration = Duration::minutes(1);
 /// After a failed scheduled rotation, the next attempt waits this long.
 const RETRY_AFTER: Duration = Duration::minutes(10);
 
@@ -160,6 +162,9 @@ impl Registry {
     }
 
     async fn rotate_now(&self, actor: &Actor, path: &str) -> Result<RotationOutcome, CoreError> {
+        // One rotation per secret on this node at a time; the maintenance job's settling skips
+        // what runs here (other nodes are kept out by the pending version and SETTLE_AFTER).
+        let _running = InFlight::enter(&self.rotating, path)?;
         let secret = self
             .reader()?
             .secret(path)?
@@ -216,7 +221,7 @@ impl Registry {
                 };
                 let targets = Arc::clone(&self.vault_parts()?.targets);
                 let set = Zeroizing::new(format!(
-                    "ALTER ROLE \"{account}\" WITH LOGIN PASSWORD '{}'",
+                    "ALTER ROLE \"{account}\" WITH PASSWORD '{}'",
                     warden_crypto::scram_sha256_verifier(&value)
                 ));
                 let result = match targets.pg_execute(&admin, vec![set]).await {
@@ -235,11 +240,16 @@ impl Registry {
                             && let Ok(old) = self.current_value(path)
                         {
                             let undo = Zeroizing::new(format!(
-                                "ALTER ROLE \"{account}\" WITH LOGIN PASSWORD '{}'",
+                                "ALTER ROLE \"{account}\" WITH PASSWORD '{}'",
                                 warden_crypto::scram_sha256_verifier(&old)
                             ));
                             if let Err(e) = targets.pg_execute(&admin, vec![undo]).await {
-                                tracing::error!(secret = %path, error = %e, "rolling back a failed rotation failed");
+                                // The database may hold either password now: the version stays
+                                // pending, and settling asks the database which one works.
+                                tracing::error!(secret = %path, error = %e, "rolling back a failed rotation failed; it will be settled");
+                                return Err(CoreError::InvalidState(format!(
+                                    "{reason}; rolling back failed too ({e}); Warden settles it by asking the database"
+                                )));
                             }
                         }
                         self.fail_rotation(actor, path, version, &reason).await?
@@ -286,7 +296,15 @@ impl Registry {
                 };
                 match result {
                     Ok(()) => self.finish_rotation(actor, path, version, &policy).await?,
-                    Err(reason) => self.fail_rotation(actor, path, version, &reason).await?,
+                    Err(reason) => {
+                        // Tell the endpoint to go back to the current value (best effort).
+                        let body =
+                            json!({ "action": "rollback", "path": path, "version": version });
+                        if let Ok(call) = self.signed_call(url, &body) {
+                            let _ = targets.webhook(call).await;
+                        }
+                        self.fail_rotation(actor, path, version, &reason).await?
+                    }
                 }
             }
         };
@@ -392,6 +410,7 @@ impl Registry {
         let value = warden_crypto::token::generate(warden_crypto::TokenKind::ApiKey);
         let new_hash = self.secret_hasher.hash(value.expose().as_bytes());
         let hint = value.hint();
+        let expected = secret.current_version;
         let (a, p, policy, iref) = (
             actor.clone(),
             secret.path.clone(),
@@ -411,6 +430,11 @@ impl Registry {
             let Some(mut s) = tx.secret(&p)? else {
                 return Ok(Err(CoreError::NotFound(format!("secret {p:?}"))));
             };
+            if s.current_version != expected {
+                return Ok(Err(CoreError::InvalidState(
+                    "the secret changed while it was being rotated; try again".into(),
+                )));
+            }
             let expires_at = crate::lifecycle::credential_expiry(&job.policy, CredentialKind::ApiKey, now, None, identity.expires_at)?;
             let new = warden_types::Credential {
                 id: Uuid::now_v7(),
@@ -435,6 +459,11 @@ impl Registry {
                 && old.identity_id == identity.id
                 && old.revoked_at.is_none()
             {
+                if old.replaced_by.is_some() {
+                    return Ok(Err(CoreError::InvalidState(
+                        "the stored key was already rotated".into(),
+                    )));
+                }
                 new.rotated_from = Some(old.id);
                 old.replaced_by = Some(new.id);
                 old.expires_at = crate::lifecycle::overlap_expiry(now, old.expires_at, secs(policy.overlap_secs));
@@ -548,6 +577,7 @@ impl Registry {
                 ))));
             }
             make_current(&mut s, version, job.now(), &policy);
+            s.retry_at = None;
             prune_versions(tx, &mut s)?;
             tx.put_secret(&s)?;
             job.record(
@@ -582,11 +612,18 @@ impl Registry {
                 return Err(CoreError::NotFound(format!("secret {p:?}")));
             };
             let now = job.now();
-            if let Some(v) = s.version_mut(version)
-                && v.state == SecretVersionState::Pending
-            {
-                v.state = SecretVersionState::Failed;
+            match s.version_mut(version) {
+                Some(v) if v.state == SecretVersionState::Pending => {
+                    v.state = SecretVersionState::Failed;
+                }
+                // Settled meanwhile: what was decided stands.
+                _ => {
+                    return Err(CoreError::InvalidState(format!(
+                        "version {version} is no longer pending"
+                    )));
+                }
             }
+            s.retry_at = None;
             if s.next_rotation_at.is_some_and(|t| t <= now) {
                 s.next_rotation_at = Some(now + RETRY_AFTER);
             }
@@ -708,7 +745,12 @@ impl Registry {
                 // did (and no other node shares the store), or longer ago than any rotation takes.
                 let started = self.vault_parts().map(|v| v.started_at).unwrap_or(now);
                 let orphaned = p.created_at < started && !self.store.shared();
-                if orphaned || now - p.created_at >= SETTLE_AFTER {
+                let here = self
+                    .rotating
+                    .lock()
+                    .map(|r| r.contains(&s.path))
+                    .unwrap_or(true);
+                if !here && (orphaned || now - p.created_at >= SETTLE_AFTER) {
                     if let Err(e) = self.settle(&s, p.version).await {
                         tracing::warn!(secret = %s.path, error = %e, "settling an interrupted rotation failed");
                     }
@@ -760,6 +802,7 @@ impl Registry {
 
     /// Decides an interrupted rotation by asking the target which value works.
     async fn settle(&self, secret: &Secret, version: u32) -> Result<RotationOutcome, CoreError> {
+        let _running = InFlight::enter(&self.rotating, &secret.path)?;
         let system = Actor::system("vault");
         let policy = secret
             .rotation
@@ -772,7 +815,9 @@ impl Registry {
             .secret_envelope(&secret.path, version)?
             .ok_or_else(|| CoreError::NotFound("the pending value".into()))?;
         let pending = self.value_of(&*keys, &secret.path, version, &sealed)?;
-        let live = match &policy.rotator {
+        // Ok: the pending value works. Err((true, _)): it does not (an answer). Err((false, _)):
+        // the target could not be asked; decide nothing and ask again later.
+        let live: Result<(), (bool, String)> = match &policy.rotator {
             Rotator::Postgres {
                 database,
                 check_sql,
@@ -793,6 +838,11 @@ impl Registry {
                 targets
                     .pg_check(&login, check_sql.as_deref().unwrap_or("SELECT 1"))
                     .await
+                    .map_err(|e| {
+                        // A refused login is an answer; unreachable or slow is not.
+                        let refused = e.contains("(28P01)") || e.contains("(28000)");
+                        (refused, e)
+                    })
             }
             Rotator::Webhook {
                 check_url: Some(c), ..
@@ -800,15 +850,45 @@ impl Registry {
                 let body = json!({ "action": "check", "path": secret.path, "version": version, "value": &*pending });
                 match targets.webhook(self.signed_call(c, &body)?).await {
                     Ok((s, _)) if (200..300).contains(&s) => Ok(()),
-                    Ok((s, _)) => Err(format!("check answered {s}")),
-                    Err(e) => Err(e),
+                    Ok((s, _)) => Err((true, format!("check answered {s}"))),
+                    Err(e) => Err((false, e)),
                 }
             }
-            _ => Err("the target cannot be asked which value is live".to_owned()),
+            _ => Err((
+                true,
+                "the target cannot be asked which value is live".to_owned(),
+            )),
         };
         match live {
-            Ok(()) => self.finish_rotation(&system, &secret.path, version, &policy).await,
-            Err(e) => self.fail_rotation(&system, &secret.path, version, &format!("interrupted rotation: the new value does not work ({e}); the previous one stays current")).await,
+            Ok(()) => {
+                self.finish_rotation(&system, &secret.path, version, &policy)
+                    .await
+            }
+            Err((true, e)) => {
+                self.fail_rotation(
+                    &system,
+                    &secret.path,
+                    version,
+                    &format!(
+                        "interrupted rotation: the new value does not work ({e}); the previous one stays current"
+                    ),
+                )
+                .await
+            }
+            Err((false, e)) => {
+                let p = secret.path.clone();
+                self.write(move |tx, job| {
+                    if let Some(mut x) = tx.secret(&p)? {
+                        x.retry_at = Some(job.now() + SETTLE_RETRY);
+                        tx.put_secret(&x)?;
+                    }
+                    Ok(())
+                })
+                .await?;
+                Err(CoreError::InvalidState(format!(
+                    "could not ask the target about the pending value ({e}); trying again later"
+                )))
+            }
         }
     }
 
@@ -816,6 +896,16 @@ impl Registry {
     /// webhook target is told; the version is retired.
     async fn retire_version(&self, secret: &Secret, version: u32) -> Result<(), CoreError> {
         let targets = Arc::clone(&self.vault_parts()?.targets);
+        // Act on the secret as it is now, not as it was when the sweep listed it.
+        let fresh = self.reader()?.secret(&secret.path)?;
+        let Some(secret) = fresh.as_ref().filter(|s| {
+            s.version(version).map(|v| v.state) == Some(SecretVersionState::Previous)
+                && s.versions
+                    .iter()
+                    .all(|v| v.state != SecretVersionState::Pending)
+        }) else {
+            return Ok(());
+        };
         if let Some(policy) = &secret.rotation {
             match &policy.rotator {
                 Rotator::Postgres { database, .. } => {
@@ -876,6 +966,40 @@ fn retire_previous_now(s: &mut Secret) {
         if v.state == SecretVersionState::Previous {
             v.state = SecretVersionState::Retired;
             v.retire_at = None;
+        }
+    }
+}
+
+/// Marks a secret as being rotated on this node until dropped.
+pub(crate) struct InFlight<'a> {
+    set: &'a std::sync::Mutex<std::collections::HashSet<String>>,
+    path: String,
+}
+
+impl<'a> InFlight<'a> {
+    pub(crate) fn enter(
+        set: &'a std::sync::Mutex<std::collections::HashSet<String>>,
+        path: &str,
+    ) -> Result<InFlight<'a>, CoreError> {
+        let mut s = set
+            .lock()
+            .map_err(|_| CoreError::InvalidState("rotation bookkeeping poisoned".into()))?;
+        if !s.insert(path.to_owned()) {
+            return Err(CoreError::InvalidState(
+                "a rotation of this secret is in progress".into(),
+            ));
+        }
+        Ok(InFlight {
+            set,
+            path: path.to_owned(),
+        })
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.set.lock() {
+            s.remove(&self.path);
         }
     }
 }

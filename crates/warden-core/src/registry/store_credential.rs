@@ -60,7 +60,14 @@ impl Registry {
             .write(move |tx, job| {
                 let now = job.now();
                 tx.set_own_password(&verifier)?;
-                let mut secret = tx.secret(STORE_CREDENTIAL_PATH)?.unwrap_or(Secret {
+                let existing = tx.secret(STORE_CREDENTIAL_PATH)?;
+                if existing.as_ref().is_some_and(|s| !s.owner_id.is_nil()) {
+                    // Only Warden owns it; anything else is a record someone slipped in.
+                    return Err(CoreError::InvalidState(format!(
+                        "{STORE_CREDENTIAL_PATH} has an owner; refusing to store the password there"
+                    )));
+                }
+                let mut secret = existing.unwrap_or(Secret {
                     id: Uuid::now_v7(),
                     path: STORE_CREDENTIAL_PATH.into(),
                     owner_id: Uuid::nil(),
@@ -73,6 +80,7 @@ impl Registry {
                     created_at: now,
                     updated_at: now,
                     deleted_at: None,
+                    retry_at: None,
                 });
                 let v = append_version(
                     tx,

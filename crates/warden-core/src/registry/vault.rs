@@ -28,6 +28,9 @@ use crate::error::{CoreError, StoreError};
 use crate::ports::{Envelope, ReadStore, VaultTargets, WriteTx};
 use crate::scope;
 
+/// Paths only Warden itself writes (its database password): nobody can pre-create one and own it.
+pub const RESERVED_PREFIX: &str = "warden/";
+
 /// Largest secret value, in bytes.
 pub const MAX_SECRET_BYTES: usize = 32 * 1024;
 pub const MAX_PATH_LEN: usize = 256;
@@ -135,6 +138,9 @@ pub(crate) fn check_rotation(p: &RotationPolicy) -> Result<(), CoreError> {
         }
         crate::cron::Cron::parse(cron)?;
     }
+    if p.every_secs > 10 * 366 * 86_400 {
+        return Err(CoreError::field("rotation.every_secs", "at most 10 years"));
+    }
     if p.every_secs != 0 && p.every_secs < 60 {
         return Err(CoreError::field(
             "rotation.every_secs",
@@ -208,17 +214,71 @@ pub(crate) fn check_rotation(p: &RotationPolicy) -> Result<(), CoreError> {
     Ok(())
 }
 
+/// Whether `actor` may point a rotation policy at its targets: a Warden credential of an identity
+/// it manages (or its own), a database connection it may write — never the connection's own
+/// admin role. Checked when the policy is set, since scheduled rotations run as Warden.
+pub(crate) fn check_rotation_targets(
+    store: &dyn ReadStore,
+    actor: &Actor,
+    policy: &RotationPolicy,
+) -> Result<(), CoreError> {
+    match &policy.rotator {
+        Rotator::WardenCredential { identity } => {
+            let i = resolve_identity(store, actor, identity)?;
+            if actor.can_manage_team(i.owner_id) || identity_of(actor) == Some(i.id) {
+                Ok(())
+            } else {
+                Err(CoreError::Forbidden(format!(
+                    "you may not rotate the credentials of {:?}",
+                    i.name
+                )))
+            }
+        }
+        Rotator::Postgres {
+            database, accounts, ..
+        } => {
+            let db = store
+                .secret(database)?
+                .filter(|s| s.deleted_at.is_none())
+                .ok_or_else(|| CoreError::NotFound(format!("database connection {database:?}")))?;
+            let Some(conn) = &db.database else {
+                return Err(CoreError::field(
+                    "rotation.rotator.database",
+                    "not a database connection",
+                ));
+            };
+            if !may_use(store, actor, &db, "write")? {
+                return Err(CoreError::Forbidden(format!(
+                    "you may not change roles on {database:?}"
+                )));
+            }
+            if accounts.contains(&conn.username) {
+                return Err(CoreError::field(
+                    "rotation.rotator.accounts",
+                    "not the role Warden manages the database with",
+                ));
+            }
+            Ok(())
+        }
+        Rotator::Random { .. } | Rotator::Webhook { .. } => Ok(()),
+    }
+}
+
 /// The team that owns a secret (its owner identity's team).
 fn owner_team(store: &dyn ReadStore, secret: &Secret) -> Result<Option<Uuid>, CoreError> {
     Ok(store.identity(secret.owner_id)?.map(|i| i.owner_id))
 }
 
-/// Whether an NHI actor's granted scopes (and token scopes, if any) allow `action` on `path`.
+/// Whether an NHI actor may `action` the secret at `path` owned by `owner_team`: its granted
+/// scopes (and its token's, if it used one) cover it, and the secret belongs to the NHI's own
+/// team — a scope never reaches across teams (so a member cannot grant their bot another team's
+/// secrets, nor Warden's own, which no team owns).
 fn identity_allows(
     store: &dyn ReadStore,
     actor: &Actor,
     action: &str,
     path: &str,
+    owner_team: Option<Uuid>,
 ) -> Result<bool, CoreError> {
     let Principal::Identity {
         id, token_scopes, ..
@@ -230,6 +290,7 @@ fn identity_allows(
         return Ok(false);
     };
     Ok(identity.status == IdentityStatus::Active
+        && owner_team == Some(identity.owner_id)
         && scope::allows_secret(&identity.scopes, action, path)
         && token_scopes
             .as_ref()
@@ -248,20 +309,33 @@ pub(crate) fn may_use(
         Principal::Operator { .. } => {
             Ok(owner_team(store, secret)?.is_some_and(|t| actor.can_manage_team(t)))
         }
-        Principal::Identity { .. } => identity_allows(store, actor, action, &secret.path),
+        Principal::Identity { .. } => identity_allows(
+            store,
+            actor,
+            action,
+            &secret.path,
+            owner_team(store, secret)?,
+        ),
         Principal::Anonymous => Ok(false),
     }
 }
 
 /// May `actor` see `secret`'s metadata?
-fn may_see(store: &dyn ReadStore, actor: &Actor, secret: &Secret) -> Result<bool, CoreError> {
+pub(crate) fn may_see(
+    store: &dyn ReadStore,
+    actor: &Actor,
+    secret: &Secret,
+) -> Result<bool, CoreError> {
     match &actor.principal {
         Principal::System => Ok(true),
         Principal::Operator { .. } => {
             Ok(owner_team(store, secret)?.is_some_and(|t| actor.can_read_team(t)))
         }
-        Principal::Identity { .. } => Ok(identity_allows(store, actor, "read", &secret.path)?
-            || identity_allows(store, actor, "write", &secret.path)?),
+        Principal::Identity { .. } => {
+            let team = owner_team(store, secret)?;
+            Ok(identity_allows(store, actor, "read", &secret.path, team)?
+                || identity_allows(store, actor, "write", &secret.path, team)?)
+        }
         Principal::Anonymous => Ok(false),
     }
 }
@@ -401,6 +475,12 @@ impl Registry {
         req: PutSecretRequest,
     ) -> Result<Secret, CoreError> {
         check_path(path)?;
+        if path.starts_with(RESERVED_PREFIX) {
+            return Err(CoreError::field(
+                "path",
+                format!("{RESERVED_PREFIX} is reserved for Warden's own secrets"),
+            ));
+        }
         check_value("value", &req.value)?;
         if let Some(d) = &req.description {
             crate::validate::reason("description", Some(d), false)?;
@@ -476,12 +556,21 @@ impl Registry {
                         created_at: now,
                         updated_at: now,
                         deleted_at: None,
+                        retry_at: None,
                     }
                 }
             };
             if !may_use(tx, &actor, &secret, "write")? {
                 let e = CoreError::Forbidden(format!("you may not write the secret {path:?}"));
                 return Ok(Err(job.deny(tx, &actor, "secret.write", target, e)?));
+            }
+            if let Some(r) = &req.rotation
+                && let Err(e) = check_rotation_targets(tx, &actor, r)
+            {
+                return Ok(Err(match e {
+                    CoreError::Forbidden(_) => job.deny(tx, &actor, "secret.write", target, e)?,
+                    other => other,
+                }));
             }
             if secret
                 .versions
@@ -519,15 +608,30 @@ impl Registry {
                 account,
                 now,
             )?;
+            // A replaced database account keeps its password until the maintenance job retires
+            // it (now); other values are simply retired.
+            let accounts_live = matches!(
+                secret.rotation.as_ref().or(req.rotation.as_ref()),
+                Some(RotationPolicy {
+                    rotator: Rotator::Postgres { .. },
+                    ..
+                })
+            );
             for v in secret.versions.iter_mut() {
-                if v.version != version
-                    && matches!(
-                        v.state,
-                        SecretVersionState::Current | SecretVersionState::Previous
-                    )
-                {
-                    v.state = SecretVersionState::Retired;
-                    v.retire_at = None;
+                if v.version == version {
+                    continue;
+                }
+                match v.state {
+                    SecretVersionState::Current if accounts_live => {
+                        v.state = SecretVersionState::Previous;
+                        v.retire_at = Some(now);
+                    }
+                    SecretVersionState::Current => v.state = SecretVersionState::Retired,
+                    SecretVersionState::Previous if !accounts_live => {
+                        v.state = SecretVersionState::Retired;
+                        v.retire_at = None;
+                    }
+                    _ => {}
                 }
             }
             secret.current_version = version;
@@ -589,8 +693,11 @@ impl Registry {
                     return Ok(Err(not_found()));
                 };
                 if !may_use(tx, &actor, &secret, "read")? {
+                    // Refused and audited; who may not even see it learns nothing of its existence.
+                    let visible = may_see(tx, &actor, &secret)?;
                     let e = CoreError::Forbidden(format!("you may not read the secret {path:?}"));
-                    return Ok(Err(job.deny(tx, &actor, "secret.read", target, e)?));
+                    let e = job.deny(tx, &actor, "secret.read", target, e)?;
+                    return Ok(Err(if visible { e } else { not_found() }));
                 }
                 if secret.deleted_at.is_some() {
                     return Ok(Err(CoreError::NotFound(format!(
@@ -640,6 +747,7 @@ impl Registry {
                             max_expires_at: now + MAX_READ_LEASE,
                             revoked_at: None,
                             last_error: None,
+                            retry_at: None,
                         };
                         tx.put_vault_lease(&lease)?;
                         Some(lease)
@@ -717,8 +825,28 @@ impl Registry {
                 return Ok(Err(CoreError::NotFound(format!("secret {path:?}"))));
             };
             if !may_use(tx, &actor, &secret, "write")? {
+                let visible = may_see(tx, &actor, &secret)?;
                 let e = CoreError::Forbidden(format!("you may not delete the secret {path:?}"));
-                return Ok(Err(job.deny(tx, &actor, "secret.delete", target, e)?));
+                let e = job.deny(tx, &actor, "secret.delete", target, e)?;
+                return Ok(Err(if visible {
+                    e
+                } else {
+                    CoreError::NotFound(format!("secret {path:?}"))
+                }));
+            }
+            if secret.database.is_some() {
+                let active = crate::ports::LeaseFilter {
+                    prefix: Some(format!("creds/{path}/")),
+                    identity: None,
+                    active_only: true,
+                };
+                if !tx.list_vault_leases(&active, 1)?.is_empty() {
+                    return Ok(Err(CoreError::InvalidState(
+                        "logins issued on this connection are still live; revoke them first \
+                         (warden lease revoke-prefix creds/PATH/)"
+                            .into(),
+                    )));
+                }
             }
             let now = job.now();
             secret.deleted_at = Some(now);
@@ -753,8 +881,28 @@ impl Registry {
                 return Ok(Err(CoreError::NotFound(format!("secret {path:?}"))));
             };
             if !may_use(tx, &actor, &secret, "write")? {
+                let visible = may_see(tx, &actor, &secret)?;
                 let e = CoreError::Forbidden(format!("you may not destroy the secret {path:?}"));
-                return Ok(Err(job.deny(tx, &actor, "secret.destroy", target, e)?));
+                let e = job.deny(tx, &actor, "secret.destroy", target, e)?;
+                return Ok(Err(if visible {
+                    e
+                } else {
+                    CoreError::NotFound(format!("secret {path:?}"))
+                }));
+            }
+            if secret.database.is_some() {
+                let active = crate::ports::LeaseFilter {
+                    prefix: Some(format!("creds/{path}/")),
+                    identity: None,
+                    active_only: true,
+                };
+                if !tx.list_vault_leases(&active, 1)?.is_empty() {
+                    return Ok(Err(CoreError::InvalidState(
+                        "logins issued on this connection are still live; revoke them first \
+                         (warden lease revoke-prefix creds/PATH/)"
+                            .into(),
+                    )));
+                }
             }
             if secret
                 .versions
@@ -887,8 +1035,10 @@ pub(crate) fn identity_of(actor: &Actor) -> Option<Uuid> {
     }
 }
 
+/// Seconds from input as a duration, at most 100 years (so adding it to a time cannot overflow).
 pub(crate) fn secs(s: u64) -> Duration {
-    Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX / 2).min(i64::MAX / 2))
+    const MAX: u64 = 100 * 366 * 86_400;
+    Duration::seconds(i64::try_from(s.min(MAX)).unwrap_or(0))
 }
 
 #[cfg(test)]

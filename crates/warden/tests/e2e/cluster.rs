@@ -27,7 +27,7 @@ impl Cluster {
     }
 
     /// `n` nodes on the database at `url`: the first runs `warden init` (server key, bootstrap
-    /// admin in the database); the others get a copy of its server key, as an operator would.
+    /// admin in the database); the others get a copy of its server key and vault key, as an operator would.
     fn start(url: String, n: usize) -> Cluster {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut c = Cluster {
@@ -36,14 +36,20 @@ impl Cluster {
         };
         let first = tempfile::tempdir().unwrap();
         let admin = init_with(first.path(), &c.env("node-0"));
-        let key = std::fs::read(first.path().join("server.key")).unwrap();
+        // The server key and the vault's master key: every node needs both.
+        let keys: Vec<(&str, Vec<u8>)> = ["server.key", "vault.key"]
+            .into_iter()
+            .map(|k| (k, std::fs::read(first.path().join(k)).unwrap()))
+            .collect();
         let mut dirs = vec![first];
         for _ in 1..n {
             let d = tempfile::tempdir().unwrap();
-            let path = d.path().join("server.key");
-            std::fs::write(&path, &key).unwrap();
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            for (name, bytes) in &keys {
+                let path = d.path().join(name);
+                std::fs::write(&path, bytes).unwrap();
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            }
             dirs.push(d);
         }
         for (i, dir) in dirs.into_iter().enumerate() {
