@@ -133,7 +133,7 @@ async fn one_run(
         post.clone(),
         "/v1/vault/databases",
         json!({"name": "bench", "owner": client_id, "host": "127.0.0.1", "port": pg.port,
-               "dbname": "app", "username": "warden", "password": password,
+               "dbname": "app", "username": "warden", "password": password, "sslmode": "disable",
                "roles": {"ro": {"creation": [
                    "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'",
                    "GRANT CONNECT ON DATABASE app TO \"{{name}}\""],

@@ -492,6 +492,28 @@ pub struct PgLogin {
     pub dbname: String,
     pub username: String,
     pub password: zeroize::Zeroizing<String>,
+    pub tls: PgTls,
+}
+
+/// How the vault reaches a database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PgTls {
+    /// Plain TCP (a trusted network or a local proxy).
+    Disable,
+    /// TLS, the certificate verified for the host against the system's roots and these PEM CAs.
+    VerifyFull { ca_pem: Option<String> },
+}
+
+impl PgTls {
+    pub fn of(conn: &warden_types::DatabaseConnection) -> PgTls {
+        if conn.sslmode == "disable" {
+            PgTls::Disable
+        } else {
+            PgTls::VerifyFull {
+                ca_pem: conn.ca_pem.clone(),
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for PgLogin {

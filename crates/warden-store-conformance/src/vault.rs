@@ -242,6 +242,8 @@ fn database_request(ttl: u64) -> AddDatabaseRequest {
         dbname: "app".into(),
         username: "vault_admin".into(),
         password: SecretText("admin-password".into()),
+        sslmode: "disable".into(),
+        ca_pem: None,
         description: None,
         roles: [(
             "ro".to_owned(),

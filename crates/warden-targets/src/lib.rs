@@ -4,12 +4,13 @@
 //!   password changes), role drops that end the role's sessions first, and health-check logins.
 //! - Webhooks: signed POSTs to the user's rotation endpoints and to dependents.
 //!
-//! Every call has a deadline. Error messages never carry a secret: a database error that quotes
+//! Databases are reached over TLS with the certificate verified for the host (unless a connection
+//! says `sslmode = disable`). Every call has a deadline. Error messages never carry a secret: a database error that quotes
 //! part of a statement has every quoted literal of the statements masked.
 
 use std::time::Duration;
 
-use warden_core::ports::{BoxFuture, PgLogin, VaultTargets, WebhookCall};
+use warden_core::ports::{BoxFuture, PgLogin, PgTls, VaultTargets, WebhookCall};
 use zeroize::Zeroizing;
 
 /// How long any one call to a target may take.
@@ -84,22 +85,70 @@ fn pg_error(e: &tokio_postgres::Error) -> String {
     }
 }
 
+/// TLS settings for one database: the system's roots plus its own CA certificates.
+fn tls_config(ca_pem: Option<&str>) -> Result<rustls::ClientConfig, String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(c);
+    }
+    if let Some(pem) = ca_pem {
+        let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("the database's CA certificates: {e}"))?;
+        if certs.is_empty() {
+            return Err("the database's CA PEM holds no certificate".into());
+        }
+        for c in certs {
+            roots
+                .add(c)
+                .map_err(|e| format!("a CA certificate of the database: {e}"))?;
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS configuration: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 async fn connect(login: &PgLogin) -> Result<tokio_postgres::Client, String> {
-    let (client, connection) = config(login)
-        .connect(tokio_postgres::NoTls)
-        .await
-        .map_err(|e| {
-            format!(
-                "connecting to {}:{} failed: {}",
-                login.host,
-                login.port,
-                pg_error(&e)
-            )
-        })?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok(client)
+    let failed = |e: tokio_postgres::Error| {
+        format!(
+            "connecting to {}:{} failed: {}",
+            login.host,
+            login.port,
+            pg_error(&e)
+        )
+    };
+    let mut config = config(login);
+    match &login.tls {
+        PgTls::Disable => {
+            let (client, connection) = config
+                .ssl_mode(tokio_postgres::config::SslMode::Disable)
+                .connect(tokio_postgres::NoTls)
+                .await
+                .map_err(failed)?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            Ok(client)
+        }
+        PgTls::VerifyFull { ca_pem } => {
+            let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(ca_pem.as_deref())?);
+            let (client, connection) = config
+                .ssl_mode(tokio_postgres::config::SslMode::Require)
+                .connect(tls)
+                .await
+                .map_err(failed)?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            Ok(client)
+        }
+    }
 }
 
 async fn within<T>(

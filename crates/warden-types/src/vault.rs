@@ -110,6 +110,10 @@ pub enum Rotator {
     },
 }
 
+pub fn default_sslmode() -> String {
+    "verify-full".into()
+}
+
 fn default_random_length() -> u32 {
     40
 }
@@ -142,6 +146,13 @@ pub struct DatabaseConnection {
     pub dbname: String,
     /// The role Warden logs in as to manage roles (needs CREATEROLE).
     pub username: String,
+    /// TLS to the database: `verify-full` (default: encrypted, the certificate verified against
+    /// the system's roots and `ca_pem`, for `host`) or `disable`.
+    #[serde(default = "default_sslmode")]
+    pub sslmode: String,
+    /// PEM CA certificates trusted for this database, besides the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
     /// Role templates by name.
     #[serde(default)]
     pub roles: BTreeMap<String, RoleTemplate>,
@@ -342,6 +353,11 @@ pub struct AddDatabaseRequest {
     pub dbname: String,
     pub username: String,
     pub password: SecretText,
+    /// `verify-full` (default) or `disable`.
+    #[serde(default = "default_sslmode")]
+    pub sslmode: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
     #[serde(default)]
     pub description: Option<String>,
     #[serde(default)]

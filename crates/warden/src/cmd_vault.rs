@@ -389,6 +389,12 @@ pub enum DbCmd {
         roles: Option<PathBuf>,
         #[arg(long)]
         description: Option<String>,
+        /// TLS to the database: verify-full (the certificate checked for --host) or disable.
+        #[arg(long, default_value = "verify-full")]
+        sslmode: String,
+        /// PEM CA certificates to trust for it, besides the system's.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
     },
 }
 
@@ -403,7 +409,16 @@ pub async fn run_db(c: &Client, cmd: DbCmd, json: bool) -> Result<ExitCode> {
             username,
             roles,
             description,
+            sslmode,
+            ca_file,
         } => {
+            let ca_pem = match ca_file {
+                None => None,
+                Some(p) => Some(
+                    std::fs::read_to_string(&p)
+                        .with_context(|| format!("reading {}", p.display()))?,
+                ),
+            };
             let roles = match roles {
                 None => Default::default(),
                 Some(p) => serde_json::from_str(
@@ -420,6 +435,8 @@ pub async fn run_db(c: &Client, cmd: DbCmd, json: bool) -> Result<ExitCode> {
                 dbname,
                 username,
                 password: read_value(None, None)?,
+                sslmode,
+                ca_pem,
                 description,
                 roles,
             };

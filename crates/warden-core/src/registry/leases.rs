@@ -77,6 +77,17 @@ fn check_database(req: &AddDatabaseRequest) -> Result<(), CoreError> {
         return Err(CoreError::field("dbname", "1 to 63 characters"));
     }
     check_role_name("username", &req.username)?;
+    if !matches!(req.sslmode.as_str(), "disable" | "verify-full") {
+        return Err(CoreError::field("sslmode", "verify-full or disable"));
+    }
+    if let Some(ca) = &req.ca_pem
+        && (ca.len() > 64 * 1024 || !ca.contains("-----BEGIN CERTIFICATE-----"))
+    {
+        return Err(CoreError::field(
+            "ca_pem",
+            "PEM certificates, at most 64 KiB",
+        ));
+    }
     if req.password.0.is_empty() || req.password.0.len() > 1024 {
         return Err(CoreError::field("password", "1 to 1024 bytes"));
     }
@@ -199,6 +210,7 @@ impl Registry {
             dbname: conn.dbname.clone(),
             username: conn.username.clone(),
             password,
+            tls: crate::ports::PgTls::of(&conn),
         };
         Ok((secret, conn, login))
     }
@@ -235,6 +247,13 @@ impl Registry {
             dbname: req.dbname.clone(),
             username: req.username.clone(),
             password: Zeroizing::new(req.password.0.clone()),
+            tls: if req.sslmode == "disable" {
+                crate::ports::PgTls::Disable
+            } else {
+                crate::ports::PgTls::VerifyFull {
+                    ca_pem: req.ca_pem.clone(),
+                }
+            },
         };
         targets
             .pg_check(&login, "SELECT 1")
@@ -320,6 +339,8 @@ impl Registry {
                 port: req.port,
                 dbname: req.dbname.clone(),
                 username: req.username.clone(),
+                sslmode: req.sslmode.clone(),
+                ca_pem: req.ca_pem.clone(),
                 roles: req.roles.clone(),
             });
             secret.deleted_at = None;

@@ -218,6 +218,7 @@ impl Registry {
                     dbname: conn.dbname.clone(),
                     username: account.clone(),
                     password: Zeroizing::new(value.to_string()),
+                    tls: crate::ports::PgTls::of(&conn),
                 };
                 let targets = Arc::clone(&self.vault_parts()?.targets);
                 let set = Zeroizing::new(format!(
@@ -829,6 +830,7 @@ impl Registry {
                     .and_then(|v| v.account.clone())
                     .unwrap_or_default();
                 let login = PgLogin {
+                    tls: crate::ports::PgTls::of(&conn),
                     host: conn.host,
                     port: conn.port,
                     dbname: conn.dbname,

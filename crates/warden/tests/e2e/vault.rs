@@ -95,6 +95,9 @@ fn database(s: &Server, admin_password: &str) -> PgServer {
             "warden",
             "--roles",
             roles_file.to_str().unwrap(),
+            // The test server speaks plain TCP; TLS is tested in warden-targets.
+            "--sslmode",
+            "disable",
         ],
         &format!("{admin_password}\n"),
     );
