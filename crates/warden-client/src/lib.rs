@@ -565,6 +565,72 @@ impl Client {
         .await
     }
 
+    pub async fn add_issuer(&self, req: &AddIssuerRequest) -> Result<TrustedIssuer> {
+        self.post("/v1/issuers", req).await
+    }
+
+    pub async fn list_issuers(&self) -> Result<IssuerList> {
+        self.get("/v1/issuers").await
+    }
+
+    pub async fn remove_issuer(&self, name: &str) -> Result<()> {
+        let res = self
+            .http
+            .delete(self.url(&format!("/v1/issuers/{}", segment(name))))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| ClientError::Connect {
+                url: self.base.clone(),
+                reason: e.to_string(),
+            })?;
+        if res.status().is_success() {
+            return Ok(());
+        }
+        let bytes = res
+            .bytes()
+            .await
+            .map_err(|e| ClientError::Decode(e.to_string()))?;
+        match serde_json::from_slice::<Problem>(&bytes) {
+            Ok(p) => Err(ClientError::Api(Box::new(p))),
+            Err(e) => Err(ClientError::Decode(e.to_string())),
+        }
+    }
+
+    pub async fn add_trust_rule(&self, req: &AddTrustRuleRequest) -> Result<TrustRule> {
+        self.post("/v1/trust-rules", req).await
+    }
+
+    pub async fn list_trust_rules(&self, identity: Option<&str>) -> Result<TrustRuleList> {
+        let q: Vec<(&str, String)> = identity
+            .map(|i| ("identity", i.to_owned()))
+            .into_iter()
+            .collect();
+        self.get_q("/v1/trust-rules", &q).await
+    }
+
+    /// `verb`: approve, deny (with a reason) or revoke.
+    pub async fn decide_trust_rule(
+        &self,
+        id: Uuid,
+        verb: &str,
+        reason: Option<&str>,
+    ) -> Result<TrustRule> {
+        let path = format!("/v1/trust-rules/{id}/{}", segment(verb));
+        match reason {
+            Some(r) => {
+                self.post(
+                    &path,
+                    &DecideTrustRuleRequest {
+                        reason: r.to_owned(),
+                    },
+                )
+                .await
+            }
+            None => self.send(self.http.post(self.url(&path))).await,
+        }
+    }
+
     pub async fn rotate_store_credential(&self) -> Result<RotationOutcome> {
         self.send(
             self.http

@@ -13,7 +13,8 @@ use uuid::Uuid;
 pub use warden_crypto::envelope::Envelope;
 use warden_types::{
     AuditEvent, AuditOutcome, ChangeRequest, ChangeStatus, Credential, Finding, FindingKind,
-    FindingStatus, Identity, IdentityKind, IdentityStatus, Operator, Secret, Team, VaultLease,
+    FindingStatus, Identity, IdentityKind, IdentityStatus, Operator, Secret, Team, TrustRule,
+    TrustedIssuer, VaultLease,
 };
 
 use crate::error::{CoreError, StoreError};
@@ -311,6 +312,18 @@ pub trait ReadStore {
         now: OffsetDateTime,
         limit: usize,
     ) -> Result<Vec<VaultLease>, StoreError>;
+
+    fn trusted_issuer_named(&self, name: &str) -> Result<Option<TrustedIssuer>, StoreError>;
+    /// The trusted issuer whose tokens carry exactly this `iss`.
+    fn trusted_issuer_by_iss(&self, iss: &str) -> Result<Option<TrustedIssuer>, StoreError>;
+    fn list_trusted_issuers(&self) -> Result<Vec<TrustedIssuer>, StoreError>;
+    fn trust_rule(&self, id: Uuid) -> Result<Option<TrustRule>, StoreError>;
+    /// Trust rules of an issuer and/or an identity (both `None`: all), oldest first.
+    fn trust_rules(
+        &self,
+        issuer: Option<Uuid>,
+        identity: Option<Uuid>,
+    ) -> Result<Vec<TrustRule>, StoreError>;
 }
 
 /// Writes inside one transaction. Reads through a `WriteTx` see its own writes.
@@ -386,6 +399,11 @@ pub trait WriteTx: ReadStore {
     ) -> Result<(), StoreError>;
     /// Creates or replaces a vault lease.
     fn put_vault_lease(&mut self, lease: &VaultLease) -> Result<(), StoreError>;
+
+    /// Creates or replaces a trusted issuer (name and `iss` are unique: `Conflict`).
+    fn put_trusted_issuer(&mut self, issuer: &TrustedIssuer) -> Result<(), StoreError>;
+    fn delete_trusted_issuer(&mut self, id: Uuid) -> Result<bool, StoreError>;
+    fn put_trust_rule(&mut self, rule: &TrustRule) -> Result<(), StoreError>;
 
     /// The lease named `name`, if one was ever taken.
     fn lease(&mut self, name: &str) -> Result<Option<Lease>, StoreError>;

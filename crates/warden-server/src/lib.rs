@@ -3,6 +3,7 @@
 
 mod auth;
 pub mod error;
+mod federation_routes;
 mod metrics;
 mod oauth;
 mod openapi;
@@ -115,7 +116,31 @@ pub fn app(state: AppState) -> Router {
         .route("/leases", get(vault_routes::list_leases))
         .route("/leases/revoke-prefix", post(vault_routes::revoke_prefix))
         .route("/leases/{id}/renew", post(vault_routes::renew_lease))
-        .route("/leases/{id}/revoke", post(vault_routes::revoke_lease));
+        .route("/leases/{id}/revoke", post(vault_routes::revoke_lease))
+        .route(
+            "/issuers",
+            get(federation_routes::list_issuers).post(federation_routes::add_issuer),
+        )
+        .route(
+            "/issuers/{name}",
+            axum::routing::delete(federation_routes::remove_issuer),
+        )
+        .route(
+            "/trust-rules",
+            get(federation_routes::list_trust_rules).post(federation_routes::add_trust_rule),
+        )
+        .route(
+            "/trust-rules/{id}/approve",
+            post(federation_routes::approve_trust_rule),
+        )
+        .route(
+            "/trust-rules/{id}/deny",
+            post(federation_routes::deny_trust_rule),
+        )
+        .route(
+            "/trust-rules/{id}/revoke",
+            post(federation_routes::revoke_trust_rule),
+        );
     let oauth2 = Router::new()
         .route("/token", post(oauth::token))
         .route("/jwks", get(oauth::jwks))

@@ -210,6 +210,12 @@ pub(crate) async fn token(State(s): State<AppState>, req: axum::extract::Request
     let request = TokenRequest {
         grant_type: form.single.remove("grant_type").unwrap_or_default(),
         client,
+        assertion: form.single.remove("assertion"),
+        subject_token: form.single.remove("subject_token"),
+        subject_token_type: form.single.remove("subject_token_type"),
+        requested_token_type: form.single.remove("requested_token_type"),
+        actor_token: form.single.remove("actor_token"),
+        audience: form.single.remove("audience"),
         scope: form.single.remove("scope"),
         resources: form.resources,
         dpop: proof,
@@ -345,7 +351,11 @@ pub(crate) async fn metadata(State(s): State<AppState>) -> Response {
         "jwks_uri": format!("{issuer}/oauth2/jwks"),
         "introspection_endpoint": format!("{issuer}/oauth2/introspect"),
         "revocation_endpoint": format!("{issuer}/oauth2/revoke"),
-        "grant_types_supported": ["client_credentials"],
+        "grant_types_supported": [
+            "client_credentials",
+            "urn:ietf:params:oauth:grant-type:jwt-bearer",
+            "urn:ietf:params:oauth:grant-type:token-exchange"
+        ],
         "response_types_supported": [],
         "token_endpoint_auth_methods_supported": methods,
         "tls_client_certificate_bound_access_tokens": s.tls,

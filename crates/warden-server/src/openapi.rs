@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 
-use crate::{routes, vault_routes};
+use crate::{federation_routes, routes, vault_routes};
 
 struct BearerAuth;
 
@@ -40,6 +40,10 @@ impl utoipa::Modify for BearerAuth {
         vault_routes::rewrap, vault_routes::add_database, vault_routes::postgres_creds,
         vault_routes::list_leases, vault_routes::renew_lease, vault_routes::revoke_lease,
         vault_routes::revoke_prefix, vault_routes::rotate_store_credential,
+        federation_routes::add_issuer, federation_routes::list_issuers, federation_routes::remove_issuer,
+        federation_routes::add_trust_rule, federation_routes::list_trust_rules,
+        federation_routes::approve_trust_rule, federation_routes::deny_trust_rule,
+        federation_routes::revoke_trust_rule,
     ),
     components(schemas(warden_types::ErrorCode, warden_types::Problem)),
     modifiers(&BearerAuth),

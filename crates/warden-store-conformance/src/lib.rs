@@ -14,6 +14,7 @@
     reason = "a test suite"
 )]
 
+pub mod federation;
 pub mod pg;
 pub mod vault;
 
@@ -125,7 +126,8 @@ macro_rules! conformance {
         vault::secrets_keep_versions_list_by_prefix_and_move_to_a_new_master_key,
         vault::dynamic_logins_end_with_their_lease_and_failed_drops_are_retried,
         vault::scheduled_rotation_keeps_the_old_value_for_the_overlap,
-        vault::an_interrupted_rotation_is_settled_by_asking_the_target);
+        vault::an_interrupted_rotation_is_settled_by_asking_the_target,
+        federation::issuer_keys_are_refetched_for_new_kids_and_kept_only_so_long_without_the_issuer);
     };
     (@each $open:expr; $($($path:ident)::+),* $(,)?) => {
         $(
@@ -136,6 +138,12 @@ macro_rules! conformance {
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn $name() {
             $crate::$name($open).await
+        }
+    };
+    (@one $open:expr; federation::$name:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $name() {
+            $crate::federation::$name($open).await
         }
     };
     (@one $open:expr; vault::$name:ident) => {
@@ -693,6 +701,12 @@ pub mod tokens {
                 assertion_type: JWT_BEARER_ASSERTION.into(),
                 assertion,
             },
+            assertion: None,
+            subject_token: None,
+            subject_token_type: None,
+            requested_token_type: None,
+            actor_token: None,
+            audience: None,
             scope: None,
             resources: vec![],
             dpop,

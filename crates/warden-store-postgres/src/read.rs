@@ -10,7 +10,8 @@ use warden_core::ports::{
     IdentityFilter, LeaseFilter, OperatorRecord, SigningKeyRecord, StoredEnvelope,
 };
 use warden_types::{
-    AuditEvent, ChangeRequest, Credential, Finding, Identity, Operator, Secret, Team, VaultLease,
+    AuditEvent, ChangeRequest, Credential, Finding, Identity, Operator, Secret, Team, TrustRule,
+    TrustedIssuer, VaultLease,
 };
 
 use crate::{Conn, Param, db_err, from_us, opt_from_us, parse_enum, to_us};
@@ -757,6 +758,76 @@ pub(crate) fn vault_leases_due(
     collect(conn, &sql, &[&to_us(now)], lease_row)
 }
 
+fn issuer_row(row: &Row) -> Result<TrustedIssuer, StoreError> {
+    json_col(&get::<String>(row, 0)?, "a trusted issuer")
+}
+
+pub(crate) fn trusted_issuer_named(
+    conn: &Conn,
+    name: &str,
+) -> Result<Option<TrustedIssuer>, StoreError> {
+    one(
+        conn,
+        "SELECT doc FROM trusted_issuers WHERE name = $1",
+        &[&name],
+        issuer_row,
+    )
+}
+
+pub(crate) fn trusted_issuer_by_iss(
+    conn: &Conn,
+    iss: &str,
+) -> Result<Option<TrustedIssuer>, StoreError> {
+    one(
+        conn,
+        "SELECT doc FROM trusted_issuers WHERE issuer = $1",
+        &[&iss],
+        issuer_row,
+    )
+}
+
+pub(crate) fn list_trusted_issuers(conn: &Conn) -> Result<Vec<TrustedIssuer>, StoreError> {
+    collect(
+        conn,
+        "SELECT doc FROM trusted_issuers ORDER BY name",
+        &[],
+        issuer_row,
+    )
+}
+
+fn rule_row(row: &Row) -> Result<TrustRule, StoreError> {
+    json_col(&get::<String>(row, 0)?, "a trust rule")
+}
+
+pub(crate) fn trust_rule(conn: &Conn, id: Uuid) -> Result<Option<TrustRule>, StoreError> {
+    one(
+        conn,
+        "SELECT doc FROM trust_rules WHERE id = $1",
+        &[&id],
+        rule_row,
+    )
+}
+
+pub(crate) fn trust_rules(
+    conn: &Conn,
+    issuer: Option<Uuid>,
+    identity: Option<Uuid>,
+) -> Result<Vec<TrustRule>, StoreError> {
+    let mut conds = vec!["TRUE".to_owned()];
+    let mut args = Args::default();
+    if let Some(i) = issuer {
+        conds.push(format!("issuer_id = {}", args.add(i)));
+    }
+    if let Some(i) = identity {
+        conds.push(format!("identity_id = {}", args.add(i)));
+    }
+    let sql = format!(
+        "SELECT doc FROM trust_rules WHERE {} ORDER BY id LIMIT 10000",
+        conds.join(" AND ")
+    );
+    collect(conn, &sql, &args.refs(), rule_row)
+}
+
 /// Implements `ReadStore` for a type with a `conn(&self) -> &Conn` method.
 macro_rules! impl_read_store {
     ($t:ty) => {
@@ -964,6 +1035,36 @@ macro_rules! impl_read_store {
                 limit: usize,
             ) -> Result<Vec<warden_types::VaultLease>, warden_core::StoreError> {
                 crate::read::vault_leases_due(self.conn(), now, limit)
+            }
+            fn trusted_issuer_named(
+                &self,
+                name: &str,
+            ) -> Result<Option<warden_types::TrustedIssuer>, warden_core::StoreError> {
+                crate::read::trusted_issuer_named(self.conn(), name)
+            }
+            fn trusted_issuer_by_iss(
+                &self,
+                iss: &str,
+            ) -> Result<Option<warden_types::TrustedIssuer>, warden_core::StoreError> {
+                crate::read::trusted_issuer_by_iss(self.conn(), iss)
+            }
+            fn list_trusted_issuers(
+                &self,
+            ) -> Result<Vec<warden_types::TrustedIssuer>, warden_core::StoreError> {
+                crate::read::list_trusted_issuers(self.conn())
+            }
+            fn trust_rule(
+                &self,
+                id: uuid::Uuid,
+            ) -> Result<Option<warden_types::TrustRule>, warden_core::StoreError> {
+                crate::read::trust_rule(self.conn(), id)
+            }
+            fn trust_rules(
+                &self,
+                issuer: Option<uuid::Uuid>,
+                identity: Option<uuid::Uuid>,
+            ) -> Result<Vec<warden_types::TrustRule>, warden_core::StoreError> {
+                crate::read::trust_rules(self.conn(), issuer, identity)
             }
         }
     };

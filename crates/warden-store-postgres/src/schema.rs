@@ -221,6 +221,23 @@ CREATE INDEX vault_leases_due ON vault_leases(due_at) WHERE due_at IS NOT NULL;
 CREATE INDEX vault_leases_path ON vault_leases(path text_pattern_ops);
 CREATE INDEX vault_leases_identity ON vault_leases(identity_id) WHERE identity_id IS NOT NULL;
 "#,
+    // v4: federation: trusted OIDC issuers and trust rules.
+    r#"
+CREATE TABLE trusted_issuers (
+    id uuid PRIMARY KEY,
+    name text NOT NULL UNIQUE,
+    issuer text NOT NULL UNIQUE,
+    doc text NOT NULL
+);
+CREATE TABLE trust_rules (
+    id uuid PRIMARY KEY,
+    issuer_id uuid NOT NULL,
+    identity_id uuid NOT NULL,
+    doc text NOT NULL
+);
+CREATE INDEX trust_rules_issuer ON trust_rules(issuer_id, id);
+CREATE INDEX trust_rules_identity ON trust_rules(identity_id, id);
+"#,
 ];
 
 /// The schema version this binary writes.

@@ -240,6 +240,23 @@ CREATE INDEX vault_leases_due ON vault_leases(due_at) WHERE due_at IS NOT NULL;
 CREATE INDEX vault_leases_path ON vault_leases(path);
 CREATE INDEX vault_leases_identity ON vault_leases(identity_id) WHERE identity_id IS NOT NULL;
 "#,
+    // v8: federation: trusted OIDC issuers and the trust rules mapping their tokens to NHIs.
+    r#"
+CREATE TABLE trusted_issuers (
+    id BLOB PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    issuer TEXT NOT NULL UNIQUE,
+    doc TEXT NOT NULL
+);
+CREATE TABLE trust_rules (
+    id BLOB PRIMARY KEY,
+    issuer_id BLOB NOT NULL,
+    identity_id BLOB NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE INDEX trust_rules_issuer ON trust_rules(issuer_id, id);
+CREATE INDEX trust_rules_identity ON trust_rules(identity_id, id);
+"#,
 ];
 
 /// The schema version this binary writes.

@@ -8,7 +8,8 @@ use warden_core::ports::{
     AfterCommit, AuditRecord, ChainHead, Envelope, Lease, SigningKeyRecord, WriteTx,
 };
 use warden_types::{
-    ChangeRequest, Credential, Finding, Identity, Operator, Secret, Team, VaultLease,
+    ChangeRequest, Credential, Finding, Identity, Operator, Secret, Team, TrustRule, TrustedIssuer,
+    VaultLease,
 };
 
 use crate::read::impl_read_store;
@@ -559,6 +560,39 @@ impl WriteTx for SqliteTx<'_> {
                 lease.due_at().map(to_us),
                 doc
             ],
+        )?;
+        Ok(())
+    }
+
+    fn put_trusted_issuer(&mut self, i: &TrustedIssuer) -> Result<(), StoreError> {
+        let doc = serde_json::to_string(i)
+            .map_err(|e| StoreError::Internal(format!("encoding an issuer: {e}")))?;
+        exec(
+            self.conn,
+            "INSERT INTO trusted_issuers (id, name, issuer, doc) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (id) DO UPDATE SET name = excluded.name, issuer = excluded.issuer,
+             doc = excluded.doc",
+            params![b(i.id), i.name, i.issuer, doc],
+        )?;
+        Ok(())
+    }
+
+    fn delete_trusted_issuer(&mut self, id: Uuid) -> Result<bool, StoreError> {
+        Ok(exec(
+            self.conn,
+            "DELETE FROM trusted_issuers WHERE id = ?1",
+            params![b(id)],
+        )? == 1)
+    }
+
+    fn put_trust_rule(&mut self, r: &TrustRule) -> Result<(), StoreError> {
+        let doc = serde_json::to_string(r)
+            .map_err(|e| StoreError::Internal(format!("encoding a trust rule: {e}")))?;
+        exec(
+            self.conn,
+            "INSERT INTO trust_rules (id, issuer_id, identity_id, doc) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (id) DO UPDATE SET doc = excluded.doc",
+            params![b(r.id), b(r.issuer_id), b(r.identity_id), doc],
         )?;
         Ok(())
     }

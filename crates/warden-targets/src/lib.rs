@@ -275,6 +275,33 @@ impl VaultTargets for Targets {
     }
 }
 
+impl warden_core::registry::federation::Fetcher for Targets {
+    fn get<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<(u16, Vec<u8>), String>> {
+        Box::pin(within(
+            self.deadline,
+            "fetching the issuer's keys",
+            async move {
+                let mut resp = self
+                    .http
+                    .get(url)
+                    .header("accept", "application/json")
+                    .send()
+                    .await
+                    .map_err(|e| format!("GET {url} failed: {}", without_url(&e)))?;
+                let status = resp.status().as_u16();
+                let mut body = Vec::new();
+                while let Some(chunk) = resp.chunk().await.map_err(|e| without_url(&e))? {
+                    if body.len() + chunk.len() > 256 * 1024 {
+                        return Err(format!("the answer of {url} is larger than 256 KiB"));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok((status, body))
+            },
+        ))
+    }
+}
+
 fn without_url(e: &reqwest::Error) -> String {
     let mut s = e.to_string();
     let mut src = std::error::Error::source(e);

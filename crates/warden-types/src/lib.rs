@@ -8,11 +8,13 @@
 mod error;
 #[macro_use]
 mod model;
+mod federation;
 mod oauth;
 mod requests;
 mod vault;
 
 pub use error::{ErrorCode, Problem};
+pub use federation::*;
 pub use model::*;
 pub use oauth::*;
 pub use requests::*;

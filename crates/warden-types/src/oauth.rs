@@ -12,6 +12,9 @@ pub struct TokenResponse {
     pub token_type: String,
     pub expires_in: u64,
     pub scope: String,
+    /// RFC 8693 §2.2.1: what a token exchange issued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_token_type: Option<String>,
 }
 
 impl std::fmt::Debug for TokenResponse {

@@ -499,10 +499,9 @@ async fn run_server(cfg: ServerConfig, on_bound: impl FnOnce(&str)) -> Result<Ex
             .build()
             .context("building the vault's HTTP client")?
     };
-    registry.set_vault(
-        Arc::new(vault_keys),
-        Arc::new(warden_targets::Targets::new(http)),
-    );
+    let targets = Arc::new(warden_targets::Targets::new(http));
+    registry.set_vault(Arc::new(vault_keys), targets.clone());
+    registry.set_fetcher(targets);
     registry
         .check_vault()
         .context("checking the vault's master key")?;

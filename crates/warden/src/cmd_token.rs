@@ -38,6 +38,25 @@ pub enum TokenCmd {
         #[arg(long)]
         resource: Vec<String>,
     },
+    /// Exchange a token your platform gave you (a GitHub Actions or GitLab CI ID token, a
+    /// Kubernetes service-account token) for a short Warden token of the NHI a trust rule names.
+    /// No secret: the subject token is the credential. Prints the token (or --json).
+    Exchange {
+        /// The external token (better: WARDEN_SUBJECT_TOKEN).
+        #[arg(long, env = "WARDEN_SUBJECT_TOKEN", hide_env_values = true)]
+        subject_token: String,
+        /// RFC 8693 token exchange (default) or the RFC 7523 jwt-bearer grant.
+        #[arg(long, default_value = "token-exchange")]
+        grant: String,
+        /// Bind the token to a key with DPoP: a private JWK file (`warden token keygen`).
+        #[arg(long)]
+        dpop_key: Option<PathBuf>,
+        #[arg(long)]
+        scope: Option<String>,
+        /// Audience (RFC 8707 resource); repeatable.
+        #[arg(long)]
+        resource: Vec<String>,
+    },
     /// Verify an access token against the server's published keys (signature, issuer, expiry,
     /// audience). Exits 1 if it is not valid.
     Verify {
@@ -220,6 +239,79 @@ pub async fn run(
                         })
                         .collect();
                     client.oauth_token(&pairs, Some(&proof), basic).await?
+                }
+                other => other?,
+            };
+            output::print(json_out, &t, || t.access_token.clone())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        TokenCmd::Exchange {
+            subject_token,
+            grant,
+            dpop_key,
+            scope,
+            resource,
+        } => {
+            let (_, endpoint) = endpoints(client).await?;
+            let mut form: Vec<(&str, String)> = match grant.as_str() {
+                "token-exchange" => vec![
+                    (
+                        "grant_type",
+                        warden_core::registry::TOKEN_EXCHANGE_GRANT.into(),
+                    ),
+                    ("subject_token", subject_token.clone()),
+                    (
+                        "subject_token_type",
+                        "urn:ietf:params:oauth:token-type:jwt".into(),
+                    ),
+                ],
+                "jwt-bearer" => vec![
+                    ("grant_type", warden_core::registry::JWT_BEARER_GRANT.into()),
+                    ("assertion", subject_token.clone()),
+                ],
+                other => bail!("--grant {other:?}: token-exchange or jwt-bearer"),
+            };
+            if let Some(s) = &scope {
+                form.push(("scope", s.clone()));
+            }
+            for r in &resource {
+                form.push(("resource", r.clone()));
+            }
+            let key = match &dpop_key {
+                None => None,
+                Some(path) => {
+                    let jwk: Value = serde_json::from_str(
+                        &std::fs::read_to_string(path)
+                            .with_context(|| format!("reading {}", path.display()))?,
+                    )
+                    .with_context(|| format!("{} is not a JWK", path.display()))?;
+                    Some(ClientKey::from_private_jwk(&jwk).with_context(|| {
+                        format!("{} is not a usable private JWK", path.display())
+                    })?)
+                }
+            };
+            let proof = |nonce: Option<&str>| -> Result<Option<String>> {
+                Ok(match &key {
+                    None => None,
+                    Some(k) => Some(k.dpop_proof_with_nonce(
+                        "POST",
+                        &endpoint,
+                        unix_now(),
+                        &Uuid::now_v7().to_string(),
+                        None,
+                        nonce,
+                    )?),
+                })
+            };
+            let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let t = match client
+                .oauth_token(&pairs, proof(None)?.as_deref(), None)
+                .await
+            {
+                Err(warden_client::ClientError::UseDpopNonce(n)) if key.is_some() => {
+                    client
+                        .oauth_token(&pairs, proof(Some(&n))?.as_deref(), None)
+                        .await?
                 }
                 other => other?,
             };

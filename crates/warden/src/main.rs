@@ -4,6 +4,7 @@
 mod cmd_approval;
 mod cmd_audit;
 mod cmd_credential;
+mod cmd_federation;
 mod cmd_identity;
 mod cmd_scan;
 mod cmd_server;
@@ -113,6 +114,12 @@ enum Cmd {
     /// Leases of dynamic credentials and leased reads.
     #[command(subcommand)]
     Lease(cmd_vault::LeaseCmd),
+    /// OIDC issuers whose tokens may be exchanged for Warden tokens (federation).
+    #[command(subcommand)]
+    Issuer(cmd_federation::IssuerCmd),
+    /// Trust rules: which external tokens become which NHI.
+    #[command(subcommand)]
+    Trust(cmd_federation::TrustCmd),
 }
 
 /// The client config file: `$WARDEN_CLIENT_CONFIG`, else `~/.config/warden/client.toml`.
@@ -207,6 +214,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Db(c) => cmd_vault::run_db(&client(&cli.global)?, c, json).await,
         Cmd::Creds(c) => cmd_vault::run_creds(&client(&cli.global)?, c, json).await,
         Cmd::Lease(c) => cmd_vault::run_lease(&client(&cli.global)?, c, json).await,
+        Cmd::Issuer(c) => cmd_federation::run_issuer(&client(&cli.global)?, c, json).await,
+        Cmd::Trust(c) => cmd_federation::run_trust(&client(&cli.global)?, c, json).await,
         Cmd::Whoami => {
             let w = client(&cli.global)?.whoami().await?;
             output::print(json, &w, || format!("{w:?}"))?;

@@ -6,6 +6,7 @@ mod auth;
 pub mod cache;
 pub mod cluster;
 mod credentials;
+pub mod federation;
 pub mod findings;
 mod identities;
 mod keys;
@@ -27,7 +28,10 @@ use warden_types::{AuditOutcome, AuditVerifyReport, Credential, Identity};
 
 pub use auth::{AuthBuffer, FailureLimiter, UsageTracker};
 pub use keys::SIGNING_KEY_SEAL_LABEL;
-pub use tokens::{ClientAuth, ClientCert, JWT_BEARER_ASSERTION, OAuthError, TokenRequest, in_cidr};
+pub use tokens::{
+    ClientAuth, ClientCert, JWT_BEARER_ASSERTION, JWT_BEARER_GRANT, OAuthError,
+    TOKEN_EXCHANGE_GRANT, TokenRequest, in_cidr,
+};
 
 use crate::actor::Actor;
 use crate::audit;
@@ -81,6 +85,10 @@ pub struct Registry {
     store_credential_stale: Arc<std::sync::atomic::AtomicBool>,
     /// Secrets being rotated on this node right now.
     rotating: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Fetches trusted issuers' keys.
+    fetcher: std::sync::OnceLock<Arc<dyn federation::Fetcher>>,
+    /// Trusted issuers' keys as last fetched.
+    jwks: Arc<federation::JwksCache>,
 }
 
 /// Authentication events that may wait for their commit at once. They live in the registry's
@@ -145,6 +153,8 @@ impl Registry {
             store_credential: std::sync::OnceLock::new(),
             store_credential_stale,
             rotating: std::sync::Mutex::new(std::collections::HashSet::new()),
+            fetcher: std::sync::OnceLock::new(),
+            jwks: Arc::new(federation::JwksCache::default()),
         }
     }
 

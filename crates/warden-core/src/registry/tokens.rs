@@ -34,6 +34,13 @@ const NONCE_WINDOW_SECS: i64 = 300;
 
 /// The client assertion type of RFC 7523 §2.2.
 pub const JWT_BEARER_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+/// RFC 7523 §2.1: a JWT as an authorization grant (federation).
+pub const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+/// RFC 8693 token exchange.
+pub const TOKEN_EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const TOKEN_TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
+const TOKEN_TYPE_ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
+const TOKEN_TYPE_ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
 
 /// How a client authenticated at the token endpoint.
 #[derive(Clone)]
@@ -122,6 +129,15 @@ impl ClientAuth {
 pub struct TokenRequest {
     pub grant_type: String,
     pub client: ClientAuth,
+    /// RFC 7523 §2.1 (`jwt-bearer` grant): the external token.
+    pub assertion: Option<String>,
+    /// RFC 8693 token exchange.
+    pub subject_token: Option<String>,
+    pub subject_token_type: Option<String>,
+    pub requested_token_type: Option<String>,
+    pub actor_token: Option<String>,
+    /// RFC 8693 `audience` (treated like a `resource`).
+    pub audience: Option<String>,
     pub scope: Option<String>,
     /// RFC 8707 `resource` parameters.
     pub resources: Vec<String>,
@@ -186,7 +202,10 @@ impl OAuthError {
             OAuthError::InvalidClient { .. } => "client authentication failed".into(),
             OAuthError::InvalidGrant => "the grant is invalid".into(),
             OAuthError::UnauthorizedClient(why) => (*why).into(),
-            OAuthError::UnsupportedGrantType => "only client_credentials is supported".into(),
+            OAuthError::UnsupportedGrantType => {
+                "supported: client_credentials, jwt-bearer (RFC 7523), token-exchange (RFC 8693)"
+                    .into()
+            }
             OAuthError::InvalidScope => {
                 "the requested scope is invalid or exceeds what this client was granted".into()
             }
@@ -220,6 +239,42 @@ fn refuse(error: OAuthError, reason: impl Into<String>, identity: Option<Uuid>) 
         reason: reason.into(),
         identity,
     }
+}
+
+/// The external token of a federation request, after checking the request's shape.
+fn federation_subject(req: &TokenRequest) -> Result<&str, Refusal> {
+    let invalid = |m: &str| refuse(OAuthError::InvalidRequest(m.into()), m.to_owned(), None);
+    if !matches!(req.client, ClientAuth::None) {
+        return Err(invalid(
+            "federation takes no client authentication: the subject token is the credential",
+        ));
+    }
+    if req.grant_type == JWT_BEARER_GRANT {
+        return req
+            .assertion
+            .as_deref()
+            .ok_or_else(|| invalid("the jwt-bearer grant needs an assertion"));
+    }
+    if req.actor_token.is_some() {
+        return Err(invalid("delegation (actor_token) is not supported yet"));
+    }
+    if !matches!(
+        req.subject_token_type.as_deref(),
+        Some(TOKEN_TYPE_JWT | TOKEN_TYPE_ID_TOKEN)
+    ) {
+        return Err(invalid(
+            "subject_token_type must be urn:ietf:params:oauth:token-type:jwt or id_token",
+        ));
+    }
+    if !matches!(
+        req.requested_token_type.as_deref(),
+        None | Some(TOKEN_TYPE_ACCESS_TOKEN | TOKEN_TYPE_JWT)
+    ) {
+        return Err(invalid("only access tokens are issued"));
+    }
+    req.subject_token
+        .as_deref()
+        .ok_or_else(|| invalid("token exchange needs a subject_token"))
 }
 
 fn i_require_binding(identity: &Identity) -> bool {
@@ -343,7 +398,7 @@ impl Registry {
             .any(|w| warden_crypto::ct_eq(self.nonce_for(*w).as_bytes(), nonce.as_bytes()))
     }
 
-    fn once_hash(&self, kind: &str, scope: &str, value: &str) -> [u8; 32] {
+    pub(crate) fn once_hash(&self, kind: &str, scope: &str, value: &str) -> [u8; 32] {
         self.secret_hasher
             .hash(format!("once\0{kind}\0{scope}\0{value}").as_bytes())
     }
@@ -619,23 +674,44 @@ impl Registry {
                 )
             })?
             .to_owned();
-        if req.grant_type != "client_credentials" {
-            return Err(refuse(
-                OAuthError::UnsupportedGrantType,
-                format!(
-                    "grant_type {:?}",
-                    req.grant_type.chars().take(64).collect::<String>()
-                ),
-                None,
-            ));
-        }
+        let mut federated = None;
         let Authenticated {
             identity: i,
             credential: c,
             mut once,
             method,
             x5t,
-        } = self.authenticate_client(&req.client, req.client_cert.as_deref(), &issuer, now)?;
+        } = match req.grant_type.as_str() {
+            "client_credentials" => {
+                self.authenticate_client(&req.client, req.client_cert.as_deref(), &issuer, now)?
+            }
+            JWT_BEARER_GRANT | TOKEN_EXCHANGE_GRANT => {
+                let subject = federation_subject(req)?;
+                let f = self
+                    .federate(subject, now)
+                    .await
+                    .map_err(|reason| refuse(OAuthError::InvalidGrant, reason, None))?;
+                let a = Authenticated {
+                    identity: f.identity.clone(),
+                    credential: None,
+                    method: "federation",
+                    x5t: None,
+                    once: f.once.into_iter().collect(),
+                };
+                federated = Some(f);
+                a
+            }
+            other => {
+                return Err(refuse(
+                    OAuthError::UnsupportedGrantType,
+                    format!(
+                        "grant_type {:?}",
+                        other.chars().take(64).collect::<String>()
+                    ),
+                    None,
+                ));
+            }
+        };
         let id = Some(i.id);
         let tokens = &self.policy.tokens;
 
@@ -680,14 +756,18 @@ impl Registry {
         };
 
         // Audience (RFC 8707): each resource must be allowed; none asked means the defaults.
-        let audiences: Vec<String> = if req.resources.is_empty() {
+        let mut resources = req.resources.clone();
+        if let Some(a) = &req.audience {
+            resources.push(a.clone());
+        }
+        let audiences: Vec<String> = if resources.is_empty() {
             if i.audiences.is_empty() {
                 vec![issuer.clone()]
             } else {
                 i.audiences.clone()
             }
         } else {
-            for r in &req.resources {
+            for r in &resources {
                 if r.contains('#') || !r.contains("://") {
                     return Err(refuse(
                         OAuthError::InvalidTarget,
@@ -709,7 +789,7 @@ impl Registry {
                     ));
                 }
             }
-            req.resources.clone()
+            resources
         };
 
         // Sender constraint.
@@ -780,6 +860,11 @@ impl Registry {
         if let Some(e) = i.expires_at {
             ttl = ttl.min(e - now);
         }
+        if let Some(f) = &federated {
+            ttl = ttl.min(time::Duration::seconds(
+                i64::try_from(f.rule.max_ttl_secs).unwrap_or(0),
+            ));
+        }
         let ttl_secs = ttl.whole_seconds();
         if ttl_secs < 1 {
             return Err(refuse(
@@ -826,6 +911,10 @@ impl Registry {
         if let Some(x) = &x5t {
             claims["cnf"]["x5t#S256"] = json!(x);
         }
+        if let Some(f) = &federated {
+            // Who the platform said the caller was, and the rule that let it in.
+            claims["fed"] = json!({ "iss": f.issuer.issuer, "sub": f.subject, "rule": f.rule.id });
+        }
         let access_token = signer.sign("at+jwt", &claims).map_err(|e| {
             refuse(
                 CoreError::InvalidState(e.to_string()).into(),
@@ -854,6 +943,9 @@ impl Registry {
                     (None, Some(_)) => "mtls",
                     _ => "bearer",
                 },
+                "federation": federated.as_ref().map(|f| json!({
+                    "issuer": f.issuer.name, "sub": f.subject, "rule": f.rule.id,
+                })),
             })
             .to_string(),
         };
@@ -872,7 +964,10 @@ impl Registry {
         if let Some(which) = written {
             // The job wrote nothing (see above): which value was a replay decides the error.
             let assertion_first = matches!(req.client, ClientAuth::Assertion { .. });
-            return Err(if which == 0 && assertion_first {
+            let subject_first = federated.as_ref().is_some_and(|f| f.once.is_some());
+            return Err(if which == 0 && subject_first {
+                refuse(OAuthError::InvalidGrant, "subject token replayed", id)
+            } else if which == 0 && assertion_first {
                 refuse(
                     OAuthError::InvalidClient { basic: false },
                     "assertion jti replayed",
@@ -890,6 +985,8 @@ impl Registry {
             token_type: if jkt.is_some() { "DPoP" } else { "Bearer" }.into(),
             expires_in: u64::try_from(ttl_secs).unwrap_or(0),
             scope: scope_str,
+            issued_token_type: (req.grant_type == TOKEN_EXCHANGE_GRANT)
+                .then(|| TOKEN_TYPE_ACCESS_TOKEN.to_owned()),
         })
     }
 

@@ -12,6 +12,7 @@ mod harness;
 mod bad_input;
 mod cluster;
 mod crash;
+mod federation;
 mod migrate;
 mod scan;
 mod security;

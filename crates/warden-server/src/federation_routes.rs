@@ -1,0 +1,121 @@
+//! Federation handlers: trusted issuers and trust rules.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use utoipa::IntoParams;
+use uuid::Uuid;
+use warden_types::*;
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::{ApiResult, Body, Params, PathArg};
+
+/// Trust an OIDC issuer (admins).
+#[utoipa::path(post, path = "/v1/issuers", request_body = AddIssuerRequest,
+    responses((status = 201, body = TrustedIssuer), (status = 403, body = Problem)))]
+pub(crate) async fn add_issuer(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    Body(req): Body<AddIssuerRequest>,
+) -> ApiResult<(StatusCode, Json<TrustedIssuer>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(s.registry.add_issuer(&a, req).await?),
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/issuers", responses((status = 200, body = IssuerList)))]
+pub(crate) async fn list_issuers(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+) -> ApiResult<Json<IssuerList>> {
+    Ok(Json(IssuerList {
+        items: s.registry.list_issuers(&a)?,
+    }))
+}
+
+/// Stop trusting an issuer (admins; its rules must be revoked first).
+#[utoipa::path(delete, path = "/v1/issuers/{name}", params(("name" = String, Path)),
+    responses((status = 204), (status = 403, body = Problem)))]
+pub(crate) async fn remove_issuer(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    PathArg(name): PathArg<String>,
+) -> ApiResult<StatusCode> {
+    s.registry.remove_issuer(&a, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Write a trust rule for an NHI; an admin other than its author must approve it.
+#[utoipa::path(post, path = "/v1/trust-rules", request_body = AddTrustRuleRequest,
+    responses((status = 201, body = TrustRule), (status = 403, body = Problem)))]
+pub(crate) async fn add_trust_rule(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    Body(req): Body<AddTrustRuleRequest>,
+) -> ApiResult<(StatusCode, Json<TrustRule>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(s.registry.add_trust_rule(&a, req).await?),
+    ))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RuleQuery {
+    /// Only the rules of this identity.
+    identity: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/trust-rules", params(RuleQuery), responses((status = 200, body = TrustRuleList)))]
+pub(crate) async fn list_trust_rules(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    Params(q): Params<RuleQuery>,
+) -> ApiResult<Json<TrustRuleList>> {
+    Ok(Json(TrustRuleList {
+        items: s.registry.list_trust_rules(&a, q.identity.as_deref())?,
+    }))
+}
+
+#[utoipa::path(post, path = "/v1/trust-rules/{id}/approve", request_body = DecideTrustRuleRequest,
+    params(("id" = Uuid, Path)), responses((status = 200, body = TrustRule), (status = 403, body = Problem)))]
+pub(crate) async fn approve_trust_rule(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    PathArg(id): PathArg<Uuid>,
+    Body(req): Body<DecideTrustRuleRequest>,
+) -> ApiResult<Json<TrustRule>> {
+    Ok(Json(
+        s.registry
+            .decide_trust_rule(&a, id, true, req.reason)
+            .await?,
+    ))
+}
+
+#[utoipa::path(post, path = "/v1/trust-rules/{id}/deny", request_body = DecideTrustRuleRequest,
+    params(("id" = Uuid, Path)), responses((status = 200, body = TrustRule), (status = 403, body = Problem)))]
+pub(crate) async fn deny_trust_rule(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    PathArg(id): PathArg<Uuid>,
+    Body(req): Body<DecideTrustRuleRequest>,
+) -> ApiResult<Json<TrustRule>> {
+    Ok(Json(
+        s.registry
+            .decide_trust_rule(&a, id, false, req.reason)
+            .await?,
+    ))
+}
+
+#[utoipa::path(post, path = "/v1/trust-rules/{id}/revoke", params(("id" = Uuid, Path)),
+    responses((status = 200, body = TrustRule), (status = 403, body = Problem)))]
+pub(crate) async fn revoke_trust_rule(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    PathArg(id): PathArg<Uuid>,
+) -> ApiResult<Json<TrustRule>> {
+    Ok(Json(s.registry.revoke_trust_rule(&a, id).await?))
+}

@@ -1,0 +1,119 @@
+//! Federation: external OIDC issuers Warden trusts (CI systems, Kubernetes, clouds) and the trust
+//! rules that map their tokens' claims to an NHI.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// An OIDC issuer whose tokens Warden accepts in exchange for its own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TrustedIssuer {
+    pub id: Uuid,
+    /// A short name (`github`, `gitlab`, `k8s-prod`).
+    pub name: String,
+    /// The `iss` its tokens carry, exactly.
+    pub issuer: String,
+    /// Where its keys are fetched (and refetched on an unknown `kid`); absent with `static_jwks`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_url: Option<String>,
+    /// Keys given once, for issuers Warden cannot reach (air-gapped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub static_jwks: Option<serde_json::Value>,
+    /// Accepted `aud` values (one must match).
+    pub audiences: Vec<String>,
+    /// Tokens older than this (by `iat`) are refused.
+    pub max_token_age_secs: u64,
+    /// Each token (`jti`) may be exchanged once.
+    #[serde(default)]
+    pub single_use: bool,
+    pub created_by: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// `POST /v1/issuers`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddIssuerRequest {
+    pub name: String,
+    pub issuer: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub static_jwks: Option<serde_json::Value>,
+    pub audiences: Vec<String>,
+    /// Default 600 (10 minutes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_token_age_secs: Option<u64>,
+    #[serde(default)]
+    pub single_use: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct IssuerList {
+    pub items: Vec<TrustedIssuer>,
+}
+
+str_enum! {
+    /// Where a trust rule stands: a new or changed rule waits for an admin other than its author.
+    TrustRuleStatus {
+        PendingApproval => "pending_approval",
+        Active => "active",
+        Denied => "denied",
+        Revoked => "revoked",
+    }
+}
+
+/// Maps tokens of one issuer whose claims satisfy `condition` to one NHI.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TrustRule {
+    pub id: Uuid,
+    /// The NHI it grants (the rule belongs to it).
+    pub identity_id: Uuid,
+    pub issuer_id: Uuid,
+    /// The condition as written, e.g. `repository == "org/app" && ref == "refs/heads/main"`.
+    pub condition: String,
+    /// Tokens issued through this rule live at most this long (default 300).
+    pub max_ttl_secs: u64,
+    pub status: TrustRuleStatus,
+    pub created_by: String,
+    /// The requesting operator (may not approve their own rule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requester_id: Option<Uuid>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+    #[serde(
+        default,
+        with = "crate::rfc3339_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub decided_at: Option<OffsetDateTime>,
+}
+
+/// `POST /v1/trust-rules`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddTrustRuleRequest {
+    /// The NHI (id, ENV/NAME or NAME).
+    pub identity: String,
+    /// The issuer's name.
+    pub issuer: String,
+    pub condition: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ttl_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TrustRuleList {
+    pub items: Vec<TrustRule>,
+}
+
+/// `POST /v1/trust-rules/{id}/approve|deny`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DecideTrustRuleRequest {
+    pub reason: String,
+}

@@ -1,0 +1,198 @@
+//! `warden issuer …` and `warden trust …`: federation from CI systems, Kubernetes and other OIDC
+//! issuers.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use uuid::Uuid;
+use warden_client::Client;
+use warden_types::{AddIssuerRequest, AddTrustRuleRequest};
+
+use crate::output::{self, table};
+
+#[derive(Debug, Subcommand)]
+pub enum IssuerCmd {
+    /// Trust an OIDC issuer (admins), e.g. GitHub Actions:
+    /// `warden issuer add github --issuer https://token.actions.githubusercontent.com
+    ///  --jwks-url https://token.actions.githubusercontent.com/.well-known/jwks --audience https://warden.example.com`
+    Add {
+        name: String,
+        /// The `iss` of its tokens, exactly.
+        #[arg(long)]
+        issuer: String,
+        /// Where its keys are (fetched, cached, refetched on an unknown kid).
+        #[arg(long, conflicts_with = "jwks_file")]
+        jwks_url: Option<String>,
+        /// Its keys, from a file (for issuers Warden cannot reach).
+        #[arg(long)]
+        jwks_file: Option<PathBuf>,
+        /// An accepted `aud`; repeatable.
+        #[arg(long = "audience", required = true)]
+        audiences: Vec<String>,
+        /// Tokens older than this many seconds are refused (default 600).
+        #[arg(long)]
+        max_token_age: Option<u64>,
+        /// Each token may be exchanged once (its jti is remembered until it expires).
+        #[arg(long)]
+        single_use: bool,
+    },
+    List,
+    /// Stop trusting an issuer (admins); revoke its trust rules first.
+    Remove {
+        name: String,
+    },
+}
+
+pub async fn run_issuer(c: &Client, cmd: IssuerCmd, json: bool) -> Result<ExitCode> {
+    match cmd {
+        IssuerCmd::Add {
+            name,
+            issuer,
+            jwks_url,
+            jwks_file,
+            audiences,
+            max_token_age,
+            single_use,
+        } => {
+            let static_jwks = match jwks_file {
+                None => None,
+                Some(p) => Some(
+                    serde_json::from_str(
+                        &std::fs::read_to_string(&p)
+                            .with_context(|| format!("reading {}", p.display()))?,
+                    )
+                    .with_context(|| format!("{} is not JSON", p.display()))?,
+                ),
+            };
+            let i = c
+                .add_issuer(&AddIssuerRequest {
+                    name,
+                    issuer,
+                    jwks_url,
+                    static_jwks,
+                    audiences,
+                    max_token_age_secs: max_token_age,
+                    single_use,
+                })
+                .await?;
+            output::print(json, &i, || {
+                format!("issuer {} trusted ({})", i.name, i.issuer)
+            })?;
+        }
+        IssuerCmd::List => {
+            let l = c.list_issuers().await?;
+            output::print(json, &l, || {
+                let rows: Vec<Vec<String>> = l
+                    .items
+                    .iter()
+                    .map(|i| {
+                        vec![
+                            i.name.clone(),
+                            i.issuer.clone(),
+                            i.audiences.join(","),
+                            if i.static_jwks.is_some() {
+                                "static".into()
+                            } else {
+                                "url".into()
+                            },
+                            i.single_use.to_string(),
+                        ]
+                    })
+                    .collect();
+                table(
+                    &["NAME", "ISSUER", "AUDIENCES", "KEYS", "SINGLE USE"],
+                    &rows,
+                )
+            })?;
+        }
+        IssuerCmd::Remove { name } => {
+            c.remove_issuer(&name).await?;
+            output::print(json, &serde_json::json!({ "removed": name }), || {
+                format!("issuer {name} removed")
+            })?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TrustCmd {
+    /// A trust rule for an NHI: tokens of ISSUER whose claims satisfy CONDITION become its
+    /// tokens. Waits for an admin other than you (`warden trust approve`).
+    Add {
+        identity: String,
+        #[arg(long)]
+        issuer: String,
+        /// e.g. 'repository == "org/app" && ref == "refs/heads/main" && environment == "prod"'
+        #[arg(long)]
+        condition: String,
+        /// Tokens through this rule live at most this many seconds (default 300).
+        #[arg(long)]
+        max_ttl: Option<u64>,
+    },
+    List {
+        #[arg(long)]
+        identity: Option<String>,
+    },
+    Approve {
+        id: Uuid,
+        #[arg(long)]
+        reason: String,
+    },
+    Deny {
+        id: Uuid,
+        #[arg(long)]
+        reason: String,
+    },
+    Revoke {
+        id: Uuid,
+    },
+}
+
+pub async fn run_trust(c: &Client, cmd: TrustCmd, json: bool) -> Result<ExitCode> {
+    let r = match cmd {
+        TrustCmd::Add {
+            identity,
+            issuer,
+            condition,
+            max_ttl,
+        } => {
+            c.add_trust_rule(&AddTrustRuleRequest {
+                identity,
+                issuer,
+                condition,
+                max_ttl_secs: max_ttl,
+            })
+            .await?
+        }
+        TrustCmd::List { identity } => {
+            let l = c.list_trust_rules(identity.as_deref()).await?;
+            output::print(json, &l, || {
+                let rows: Vec<Vec<String>> = l
+                    .items
+                    .iter()
+                    .map(|r| {
+                        vec![
+                            r.id.to_string(),
+                            r.identity_id.to_string(),
+                            r.status.to_string(),
+                            r.max_ttl_secs.to_string(),
+                            r.condition.clone(),
+                        ]
+                    })
+                    .collect();
+                table(&["ID", "IDENTITY", "STATUS", "MAX TTL", "CONDITION"], &rows)
+            })?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        TrustCmd::Approve { id, reason } => {
+            c.decide_trust_rule(id, "approve", Some(&reason)).await?
+        }
+        TrustCmd::Deny { id, reason } => c.decide_trust_rule(id, "deny", Some(&reason)).await?,
+        TrustCmd::Revoke { id } => c.decide_trust_rule(id, "revoke", None).await?,
+    };
+    output::print(json, &r, || format!("trust rule {} is {}", r.id, r.status))?;
+    Ok(ExitCode::SUCCESS)
+}

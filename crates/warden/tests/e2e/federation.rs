@@ -1,0 +1,444 @@
+//! Federation end to end: local OIDC issuers (their own keys, their JWKS served on loopback) mint
+//! tokens with the claim sets of GitHub Actions, GitLab CI and Kubernetes projected
+//! service-account tokens; the CLI exchanges them for Warden tokens through trust rules, with and
+//! without DPoP; every refusal the issue names is checked.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+use warden_jose::{Alg, SigningKey};
+
+use crate::harness::{Server, stderr};
+
+/// A local OIDC issuer: signs tokens; serves `/jwks` with the keys it publishes.
+struct Issuer {
+    url: String,
+    key: SigningKey,
+    published: Arc<Mutex<Value>>,
+}
+
+fn issuer() -> Issuer {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let key = SigningKey::generate(Alg::ES256, "issuer-key-1").unwrap();
+    let published = Arc::new(Mutex::new(json!({ "keys": [key.public_jwk()] })));
+    let p = published.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                    break;
+                }
+            }
+            let body = p.lock().unwrap().to_string();
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    Issuer {
+        url,
+        key,
+        published,
+    }
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+const AUD: &str = "https://warden.test";
+
+/// The claim set GitHub Actions puts in a job's OIDC token.
+fn github_claims(iss: &str, git_ref: &str) -> Value {
+    let t = now();
+    json!({
+        "iss": iss, "aud": AUD, "iat": t, "nbf": t, "exp": t + 300,
+        "jti": uuid::Uuid::now_v7().to_string(),
+        "sub": "repo:org/app:environment:prod",
+        "repository": "org/app", "repository_owner": "org", "ref": git_ref, "ref_type": "branch",
+        "environment": "prod", "event_name": "push", "actor": "octocat",
+        "workflow": "deploy", "job_workflow_ref": format!("org/app/.github/workflows/deploy.yml@{git_ref}"),
+        "run_id": "123456", "run_attempt": "1", "runner_environment": "github-hosted",
+    })
+}
+
+fn payload(token: &str) -> Value {
+    let part = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(part)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+fn exchange(s: &Server, subject: &str, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["token", "exchange", "--json", "--subject-token", subject];
+    args.extend_from_slice(extra);
+    s.cli("", &args)
+}
+
+#[test]
+fn ci_and_kubernetes_tokens_become_short_warden_tokens_through_approved_trust_rules() {
+    let s = Server::start();
+    let admin2 = s.operator("second-admin", "admin", &[]);
+    s.ok(&s.admin, &["team", "create", "platform"]);
+    let member = s.operator("pat", "member", &["platform"]);
+    // A prod identity (sender-constrained by default) and a staging one.
+    let prod = s.identity(&s.admin, "deploy-app-prod", "platform", &["deploy:write"]);
+    let prod_id = prod["identity"]["id"].as_str().unwrap().to_owned();
+    s.ok(
+        &s.admin,
+        &[
+            "identity",
+            "create",
+            "--name",
+            "build-cache",
+            "--kind",
+            "ci_pipeline",
+            "--owner",
+            "platform",
+            "--purpose",
+            "Writes the CI build cache",
+            "--env",
+            "staging",
+            "--scope",
+            "cache:write",
+        ],
+    );
+
+    let gh = issuer();
+    let out = s.cli(
+        &member,
+        &[
+            "issuer",
+            "add",
+            "github",
+            "--issuer",
+            &gh.url,
+            "--jwks-url",
+            &format!("{}/jwks", gh.url),
+            "--audience",
+            AUD,
+        ],
+    );
+    assert!(!out.status.success(), "only admins trust issuers");
+    s.ok(
+        &s.admin,
+        &[
+            "issuer",
+            "add",
+            "github",
+            "--issuer",
+            &gh.url,
+            "--jwks-url",
+            &format!("{}/jwks", gh.url),
+            "--audience",
+            AUD,
+            "--single-use",
+        ],
+    );
+
+    // The rule belongs to the NHI; it waits for an admin other than its author.
+    let rule = s.json(
+        &member,
+        &[
+            "trust",
+            "add",
+            "prod/deploy-app-prod",
+            "--issuer",
+            "github",
+            "--condition",
+            r#"repository == "org/app" && ref == "refs/heads/main" && environment == "prod""#,
+        ],
+    );
+    assert_eq!(rule["status"], "pending_approval");
+    let rule_id = rule["id"].as_str().unwrap().to_owned();
+    let main = gh
+        .key
+        .sign("JWT", &github_claims(&gh.url, "refs/heads/main"))
+        .unwrap();
+    let out = exchange(&s, &main, &[]);
+    assert!(
+        stderr(&out).contains("invalid_grant"),
+        "a pending rule grants nothing: {}",
+        stderr(&out)
+    );
+    let out = s.cli(&member, &["trust", "approve", &rule_id, "--reason", "mine"]);
+    assert!(!out.status.success(), "a member cannot approve");
+    s.ok(
+        &admin2,
+        &[
+            "trust",
+            "approve",
+            &rule_id,
+            "--reason",
+            "deploys from main only",
+        ],
+    );
+
+    // A prod identity must bind its tokens: bearer refused, DPoP accepted.
+    let main = gh
+        .key
+        .sign("JWT", &github_claims(&gh.url, "refs/heads/main"))
+        .unwrap();
+    let out = exchange(&s, &main, &[]);
+    assert!(stderr(&out).contains("invalid_request"), "{}", stderr(&out));
+    let keyfile = s.dir.path().join("ci.jwk");
+    s.ok("", &["token", "keygen", "--out", keyfile.to_str().unwrap()]);
+    let main = gh
+        .key
+        .sign("JWT", &github_claims(&gh.url, "refs/heads/main"))
+        .unwrap();
+    let out = exchange(&s, &main, &["--dpop-key", keyfile.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let t: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(t["token_type"], "DPoP");
+    assert_eq!(
+        t["issued_token_type"],
+        "urn:ietf:params:oauth:token-type:access_token"
+    );
+    assert!(t["expires_in"].as_u64().unwrap() <= 300, "{t}");
+    let claims = payload(t["access_token"].as_str().unwrap());
+    assert_eq!(claims["sub"], prod_id.as_str());
+    assert_eq!(claims["scope"], "deploy:write");
+    assert_eq!(claims["fed"]["iss"], gh.url.as_str());
+    assert_eq!(claims["fed"]["sub"], "repo:org/app:environment:prod");
+    assert!(claims["cnf"]["jkt"].is_string());
+    // Single use: the same subject token again is a replay.
+    let out = exchange(&s, &main, &["--dpop-key", keyfile.to_str().unwrap()]);
+    assert!(stderr(&out).contains("invalid_grant"), "{}", stderr(&out));
+
+    // Refusals: a feature branch, another audience, expired, a key the issuer never published,
+    // an issuer nobody trusts, and a token too old.
+    let dpop = ["--dpop-key", keyfile.to_str().unwrap()];
+    let refused = |claims: Value, key: &SigningKey, why: &str| {
+        let tok = key.sign("JWT", &claims).unwrap();
+        let out = exchange(&s, &tok, &dpop);
+        assert!(!out.status.success(), "{why}: accepted");
+        assert!(
+            stderr(&out).contains("invalid_grant"),
+            "{why}: {}",
+            stderr(&out)
+        );
+    };
+    refused(
+        github_claims(&gh.url, "refs/heads/feature"),
+        &gh.key,
+        "claims fail the rule",
+    );
+    let mut c = github_claims(&gh.url, "refs/heads/main");
+    c["aud"] = json!("https://someone-else.test");
+    refused(c, &gh.key, "wrong audience");
+    let mut c = github_claims(&gh.url, "refs/heads/main");
+    c["exp"] = json!(now() - 120);
+    c["iat"] = json!(now() - 400);
+    refused(c, &gh.key, "expired");
+    let stranger = SigningKey::generate(Alg::ES256, "not-published").unwrap();
+    refused(
+        github_claims(&gh.url, "refs/heads/main"),
+        &stranger,
+        "kid not in the JWKS",
+    );
+    let rogue = issuer();
+    refused(
+        github_claims(&rogue.url, "refs/heads/main"),
+        &rogue.key,
+        "unknown issuer",
+    );
+    let mut c = github_claims(&gh.url, "refs/heads/main");
+    c["iat"] = json!(now() - 3600);
+    refused(c, &gh.key, "older than the issuer's max token age");
+    // After all those refusals, a good token still works (nothing was spent by them).
+    let fresh = gh
+        .key
+        .sign("JWT", &github_claims(&gh.url, "refs/heads/main"))
+        .unwrap();
+    assert!(exchange(&s, &fresh, &dpop).status.success());
+
+    // The jwt-bearer grant (RFC 7523 §2.1) works the same way.
+    let tok = gh
+        .key
+        .sign("JWT", &github_claims(&gh.url, "refs/heads/main"))
+        .unwrap();
+    let out = exchange(
+        &s,
+        &tok,
+        &[
+            "--grant",
+            "jwt-bearer",
+            "--dpop-key",
+            keyfile.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // GitLab CI: another issuer, a glob on the project path, bearer tokens for staging.
+    let gl = issuer();
+    s.ok(
+        &s.admin,
+        &[
+            "issuer",
+            "add",
+            "gitlab",
+            "--issuer",
+            &gl.url,
+            "--jwks-url",
+            &format!("{}/jwks", gl.url),
+            "--audience",
+            AUD,
+        ],
+    );
+    let r = s.json(
+        &s.admin,
+        &[
+            "trust",
+            "add",
+            "staging/build-cache",
+            "--issuer",
+            "gitlab",
+            "--condition",
+            r#"project_path =~ "acme/*" && ref_type == "branch" && ref in ["main", "develop"]"#,
+            "--max-ttl",
+            "120",
+        ],
+    );
+    // Four eyes: its author, even an admin, cannot approve it.
+    let rid = r["id"].as_str().unwrap();
+    let own = s.cli(&s.admin, &["trust", "approve", rid, "--reason", "mine"]);
+    assert!(stderr(&own).contains("self_approval"), "{}", stderr(&own));
+    s.ok(&admin2, &["trust", "approve", rid, "--reason", "ok"]);
+    let t = now();
+    let gitlab = json!({"iss": gl.url, "aud": AUD, "iat": t, "nbf": t, "exp": t + 300,
+        "sub": "project_path:acme/web:ref_type:branch:ref:develop", "namespace_path": "acme",
+        "project_path": "acme/web", "ref": "develop", "ref_type": "branch", "pipeline_source": "push",
+        "user_login": "dev", "ci_config_ref_uri": "gitlab.com/acme/web//.gitlab-ci.yml@refs/heads/develop"});
+    let out = exchange(&s, &gl.key.sign("JWT", &gitlab).unwrap(), &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let t: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(t["token_type"], "Bearer");
+    assert!(
+        t["expires_in"].as_u64().unwrap() <= 120,
+        "the rule caps the lifetime"
+    );
+
+    // Kubernetes, air-gapped: static keys, nested claims.
+    let k8s = issuer();
+    let jwks = s.dir.path().join("k8s-jwks.json");
+    std::fs::write(&jwks, k8s.published.lock().unwrap().to_string()).unwrap();
+    s.ok(
+        &s.admin,
+        &[
+            "issuer",
+            "add",
+            "k8s-prod",
+            "--issuer",
+            "https://kubernetes.default.svc.cluster.local",
+            "--jwks-file",
+            jwks.to_str().unwrap(),
+            "--audience",
+            AUD,
+        ],
+    );
+    let r = s.json(
+        &s.admin,
+        &[
+            "trust",
+            "add",
+            "staging/build-cache",
+            "--issuer",
+            "k8s-prod",
+            "--condition",
+            r#"kubernetes.io/namespace == "ci" && kubernetes.io/serviceaccount/name == "builder""#,
+        ],
+    );
+    s.ok(
+        &admin2,
+        &[
+            "trust",
+            "approve",
+            r["id"].as_str().unwrap(),
+            "--reason",
+            "ok",
+        ],
+    );
+    let t = now();
+    let sa = json!({"iss": "https://kubernetes.default.svc.cluster.local", "aud": [AUD], "iat": t,
+        "nbf": t, "exp": t + 600, "sub": "system:serviceaccount:ci:builder",
+        "kubernetes.io": {"namespace": "ci", "pod": {"name": "builder-7d9", "uid": "u1"},
+                          "serviceaccount": {"name": "builder", "uid": "u2"}}});
+    let out = exchange(&s, &k8s.key.sign("JWT", &sa).unwrap(), &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut other_ns = sa.clone();
+    other_ns["kubernetes.io"]["namespace"] = json!("default");
+    let out = exchange(&s, &k8s.key.sign("JWT", &other_ns).unwrap(), &[]);
+    assert!(stderr(&out).contains("invalid_grant"), "{}", stderr(&out));
+
+    // A revoked rule grants nothing more; the issuer can then be removed.
+    s.ok(&member, &["trust", "revoke", &rule_id]);
+    let tok = gh
+        .key
+        .sign("JWT", &github_claims(&gh.url, "refs/heads/main"))
+        .unwrap();
+    let out = exchange(&s, &tok, &dpop);
+    assert!(stderr(&out).contains("invalid_grant"), "{}", stderr(&out));
+    s.ok(&s.admin, &["issuer", "remove", "github"]);
+
+    // Every exchange and refusal is audited with the reason; the chain verifies.
+    let issued = s.json(&s.admin, &["audit", "list", "--action", "token.issued"]);
+    let fed: Vec<&Value> = issued["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["details"]["method"] == "federation")
+        .collect();
+    assert!(fed.len() >= 5, "{}", fed.len());
+    assert_eq!(fed[0]["details"]["federation"]["issuer"], "github");
+    let denied = s.json(
+        &s.admin,
+        &[
+            "audit",
+            "list",
+            "--action",
+            "token.denied",
+            "--limit",
+            "500",
+        ],
+    );
+    let reasons: Vec<String> = denied["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["details"]["reason"].as_str().unwrap_or("").to_owned())
+        .collect();
+    for needle in [
+        "no active trust rule",
+        "another audience",
+        "expired",
+        "not in the issuer's JWKS",
+        "not trusted",
+        "replayed",
+        "too old",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r.contains(needle)),
+            "no refusal for {needle:?}: {reasons:?}"
+        );
+    }
+    assert!(
+        s.json(&s.admin, &["audit", "verify"])["ok"]
+            .as_bool()
+            .unwrap()
+    );
+}
