@@ -61,6 +61,7 @@ struct Args {
 }
 
 mod cluster;
+mod exchange;
 mod scan;
 mod tokens;
 mod vault;
@@ -104,6 +105,8 @@ enum Cmd {
         #[arg(long, default_value_t = 200)]
         logins: usize,
     },
+    /// The federation benchmark: token exchange against client_secret_basic, same run.
+    Exchange,
     /// Serve the token ceiling (same cryptography, nothing else) and print its address.
     Ceiling {
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -570,6 +573,9 @@ fn main() -> Result<()> {
     }
     if let Some(Cmd::Vault { logins }) = &a.cmd {
         return vault::main(&warden, a.connections, a.seconds, a.runs, *logins);
+    }
+    if let Some(Cmd::Exchange) = &a.cmd {
+        return exchange::main(&warden, a.connections, a.seconds, a.runs);
     }
     if let Some(Cmd::Tokens) = &a.cmd {
         return tokens::main(&warden, a.connections, a.seconds, a.runs);

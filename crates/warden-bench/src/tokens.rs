@@ -31,8 +31,8 @@ use crate::{Phase, call, median, spawn_url, tempfile_dir};
 /// One prepared request: body and extra headers.
 #[derive(Clone)]
 pub(crate) struct Prepared {
-    body: Bytes,
-    headers: Vec<(&'static str, String)>,
+    pub(crate) body: Bytes,
+    pub(crate) headers: Vec<(&'static str, String)>,
 }
 
 /// Sends prepared requests (each once, or cycling when `cycle`) for `seconds`.
@@ -120,7 +120,7 @@ fn jti(i: usize, case: &str) -> String {
     format!("{case}-{i}-{}", uuid::Uuid::now_v7().simple())
 }
 
-fn form(pairs: &[(&str, &str)]) -> Bytes {
+pub(crate) fn form(pairs: &[(&str, &str)]) -> Bytes {
     let mut s = form_urlencoded::Serializer::new(String::new());
     for (k, v) in pairs {
         s.append_pair(k, v);

@@ -34,6 +34,7 @@ pub(crate) struct PeerHandler {
     pub(crate) operators: Arc<GenCache<[u8; 32], OperatorRecord>>,
     pub(crate) keys: Arc<GenCache<[u8; 32], (Credential, Identity)>>,
     pub(crate) clients: Arc<GenCache<uuid::Uuid, ClientKeys>>,
+    pub(crate) federation: Arc<GenCache<String, super::federation::IssuerEntry>>,
     pub(crate) keyring_stale: Arc<AtomicBool>,
     pub(crate) hearing: Arc<AtomicBool>,
     /// Another node rotated the store's login password: fetch it at the next job tick.
@@ -45,6 +46,7 @@ impl PeerHandler {
         self.operators.set_enabled(enabled);
         self.keys.set_enabled(enabled);
         self.clients.set_enabled(enabled);
+        self.federation.set_enabled(enabled);
     }
 }
 
@@ -55,6 +57,7 @@ impl PeerListener for PeerHandler {
                 self.operators.invalidate();
                 self.keys.invalidate();
                 self.clients.invalidate();
+                self.federation.invalidate();
             }
             PeerEvent::Changed(Topic::SigningKeys) => {
                 self.keyring_stale.store(true, Ordering::Release);

@@ -51,6 +51,12 @@ pub(crate) struct CachedJwks {
 #[derive(Default)]
 pub(crate) struct JwksCache(std::sync::Mutex<HashMap<Uuid, CachedJwks>>);
 
+/// A trusted issuer with its active rules, conditions parsed (cached by `iss`).
+pub struct IssuerEntry {
+    issuer: TrustedIssuer,
+    rules: Vec<(TrustRule, Condition)>,
+}
+
 /// What a verified external token proved.
 pub(crate) struct Federated {
     pub(crate) identity: Identity,
@@ -143,7 +149,7 @@ impl Registry {
             return Err(CoreError::field("max_token_age_secs", "30 to 86400"));
         }
         let actor = actor.clone();
-        self.write(move |tx, job| {
+        self.write_invalidating(move |tx, job| {
             let issuer = TrustedIssuer {
                 id: Uuid::now_v7(),
                 name: req.name,
@@ -198,7 +204,7 @@ impl Registry {
         }
         let (actor, name) = (actor.clone(), name.to_owned());
         let cache = Arc::clone(&self.jwks);
-        self.write(move |tx, job| {
+        self.write_invalidating(move |tx, job| {
             let Some(i) = tx.trusted_issuer_named(&name)? else {
                 return Ok(Err(CoreError::NotFound(format!("issuer {name:?}"))));
             };
@@ -258,7 +264,7 @@ impl Registry {
             ));
         };
         let actor = actor.clone();
-        self.write(move |tx, job| {
+        self.write_invalidating(move |tx, job| {
             let identity = match resolve_identity(tx, &actor, &req.identity) {
                 Ok(i) => i,
                 Err(e) => return Ok(Err(e)),
@@ -322,7 +328,7 @@ impl Registry {
         } else {
             "trust_rule.deny"
         };
-        self.write(move |tx, job| {
+        self.write_invalidating(move |tx, job| {
             let Some(mut rule) = tx.trust_rule(id)? else {
                 return Ok(Err(CoreError::NotFound(format!("trust rule {id}"))));
             };
@@ -367,7 +373,7 @@ impl Registry {
     /// Revokes a trust rule (operators managing its NHI): no token is exchanged through it again.
     pub async fn revoke_trust_rule(&self, actor: &Actor, id: Uuid) -> Result<TrustRule, CoreError> {
         let actor = actor.clone();
-        self.write(move |tx, job| {
+        self.write_invalidating(move |tx, job| {
             let Some(mut rule) = tx.trust_rule(id)? else {
                 return Ok(Err(CoreError::NotFound(format!("trust rule {id}"))));
             };
@@ -490,15 +496,33 @@ impl Registry {
             .map_err(|_| "subject token has no iss".to_owned())?
             .to_owned();
         let store = self.reader().map_err(|e| e.to_string())?;
-        let issuer = store
-            .trusted_issuer_by_iss(&iss)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| {
-                format!(
-                    "issuer {:?} is not trusted",
-                    iss.chars().take(200).collect::<String>()
-                )
-            })?;
+        let entry = match self.federation.get(&iss) {
+            Some(e) => e,
+            None => {
+                let generation = self.federation.generation();
+                let issuer = store
+                    .trusted_issuer_by_iss(&iss)
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| {
+                        format!(
+                            "issuer {:?} is not trusted",
+                            iss.chars().take(200).collect::<String>()
+                        )
+                    })?;
+                let rules = store
+                    .trust_rules(Some(issuer.id), None)
+                    .map_err(|e| e.to_string())?
+                    .into_iter()
+                    .filter(|r| r.status == TrustRuleStatus::Active)
+                    .filter_map(|r| Condition::parse(&r.condition).ok().map(|c| (r, c)))
+                    .collect();
+                let entry = Arc::new(IssuerEntry { issuer, rules });
+                self.federation
+                    .put(iss.clone(), generation, Arc::clone(&entry));
+                entry
+            }
+        };
+        let issuer = entry.issuer.clone();
         let kid = jws.header.kid.clone();
         let pick = |keys: &[JwkKey]| -> Option<JwkKey> {
             keys.iter()
@@ -570,16 +594,7 @@ impl Registry {
         };
         // Rules of this issuer that match; exactly one NHI.
         let mut found: Option<(Identity, TrustRule)> = None;
-        for rule in store
-            .trust_rules(Some(issuer.id), None)
-            .map_err(|e| e.to_string())?
-        {
-            if rule.status != TrustRuleStatus::Active {
-                continue;
-            }
-            let Ok(cond) = Condition::parse(&rule.condition) else {
-                continue;
-            };
+        for (rule, cond) in &entry.rules {
             if !cond.matches(&claims) {
                 continue;
             }
@@ -594,7 +609,7 @@ impl Registry {
                     return Err("the token matches trust rules of several identities".into());
                 }
                 Some(_) => {}
-                None => found = Some((identity, rule)),
+                None => found = Some((identity, rule.clone())),
             }
         }
         let (identity, rule) = found.ok_or("no active trust rule matches the token's claims")?;

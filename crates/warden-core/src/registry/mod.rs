@@ -89,6 +89,8 @@ pub struct Registry {
     fetcher: std::sync::OnceLock<Arc<dyn federation::Fetcher>>,
     /// Trusted issuers' keys as last fetched.
     jwks: Arc<federation::JwksCache>,
+    /// `iss` → the trusted issuer and its active rules, parsed.
+    federation: Arc<GenCache<String, federation::IssuerEntry>>,
 }
 
 /// Authentication events that may wait for their commit at once. They live in the registry's
@@ -116,6 +118,7 @@ impl Registry {
         let operators = Arc::new(GenCache::default());
         let keys = Arc::new(GenCache::default());
         let clients = Arc::new(GenCache::default());
+        let federation = Arc::new(GenCache::default());
         let hearing = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let keyring_stale = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let store_credential_stale = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -123,6 +126,7 @@ impl Registry {
             operators: Arc::clone(&operators),
             keys: Arc::clone(&keys),
             clients: Arc::clone(&clients),
+            federation: Arc::clone(&federation),
             keyring_stale: Arc::clone(&keyring_stale),
             hearing: Arc::clone(&hearing),
             store_credential_stale: Arc::clone(&store_credential_stale),
@@ -155,6 +159,7 @@ impl Registry {
             rotating: std::sync::Mutex::new(std::collections::HashSet::new()),
             fetcher: std::sync::OnceLock::new(),
             jwks: Arc::new(federation::JwksCache::default()),
+            federation,
         }
     }
 
@@ -220,10 +225,11 @@ impl Registry {
         T: Send + 'static,
         F: FnOnce(&mut dyn WriteTx, &Job) -> Result<T, CoreError> + Send + 'static,
     {
-        let (operators, keys, clients) = (
+        let (operators, keys, clients, federation) = (
             Arc::clone(&self.operators),
             Arc::clone(&self.keys),
             Arc::clone(&self.clients),
+            Arc::clone(&self.federation),
         );
         self.write(move |tx, job| {
             let out = f(tx, job)?;
@@ -234,6 +240,7 @@ impl Registry {
                 operators.invalidate();
                 keys.invalidate();
                 clients.invalidate();
+                federation.invalidate();
             }));
             Ok(out)
         })
