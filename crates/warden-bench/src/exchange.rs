@@ -1,6 +1,8 @@
-//! The federation benchmark: RFC 8693 token exchange of an external OIDC token (ES256, the
-//! issuer's keys configured statically so no network is involved) against `client_secret_basic`
-//! issuance on the same server in the same run. Subject tokens are minted in advance.
+//! The federation benchmark: RFC 8693 token exchange of an external OIDC token against
+//! `client_secret_basic` issuance on the same server in the same run. The issuer signs with
+//! RS256 (what GitHub Actions, GitLab CI and Kubernetes use; an RSA-2048 key made with `openssl`)
+//! or ES256; its keys are configured statically, so no network is involved. Subject tokens are
+//! minted in advance.
 
 use std::path::Path;
 use std::process::Command;
@@ -16,7 +18,123 @@ use crate::{Phase, call, median, spawn_url, tempfile_dir};
 
 const ISS: &str = "https://ci.bench";
 
-async fn one_run(warden: &Path, connections: usize, seconds: u64) -> Result<(Phase, Phase)> {
+/// The bench's stand-in for a CI issuer.
+enum IssuerKey {
+    Es(SigningKey),
+    Rsa(ring::signature::RsaKeyPair),
+}
+
+impl IssuerKey {
+    fn new(alg: &str) -> Result<IssuerKey> {
+        match alg {
+            "ES256" => Ok(IssuerKey::Es(SigningKey::generate(
+                Alg::ES256,
+                "bench-issuer",
+            )?)),
+            "RS256" => {
+                let out = Command::new("openssl")
+                    .args([
+                        "genpkey",
+                        "-algorithm",
+                        "RSA",
+                        "-pkeyopt",
+                        "rsa_keygen_bits:2048",
+                        "-outform",
+                        "DER",
+                    ])
+                    .output()
+                    .context("running openssl to make an RSA key")?;
+                if !out.status.success() {
+                    bail!("openssl genpkey failed");
+                }
+                // OpenSSL writes a PKCS#1 RSAPrivateKey in DER.
+                let pair = ring::signature::RsaKeyPair::from_der(&out.stdout)
+                    .map_err(|e| anyhow::anyhow!("the RSA key: {e}"))?;
+                Ok(IssuerKey::Rsa(pair))
+            }
+            other => bail!("--alg {other:?}: RS256 or ES256"),
+        }
+    }
+
+    fn public_jwk(&self) -> Value {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        match self {
+            IssuerKey::Es(k) => k.public_jwk(),
+            IssuerKey::Rsa(k) => {
+                use ring::signature::KeyPair as _;
+                let p = k.public_key();
+                let der = p.as_ref();
+                // RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }
+                let (n, e) = rsa_components(der).unwrap_or_default();
+                json!({"kty": "RSA", "kid": "bench-issuer", "alg": "RS256", "use": "sig",
+                       "n": b64.encode(n), "e": b64.encode(e)})
+            }
+        }
+    }
+
+    fn sign(&self, claims: &Value) -> Result<String> {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        match self {
+            IssuerKey::Es(k) => Ok(k.sign("JWT", claims)?),
+            IssuerKey::Rsa(k) => {
+                let header = json!({"alg": "RS256", "typ": "JWT", "kid": "bench-issuer"});
+                let input = format!(
+                    "{}.{}",
+                    b64.encode(header.to_string()),
+                    b64.encode(claims.to_string())
+                );
+                let mut sig = vec![0; k.public().modulus_len()];
+                k.sign(
+                    &ring::signature::RSA_PKCS1_SHA256,
+                    &ring::rand::SystemRandom::new(),
+                    input.as_bytes(),
+                    &mut sig,
+                )
+                .map_err(|e| anyhow::anyhow!("RSA signing: {e}"))?;
+                Ok(format!("{input}.{}", b64.encode(sig)))
+            }
+        }
+    }
+}
+
+/// The modulus and exponent of a DER `RSAPublicKey` (leading zero bytes removed).
+fn rsa_components(der: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+    fn tlv(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+        let tag = *b.first()?;
+        let first = *b.get(1)?;
+        let (len, header) = if first < 0x80 {
+            (usize::from(first), 2)
+        } else {
+            let n = usize::from(first & 0x7f);
+            let mut len = 0usize;
+            for i in 0..n {
+                len = (len << 8) | usize::from(*b.get(2 + i)?);
+            }
+            (len, 2 + n)
+        };
+        let body = b.get(header..header + len)?;
+        Some((tag, body, b.get(header + len..)?))
+    }
+    let (_, seq, _) = tlv(der)?;
+    let (_, n, rest) = tlv(seq)?;
+    let (_, e, _) = tlv(rest)?;
+    let strip = |x: &[u8]| {
+        x.iter()
+            .skip_while(|b| **b == 0)
+            .copied()
+            .collect::<Vec<u8>>()
+    };
+    Some((strip(n), strip(e)))
+}
+
+async fn one_run(
+    warden: &Path,
+    connections: usize,
+    seconds: u64,
+    alg: &str,
+) -> Result<(Phase, Phase)> {
     let dir = tempfile_dir()?;
     std::fs::create_dir_all(&dir)?;
     let init = Command::new(warden)
@@ -69,7 +187,7 @@ async fn one_run(warden: &Path, connections: usize, seconds: u64) -> Result<(Pha
         .as_str()
         .context("no secret")?
         .to_owned();
-    let issuer_key = SigningKey::generate(Alg::ES256, "bench-issuer")?;
+    let issuer_key = IssuerKey::new(alg)?;
     let endpoint = format!("http://{addr}/oauth2/token");
     call(
         addr,
@@ -129,7 +247,6 @@ async fn one_run(warden: &Path, connections: usize, seconds: u64) -> Result<(Pha
     let mut reqs = Vec::new();
     for i in 0..2_000 {
         let subject = issuer_key.sign(
-            "JWT",
             &json!({"iss": ISS, "aud": endpoint, "iat": now, "nbf": now, "exp": now + 600,
                     "jti": format!("bench-{i}"), "sub": "repo:org/app:ref:refs/heads/main",
                     "repository": "org/app", "ref": "refs/heads/main"}),
@@ -151,14 +268,14 @@ async fn one_run(warden: &Path, connections: usize, seconds: u64) -> Result<(Pha
     Ok((tokens, exchange))
 }
 
-pub fn main(warden: &Path, connections: usize, seconds: u64, runs: usize) -> Result<()> {
+pub fn main(warden: &Path, connections: usize, seconds: u64, runs: usize, alg: &str) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let mut results = Vec::new();
     for r in 0..runs {
         eprintln!("run {}/{runs} …", r + 1);
-        let (t, x) = rt.block_on(one_run(warden, connections, seconds))?;
+        let (t, x) = rt.block_on(one_run(warden, connections, seconds, alg))?;
         for (name, p) in [
             ("client_secret_basic", &t),
             ("token exchange (federation)", &x),
@@ -180,6 +297,7 @@ pub fn main(warden: &Path, connections: usize, seconds: u64, runs: usize) -> Res
     let summary = json!({
         "runs": runs,
         "connections": connections,
+        "issuer_alg": alg,
         "token_basic_rps_median": m(&|r| r.0.rate()),
         "exchange_rps_median": m(&|r| r.1.rate()),
         "exchange_p99_ms_median": m(&|r| r.1.p99_ms),

@@ -106,7 +106,11 @@ enum Cmd {
         logins: usize,
     },
     /// The federation benchmark: token exchange against client_secret_basic, same run.
-    Exchange,
+    Exchange {
+        /// The external issuer's algorithm: RS256 (GitHub, GitLab, Kubernetes) or ES256.
+        #[arg(long, default_value = "RS256")]
+        alg: String,
+    },
     /// Serve the token ceiling (same cryptography, nothing else) and print its address.
     Ceiling {
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -574,8 +578,8 @@ fn main() -> Result<()> {
     if let Some(Cmd::Vault { logins }) = &a.cmd {
         return vault::main(&warden, a.connections, a.seconds, a.runs, *logins);
     }
-    if let Some(Cmd::Exchange) = &a.cmd {
-        return exchange::main(&warden, a.connections, a.seconds, a.runs);
+    if let Some(Cmd::Exchange { alg }) = &a.cmd {
+        return exchange::main(&warden, a.connections, a.seconds, a.runs, alg);
     }
     if let Some(Cmd::Tokens) = &a.cmd {
         return tokens::main(&warden, a.connections, a.seconds, a.runs);
