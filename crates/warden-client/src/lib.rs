@@ -597,6 +597,23 @@ impl Client {
         }
     }
 
+    pub async fn create_delegation(&self, req: &CreateDelegationRequest) -> Result<Delegation> {
+        self.post("/v1/delegations", req).await
+    }
+
+    pub async fn list_delegations(&self, agent: Option<&str>) -> Result<DelegationList> {
+        let q: Vec<(&str, String)> = agent.map(|a| ("agent", a.to_owned())).into_iter().collect();
+        self.get_q("/v1/delegations", &q).await
+    }
+
+    pub async fn revoke_delegation(&self, id: Uuid) -> Result<Delegation> {
+        self.send(
+            self.http
+                .post(self.url(&format!("/v1/delegations/{id}/revoke"))),
+        )
+        .await
+    }
+
     pub async fn add_trust_rule(&self, req: &AddTrustRuleRequest) -> Result<TrustRule> {
         self.post("/v1/trust-rules", req).await
     }

@@ -12,9 +12,9 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 pub use warden_crypto::envelope::Envelope;
 use warden_types::{
-    AuditEvent, AuditOutcome, ChangeRequest, ChangeStatus, Credential, Finding, FindingKind,
-    FindingStatus, Identity, IdentityKind, IdentityStatus, Operator, Secret, Team, TrustRule,
-    TrustedIssuer, VaultLease,
+    AuditEvent, AuditOutcome, ChangeRequest, ChangeStatus, Credential, Delegation, Finding,
+    FindingKind, FindingStatus, Identity, IdentityKind, IdentityStatus, Operator, Secret, Team,
+    TrustRule, TrustedIssuer, VaultLease,
 };
 
 use crate::error::{CoreError, StoreError};
@@ -318,6 +318,9 @@ pub trait ReadStore {
     fn trusted_issuer_by_iss(&self, iss: &str) -> Result<Option<TrustedIssuer>, StoreError>;
     fn list_trusted_issuers(&self) -> Result<Vec<TrustedIssuer>, StoreError>;
     fn trust_rule(&self, id: Uuid) -> Result<Option<TrustRule>, StoreError>;
+    fn delegation(&self, id: Uuid) -> Result<Option<Delegation>, StoreError>;
+    /// Delegations to `agent` (or all), oldest first.
+    fn delegations(&self, agent: Option<Uuid>) -> Result<Vec<Delegation>, StoreError>;
     /// Trust rules of an issuer and/or an identity (both `None`: all), oldest first.
     fn trust_rules(
         &self,
@@ -404,6 +407,7 @@ pub trait WriteTx: ReadStore {
     fn put_trusted_issuer(&mut self, issuer: &TrustedIssuer) -> Result<(), StoreError>;
     fn delete_trusted_issuer(&mut self, id: Uuid) -> Result<bool, StoreError>;
     fn put_trust_rule(&mut self, rule: &TrustRule) -> Result<(), StoreError>;
+    fn put_delegation(&mut self, delegation: &Delegation) -> Result<(), StoreError>;
 
     /// The lease named `name`, if one was ever taken.
     fn lease(&mut self, name: &str) -> Result<Option<Lease>, StoreError>;

@@ -119,3 +119,46 @@ pub(crate) async fn revoke_trust_rule(
 ) -> ApiResult<Json<TrustRule>> {
     Ok(Json(s.registry.revoke_trust_rule(&a, id).await?))
 }
+
+/// Lend an agent some authority (RFC 8693 delegation).
+#[utoipa::path(post, path = "/v1/delegations", request_body = CreateDelegationRequest,
+    responses((status = 201, body = Delegation), (status = 403, body = Problem)))]
+pub(crate) async fn create_delegation(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    Body(req): Body<CreateDelegationRequest>,
+) -> ApiResult<(StatusCode, Json<Delegation>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(s.registry.create_delegation(&a, req).await?),
+    ))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DelegationQuery {
+    /// Only the delegations to this agent.
+    agent: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/delegations", params(DelegationQuery), responses((status = 200, body = DelegationList)))]
+pub(crate) async fn list_delegations(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    Params(q): Params<DelegationQuery>,
+) -> ApiResult<Json<DelegationList>> {
+    Ok(Json(DelegationList {
+        items: s.registry.list_delegations(&a, q.agent.as_deref())?,
+    }))
+}
+
+/// Revoke a delegation: every token derived from it becomes inactive.
+#[utoipa::path(post, path = "/v1/delegations/{id}/revoke", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Delegation), (status = 403, body = Problem)))]
+pub(crate) async fn revoke_delegation(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    PathArg(id): PathArg<Uuid>,
+) -> ApiResult<Json<Delegation>> {
+    Ok(Json(s.registry.revoke_delegation(&a, id).await?))
+}

@@ -140,6 +140,14 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/trust-rules/{id}/revoke",
             post(federation_routes::revoke_trust_rule),
+        )
+        .route(
+            "/delegations",
+            get(federation_routes::list_delegations).post(federation_routes::create_delegation),
+        )
+        .route(
+            "/delegations/{id}/revoke",
+            post(federation_routes::revoke_delegation),
         );
     let oauth2 = Router::new()
         .route("/token", post(oauth::token))

@@ -10,8 +10,8 @@ use warden_core::ports::{
     IdentityFilter, LeaseFilter, OperatorRecord, SigningKeyRecord, StoredEnvelope,
 };
 use warden_types::{
-    AuditEvent, ChangeRequest, Credential, Finding, Identity, Operator, Secret, Team, TrustRule,
-    TrustedIssuer, VaultLease,
+    AuditEvent, ChangeRequest, Credential, Delegation, Finding, Identity, Operator, Secret, Team,
+    TrustRule, TrustedIssuer, VaultLease,
 };
 
 use crate::{Conn, Param, db_err, from_us, opt_from_us, parse_enum, to_us};
@@ -828,6 +828,36 @@ pub(crate) fn trust_rules(
     collect(conn, &sql, &args.refs(), rule_row)
 }
 
+fn delegation_row(row: &Row) -> Result<Delegation, StoreError> {
+    json_col(&get::<String>(row, 0)?, "a delegation")
+}
+
+pub(crate) fn delegation(conn: &Conn, id: Uuid) -> Result<Option<Delegation>, StoreError> {
+    one(
+        conn,
+        "SELECT doc FROM delegations WHERE id = $1",
+        &[&id],
+        delegation_row,
+    )
+}
+
+pub(crate) fn delegations(conn: &Conn, agent: Option<Uuid>) -> Result<Vec<Delegation>, StoreError> {
+    match agent {
+        Some(a) => collect(
+            conn,
+            "SELECT doc FROM delegations WHERE agent_id = $1 ORDER BY id LIMIT 10000",
+            &[&a],
+            delegation_row,
+        ),
+        None => collect(
+            conn,
+            "SELECT doc FROM delegations ORDER BY id LIMIT 10000",
+            &[],
+            delegation_row,
+        ),
+    }
+}
+
 /// Implements `ReadStore` for a type with a `conn(&self) -> &Conn` method.
 macro_rules! impl_read_store {
     ($t:ty) => {
@@ -1065,6 +1095,18 @@ macro_rules! impl_read_store {
                 identity: Option<uuid::Uuid>,
             ) -> Result<Vec<warden_types::TrustRule>, warden_core::StoreError> {
                 crate::read::trust_rules(self.conn(), issuer, identity)
+            }
+            fn delegation(
+                &self,
+                id: uuid::Uuid,
+            ) -> Result<Option<warden_types::Delegation>, warden_core::StoreError> {
+                crate::read::delegation(self.conn(), id)
+            }
+            fn delegations(
+                &self,
+                agent: Option<uuid::Uuid>,
+            ) -> Result<Vec<warden_types::Delegation>, warden_core::StoreError> {
+                crate::read::delegations(self.conn(), agent)
             }
         }
     };

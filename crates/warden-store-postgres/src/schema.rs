@@ -237,6 +237,12 @@ CREATE TABLE trust_rules (
 );
 CREATE INDEX trust_rules_issuer ON trust_rules(issuer_id, id);
 CREATE INDEX trust_rules_identity ON trust_rules(identity_id, id);
+CREATE TABLE delegations (
+    id uuid PRIMARY KEY,
+    agent_id uuid NOT NULL,
+    doc text NOT NULL
+);
+CREATE INDEX delegations_agent ON delegations(agent_id, id);
 "#,
 ];
 

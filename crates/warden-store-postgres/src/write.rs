@@ -7,8 +7,8 @@ use warden_core::ports::{
     AfterCommit, AuditRecord, ChainHead, Envelope, Lease, SigningKeyRecord, Topic, WriteTx,
 };
 use warden_types::{
-    ChangeRequest, Credential, Finding, Identity, Operator, Secret, Team, TrustRule, TrustedIssuer,
-    VaultLease,
+    ChangeRequest, Credential, Delegation, Finding, Identity, Operator, Secret, Team, TrustRule,
+    TrustedIssuer, VaultLease,
 };
 
 use crate::read::impl_read_store;
@@ -604,6 +604,18 @@ impl WriteTx for PgTx<'_> {
             "INSERT INTO trust_rules (id, issuer_id, identity_id, doc) VALUES ($1, $2, $3, $4)
              ON CONFLICT (id) DO UPDATE SET doc = excluded.doc",
             &[&r.id, &r.issuer_id, &r.identity_id, &doc],
+        )?;
+        Ok(())
+    }
+
+    fn put_delegation(&mut self, d: &Delegation) -> Result<(), StoreError> {
+        let doc = serde_json::to_string(d)
+            .map_err(|e| StoreError::Internal(format!("encoding a delegation: {e}")))?;
+        exec(
+            self.conn,
+            "INSERT INTO delegations (id, agent_id, doc) VALUES ($1, $2, $3)
+             ON CONFLICT (id) DO UPDATE SET doc = excluded.doc",
+            &[&d.id, &d.agent_id, &doc],
         )?;
         Ok(())
     }

@@ -10,8 +10,8 @@ use warden_core::ports::{
     IdentityFilter, LeaseFilter, OperatorRecord, SigningKeyRecord, StoredEnvelope,
 };
 use warden_types::{
-    AuditEvent, ChangeRequest, Credential, Finding, Identity, Operator, Secret, Team, TrustRule,
-    TrustedIssuer, VaultLease,
+    AuditEvent, ChangeRequest, Credential, Delegation, Finding, Identity, Operator, Secret, Team,
+    TrustRule, TrustedIssuer, VaultLease,
 };
 
 use crate::{db_err, from_us, opt_from_us, parse_enum, to_us};
@@ -888,6 +888,39 @@ pub(crate) fn trust_rules(
     collect(conn, &sql, params_from_iter(args), rule_row)
 }
 
+fn delegation_row(row: &Row<'_>) -> Result<Delegation, StoreError> {
+    json_col(&get::<String>(row, 0)?, "a delegation")
+}
+
+pub(crate) fn delegation(conn: &Connection, id: Uuid) -> Result<Option<Delegation>, StoreError> {
+    one(
+        conn,
+        "SELECT doc FROM delegations WHERE id = ?1",
+        [id.as_bytes().as_slice()],
+        delegation_row,
+    )
+}
+
+pub(crate) fn delegations(
+    conn: &Connection,
+    agent: Option<Uuid>,
+) -> Result<Vec<Delegation>, StoreError> {
+    match agent {
+        Some(a) => collect(
+            conn,
+            "SELECT doc FROM delegations WHERE agent_id = ?1 ORDER BY id LIMIT 10000",
+            [a.as_bytes().as_slice()],
+            delegation_row,
+        ),
+        None => collect(
+            conn,
+            "SELECT doc FROM delegations ORDER BY id LIMIT 10000",
+            [],
+            delegation_row,
+        ),
+    }
+}
+
 /// Implements `ReadStore` for a type with a `conn(&self) -> &Connection` method.
 macro_rules! impl_read_store {
     ($t:ty) => {
@@ -1125,6 +1158,18 @@ macro_rules! impl_read_store {
                 identity: Option<uuid::Uuid>,
             ) -> Result<Vec<warden_types::TrustRule>, warden_core::StoreError> {
                 crate::read::trust_rules(self.conn(), issuer, identity)
+            }
+            fn delegation(
+                &self,
+                id: uuid::Uuid,
+            ) -> Result<Option<warden_types::Delegation>, warden_core::StoreError> {
+                crate::read::delegation(self.conn(), id)
+            }
+            fn delegations(
+                &self,
+                agent: Option<uuid::Uuid>,
+            ) -> Result<Vec<warden_types::Delegation>, warden_core::StoreError> {
+                crate::read::delegations(self.conn(), agent)
             }
         }
     };

@@ -117,3 +117,67 @@ pub struct TrustRuleList {
 pub struct DecideTrustRuleRequest {
     pub reason: String,
 }
+
+/// Who lends their authority in a delegation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Delegator {
+    /// A Warden identity (an agent delegating on to a sub-agent, or a service).
+    Identity(Uuid),
+    /// A person (or service) known to a trusted issuer: their tokens' `sub` there.
+    External { issuer: String, subject: String },
+}
+
+/// A narrow, short, revocable loan of authority to an agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Delegation {
+    pub id: Uuid,
+    pub delegator: Delegator,
+    /// The agent identity that may act.
+    pub agent_id: Uuid,
+    /// What it may do (a subset of the delegator's scopes is enforced at exchange).
+    pub scopes: Vec<String>,
+    /// The one resource (e.g. an MCP server's URL) the delegated tokens are for.
+    pub audience: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    /// How many agents deep a chain through this delegation may go (1: the agent only).
+    pub max_depth: u32,
+    pub created_by: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(
+        default,
+        with = "crate::rfc3339_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+/// `POST /v1/delegations`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateDelegationRequest {
+    /// A Warden identity (id, ENV/NAME or NAME) …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegator_identity: Option<String>,
+    /// … or a subject of a trusted issuer (its name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegator_issuer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegator_subject: Option<String>,
+    /// The agent (id, ENV/NAME or NAME).
+    pub agent: String,
+    pub scopes: Vec<String>,
+    pub audience: String,
+    /// Lifetime in seconds (at most a day).
+    pub ttl_secs: u64,
+    /// Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_depth: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DelegationList {
+    pub items: Vec<Delegation>,
+}

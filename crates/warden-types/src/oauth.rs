@@ -64,6 +64,9 @@ pub struct Introspection {
     /// The identity's name (a Warden extension).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
+    /// RFC 8693 §4.1: the chain of actors of a delegated token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<serde_json::Value>,
 }
 
 /// A signing key's public facts.

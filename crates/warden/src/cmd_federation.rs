@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use clap::Subcommand;
 use uuid::Uuid;
 use warden_client::Client;
-use warden_types::{AddIssuerRequest, AddTrustRuleRequest};
+use warden_types::{AddIssuerRequest, AddTrustRuleRequest, CreateDelegationRequest};
 
 use crate::output::{self, table};
 
@@ -194,5 +194,123 @@ pub async fn run_trust(c: &Client, cmd: TrustCmd, json: bool) -> Result<ExitCode
         TrustCmd::Revoke { id } => c.decide_trust_rule(id, "revoke", None).await?,
     };
     output::print(json, &r, || format!("trust rule {} is {}", r.id, r.status))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DelegationCmd {
+    /// Lend AGENT some authority: of an identity (--delegator), or of a person known to a
+    /// trusted issuer (--issuer and --subject; admins). For one audience, a short time.
+    Grant {
+        agent: String,
+        #[arg(long, conflicts_with_all = ["issuer", "subject"])]
+        delegator: Option<String>,
+        #[arg(long, requires = "subject")]
+        issuer: Option<String>,
+        #[arg(long, requires = "issuer")]
+        subject: Option<String>,
+        /// A scope lent; repeatable.
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        /// The one resource the delegated tokens are for (e.g. an MCP server's URL).
+        #[arg(long)]
+        audience: String,
+        /// e.g. 1h (at most a day).
+        #[arg(long)]
+        ttl: String,
+        /// How many agents deep a chain may go (default 1: no sub-agents).
+        #[arg(long)]
+        max_depth: Option<u32>,
+    },
+    List {
+        #[arg(long)]
+        agent: Option<String>,
+    },
+    /// Every token derived from it stops working.
+    Revoke { id: Uuid },
+}
+
+pub async fn run_delegation(c: &Client, cmd: DelegationCmd, json: bool) -> Result<ExitCode> {
+    let d = match cmd {
+        DelegationCmd::Grant {
+            agent,
+            delegator,
+            issuer,
+            subject,
+            scopes,
+            audience,
+            ttl,
+            max_depth,
+        } => {
+            let ttl = crate::config::parse_duration("--ttl", &ttl)?;
+            c.create_delegation(&CreateDelegationRequest {
+                delegator_identity: delegator,
+                delegator_issuer: issuer,
+                delegator_subject: subject,
+                agent,
+                scopes,
+                audience,
+                ttl_secs: u64::try_from(ttl.whole_seconds())?,
+                max_depth,
+            })
+            .await?
+        }
+        DelegationCmd::List { agent } => {
+            let l = c.list_delegations(agent.as_deref()).await?;
+            output::print(json, &l, || {
+                let rows: Vec<Vec<String>> = l
+                    .items
+                    .iter()
+                    .map(|d| {
+                        vec![
+                            d.id.to_string(),
+                            match &d.delegator {
+                                warden_types::Delegator::Identity(i) => i.to_string(),
+                                warden_types::Delegator::External { issuer, subject } => {
+                                    format!("{issuer}:{subject}")
+                                }
+                            },
+                            d.agent_id.to_string(),
+                            d.scopes.join(" "),
+                            d.audience.clone(),
+                            output::time(d.expires_at),
+                            if d.revoked_at.is_some() {
+                                "revoked".into()
+                            } else {
+                                String::new()
+                            },
+                        ]
+                    })
+                    .collect();
+                table(
+                    &[
+                        "ID",
+                        "DELEGATOR",
+                        "AGENT",
+                        "SCOPES",
+                        "AUDIENCE",
+                        "EXPIRES",
+                        "",
+                    ],
+                    &rows,
+                )
+            })?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        DelegationCmd::Revoke { id } => c.revoke_delegation(id).await?,
+    };
+    output::print(json, &d, || {
+        format!(
+            "delegation {} to {} until {}{}",
+            d.id,
+            d.agent_id,
+            output::time(d.expires_at),
+            if d.revoked_at.is_some() {
+                " (revoked)"
+            } else {
+                ""
+            }
+        )
+    })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -51,6 +51,13 @@ pub enum TokenCmd {
         /// Bind the token to a key with DPoP: a private JWK file (`warden token keygen`).
         #[arg(long)]
         dpop_key: Option<PathBuf>,
+        /// Delegation: the agent's own Warden access token (better: WARDEN_ACTOR_TOKEN); the
+        /// subject token is then the principal's.
+        #[arg(long, env = "WARDEN_ACTOR_TOKEN", hide_env_values = true)]
+        actor_token: Option<String>,
+        /// What the subject token is: jwt (default), id_token or access_token.
+        #[arg(long, default_value = "jwt")]
+        subject_token_type: String,
         #[arg(long)]
         scope: Option<String>,
         /// Audience (RFC 8707 resource); repeatable.
@@ -249,6 +256,8 @@ pub async fn run(
             subject_token,
             grant,
             dpop_key,
+            actor_token,
+            subject_token_type,
             scope,
             resource,
         } => {
@@ -262,7 +271,7 @@ pub async fn run(
                     ("subject_token", subject_token.clone()),
                     (
                         "subject_token_type",
-                        "urn:ietf:params:oauth:token-type:jwt".into(),
+                        format!("urn:ietf:params:oauth:token-type:{subject_token_type}"),
                     ),
                 ],
                 "jwt-bearer" => vec![
@@ -276,6 +285,13 @@ pub async fn run(
             }
             for r in &resource {
                 form.push(("resource", r.clone()));
+            }
+            if let Some(a) = &actor_token {
+                form.push(("actor_token", a.clone()));
+                form.push((
+                    "actor_token_type",
+                    "urn:ietf:params:oauth:token-type:access_token".into(),
+                ));
             }
             let key = match &dpop_key {
                 None => None,

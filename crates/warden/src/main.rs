@@ -120,6 +120,9 @@ enum Cmd {
     /// Trust rules: which external tokens become which NHI.
     #[command(subcommand)]
     Trust(cmd_federation::TrustCmd),
+    /// Delegations: narrow, short, revocable authority lent to AI agents.
+    #[command(subcommand)]
+    Delegation(cmd_federation::DelegationCmd),
 }
 
 /// The client config file: `$WARDEN_CLIENT_CONFIG`, else `~/.config/warden/client.toml`.
@@ -216,6 +219,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Lease(c) => cmd_vault::run_lease(&client(&cli.global)?, c, json).await,
         Cmd::Issuer(c) => cmd_federation::run_issuer(&client(&cli.global)?, c, json).await,
         Cmd::Trust(c) => cmd_federation::run_trust(&client(&cli.global)?, c, json).await,
+        Cmd::Delegation(c) => cmd_federation::run_delegation(&client(&cli.global)?, c, json).await,
         Cmd::Whoami => {
             let w = client(&cli.global)?.whoami().await?;
             output::print(json, &w, || format!("{w:?}"))?;

@@ -53,8 +53,17 @@ pub(crate) struct JwksCache(std::sync::Mutex<HashMap<Uuid, CachedJwks>>);
 
 /// A trusted issuer with its active rules, conditions parsed (cached by `iss`).
 pub struct IssuerEntry {
-    issuer: TrustedIssuer,
+    pub(crate) issuer: TrustedIssuer,
     rules: Vec<(TrustRule, Condition)>,
+}
+
+/// A verified token of a trusted issuer.
+pub(crate) struct External {
+    pub(crate) entry: Arc<IssuerEntry>,
+    pub(crate) claims: Value,
+    pub(crate) subject: String,
+    pub(crate) exp: i64,
+    pub(crate) once: Option<([u8; 32], OffsetDateTime)>,
 }
 
 /// What a verified external token proved.
@@ -490,6 +499,56 @@ impl Registry {
         token: &str,
         now: OffsetDateTime,
     ) -> Result<Federated, String> {
+        let ext = self.verify_external(token, now).await?;
+        let store = self.reader().map_err(|e| e.to_string())?;
+        let entry = &ext.entry;
+        let claims = &ext.claims;
+        // Rules of this issuer that match; exactly one NHI.
+        let mut found: Option<(Identity, TrustRule)> = None;
+        for (rule, cond) in &entry.rules {
+            if !cond.matches(claims) {
+                continue;
+            }
+            let Some(identity) = store
+                .identity(rule.identity_id)
+                .map_err(|e| e.to_string())?
+            else {
+                continue;
+            };
+            match &found {
+                Some((i, _)) if i.id != identity.id => {
+                    return Err("the token matches trust rules of several identities".into());
+                }
+                Some(_) => {}
+                None => found = Some((identity, rule.clone())),
+            }
+        }
+        let (identity, rule) = found.ok_or("no active trust rule matches the token's claims")?;
+        if identity.status != IdentityStatus::Active {
+            return Err(format!(
+                "identity {:?} is {}",
+                identity.name, identity.status
+            ));
+        }
+        if identity.expires_at.is_some_and(|e| e <= now) {
+            return Err(format!("identity {:?} has expired", identity.name));
+        }
+        Ok(Federated {
+            identity,
+            rule,
+            issuer: ext.entry.issuer.clone(),
+            subject: ext.subject,
+            once: ext.once,
+        })
+    }
+
+    /// Verifies a token of a trusted issuer: known `iss`, a published key, signature, times,
+    /// audience. `Err` carries the precise reason.
+    pub(crate) async fn verify_external(
+        &self,
+        token: &str,
+        now: OffsetDateTime,
+    ) -> Result<External, String> {
         let jws = decode(token).map_err(|e| format!("subject token: {e}"))?;
         let iss = jws
             .str_claim("iss")
@@ -592,41 +651,11 @@ impl Registry {
         } else {
             None
         };
-        // Rules of this issuer that match; exactly one NHI.
-        let mut found: Option<(Identity, TrustRule)> = None;
-        for (rule, cond) in &entry.rules {
-            if !cond.matches(&claims) {
-                continue;
-            }
-            let Some(identity) = store
-                .identity(rule.identity_id)
-                .map_err(|e| e.to_string())?
-            else {
-                continue;
-            };
-            match &found {
-                Some((i, _)) if i.id != identity.id => {
-                    return Err("the token matches trust rules of several identities".into());
-                }
-                Some(_) => {}
-                None => found = Some((identity, rule.clone())),
-            }
-        }
-        let (identity, rule) = found.ok_or("no active trust rule matches the token's claims")?;
-        if identity.status != IdentityStatus::Active {
-            return Err(format!(
-                "identity {:?} is {}",
-                identity.name, identity.status
-            ));
-        }
-        if identity.expires_at.is_some_and(|e| e <= now) {
-            return Err(format!("identity {:?} has expired", identity.name));
-        }
-        Ok(Federated {
-            identity,
-            rule,
-            issuer,
+        Ok(External {
+            entry,
+            claims,
             subject,
+            exp,
             once,
         })
     }

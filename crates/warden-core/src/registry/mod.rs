@@ -6,6 +6,7 @@ mod auth;
 pub mod cache;
 pub mod cluster;
 mod credentials;
+mod delegation;
 pub mod federation;
 pub mod findings;
 mod identities;

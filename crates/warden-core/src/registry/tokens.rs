@@ -241,6 +241,33 @@ fn refuse(error: OAuthError, reason: impl Into<String>, identity: Option<Uuid>) 
     }
 }
 
+/// The subject token of a delegated exchange, after checking the request's shape.
+fn exchange_subject(req: &TokenRequest) -> Result<&str, Refusal> {
+    let invalid = |m: &str| refuse(OAuthError::InvalidRequest(m.into()), m.to_owned(), None);
+    if !matches!(req.client, ClientAuth::None) {
+        return Err(invalid(
+            "a delegated exchange takes no client authentication: the actor token is the agent's",
+        ));
+    }
+    if !matches!(
+        req.subject_token_type.as_deref(),
+        Some(TOKEN_TYPE_JWT | TOKEN_TYPE_ID_TOKEN | TOKEN_TYPE_ACCESS_TOKEN)
+    ) {
+        return Err(invalid(
+            "subject_token_type must be a jwt, id_token or access_token",
+        ));
+    }
+    if !matches!(
+        req.requested_token_type.as_deref(),
+        None | Some(TOKEN_TYPE_ACCESS_TOKEN | TOKEN_TYPE_JWT)
+    ) {
+        return Err(invalid("only access tokens are issued"));
+    }
+    req.subject_token
+        .as_deref()
+        .ok_or_else(|| invalid("token exchange needs a subject_token"))
+}
+
 /// The external token of a federation request, after checking the request's shape.
 fn federation_subject(req: &TokenRequest) -> Result<&str, Refusal> {
     let invalid = |m: &str| refuse(OAuthError::InvalidRequest(m.into()), m.to_owned(), None);
@@ -675,6 +702,7 @@ impl Registry {
             })?
             .to_owned();
         let mut federated = None;
+        let mut delegated: Option<super::delegation::Delegated> = None;
         let Authenticated {
             identity: i,
             credential: c,
@@ -684,6 +712,29 @@ impl Registry {
         } = match req.grant_type.as_str() {
             "client_credentials" => {
                 self.authenticate_client(&req.client, req.client_cert.as_deref(), &issuer, now)?
+            }
+            TOKEN_EXCHANGE_GRANT if req.actor_token.is_some() => {
+                let subject = exchange_subject(req)?;
+                let actor = req.actor_token.as_deref().unwrap_or_default();
+                let d = self.delegate(subject, actor, &issuer, now).await.map_err(
+                    |(scope, reason)| {
+                        let e = if scope {
+                            OAuthError::InvalidScope
+                        } else {
+                            OAuthError::InvalidGrant
+                        };
+                        refuse(e, reason, None)
+                    },
+                )?;
+                let a = Authenticated {
+                    identity: d.agent.clone(),
+                    credential: None,
+                    method: "delegation",
+                    x5t: None,
+                    once: d.once.into_iter().collect(),
+                };
+                delegated = Some(d);
+                a
             }
             JWT_BEARER_GRANT | TOKEN_EXCHANGE_GRANT => {
                 let subject = federation_subject(req)?;
@@ -734,8 +785,12 @@ impl Registry {
         }
 
         // Scope: a subset of what the identity holds; nothing asked means everything held.
+        let granted: &[String] = match &delegated {
+            Some(d) => &d.allowed,
+            None => &i.scopes,
+        };
         let scopes: Vec<String> = match req.scope.as_deref().map(str::trim) {
-            None | Some("") => i.scopes.clone(),
+            None | Some("") => granted.to_vec(),
             Some(s) => {
                 let asked: Vec<String> = s
                     .split(' ')
@@ -743,7 +798,7 @@ impl Registry {
                     .map(str::to_owned)
                     .collect();
                 for a in &asked {
-                    if scope::check(a).is_err() || !i.scopes.iter().any(|g| scope::covers(g, a)) {
+                    if scope::check(a).is_err() || !granted.iter().any(|g| scope::covers(g, a)) {
                         return Err(refuse(
                             OAuthError::InvalidScope,
                             format!("scope {a:?} not granted"),
@@ -760,7 +815,17 @@ impl Registry {
         if let Some(a) = &req.audience {
             resources.push(a.clone());
         }
-        let audiences: Vec<String> = if resources.is_empty() {
+        let audiences: Vec<String> = if let Some(d) = &delegated {
+            // A delegated token is for the delegation's one resource.
+            if resources.iter().any(|r| *r != d.audience) {
+                return Err(refuse(
+                    OAuthError::InvalidTarget,
+                    "a delegated token is only for the delegation's audience",
+                    id,
+                ));
+            }
+            vec![d.audience.clone()]
+        } else if resources.is_empty() {
             if i.audiences.is_empty() {
                 vec![issuer.clone()]
             } else {
@@ -832,6 +897,16 @@ impl Registry {
             ));
             jkt = Some(p.jkt);
         }
+        if let Some(d) = &delegated
+            && d.agent_jkt.is_some()
+            && jkt != d.agent_jkt
+        {
+            return Err(refuse(
+                OAuthError::InvalidDpopProof,
+                "the agent's token is bound to a key: the exchange must prove it",
+                id,
+            ));
+        }
         if i_require_binding(&i) && jkt.is_none() && x5t.is_none() {
             return Err(refuse(
                 OAuthError::InvalidRequest(
@@ -864,6 +939,9 @@ impl Registry {
             ttl = ttl.min(time::Duration::seconds(
                 i64::try_from(f.rule.max_ttl_secs).unwrap_or(0),
             ));
+        }
+        if let Some(d) = &delegated {
+            ttl = ttl.min(d.not_after - now);
         }
         let ttl_secs = ttl.whole_seconds();
         if ttl_secs < 1 {
@@ -911,6 +989,15 @@ impl Registry {
         if let Some(x) = &x5t {
             claims["cnf"]["x5t#S256"] = json!(x);
         }
+        if let Some(d) = &delegated {
+            // RFC 8693 §4.1: the principal is the subject; the agents act for it.
+            claims["sub"] = json!(d.subject);
+            claims["act"] = d.act.clone();
+            claims["del"] = json!(d.chain);
+            if let Some(iss) = &d.subject_issuer {
+                claims["sub_iss"] = json!(iss);
+            }
+        }
         if let Some(f) = &federated {
             // Who the platform said the caller was, and the rule that let it in.
             claims["fed"] = json!({ "iss": f.issuer.issuer, "sub": f.subject, "rule": f.rule.id });
@@ -943,6 +1030,10 @@ impl Registry {
                     (None, Some(_)) => "mtls",
                     _ => "bearer",
                 },
+                "delegation": delegated.as_ref().map(|d| json!({
+                    "subject": d.subject, "subject_issuer": d.subject_issuer,
+                    "act": d.act, "chain": d.chain,
+                })),
                 "federation": federated.as_ref().map(|f| json!({
                     "issuer": f.issuer.name, "sub": f.subject, "rule": f.rule.id,
                 })),
@@ -964,7 +1055,8 @@ impl Registry {
         if let Some(which) = written {
             // The job wrote nothing (see above): which value was a replay decides the error.
             let assertion_first = matches!(req.client, ClientAuth::Assertion { .. });
-            let subject_first = federated.as_ref().is_some_and(|f| f.once.is_some());
+            let subject_first = federated.as_ref().is_some_and(|f| f.once.is_some())
+                || delegated.as_ref().is_some_and(|d| d.once.is_some());
             return Err(if which == 0 && subject_first {
                 refuse(OAuthError::InvalidGrant, "subject token replayed", id)
             } else if which == 0 && assertion_first {
@@ -1084,7 +1176,7 @@ impl Registry {
 
     /// Verifies an access token issued here: signature under a published key, claims, not
     /// revoked, its identity still active. `None` when inactive, for whatever reason.
-    fn active_token(
+    pub(crate) fn active_token(
         &self,
         token: &str,
     ) -> Result<Option<(warden_jose::AccessToken, Identity)>, CoreError> {
@@ -1135,7 +1227,15 @@ impl Registry {
                 return Ok(None);
             }
         }
-        let Some(identity) = Uuid::parse_str(&at.sub)
+        // A delegated token acts as its agent (`client_id`); its `sub` is whoever lent the
+        // authority. Every delegation of its chain must still stand, every actor be active.
+        let act = jws.claims().get("act");
+        let holder = if act.is_some() {
+            &at.client_id
+        } else {
+            &at.sub
+        };
+        let Some(identity) = Uuid::parse_str(holder)
             .ok()
             .map(|id| store.identity(id))
             .transpose()?
@@ -1143,10 +1243,27 @@ impl Registry {
         else {
             return Ok(None);
         };
-        if identity.status != IdentityStatus::Active
-            || identity.expires_at.is_some_and(|e| e <= self.now())
-        {
+        let usable = |i: &Identity| {
+            i.status == IdentityStatus::Active && i.expires_at.is_none_or(|e| e > self.now())
+        };
+        if !usable(&identity) {
             return Ok(None);
+        }
+        if let Some(act) = act {
+            let Some(chain) = super::delegation::chain_ids(jws.claims()) else {
+                return Ok(None);
+            };
+            for id in chain {
+                match store.delegation(id)? {
+                    Some(d) if d.revoked_at.is_none() && d.expires_at > self.now() => {}
+                    _ => return Ok(None),
+                }
+            }
+            for actor in super::delegation::actors(act) {
+                if !store.identity(actor)?.is_some_and(|i| usable(&i)) {
+                    return Ok(None);
+                }
+            }
         }
         Ok(Some((at, identity)))
     }
@@ -1363,6 +1480,9 @@ impl Registry {
                     }
                 },
                 username: Some(identity.name),
+                act: decode(token)
+                    .ok()
+                    .and_then(|j| j.claims().get("act").cloned()),
             },
             // Inactive, or not the caller's to see: the same answer (RFC 7662 §4).
             _ => Introspection::default(),

@@ -442,3 +442,397 @@ fn ci_and_kubernetes_tokens_become_short_warden_tokens_through_approved_trust_ru
             .unwrap()
     );
 }
+
+fn set_of(scope: &Value) -> std::collections::BTreeSet<String> {
+    scope
+        .as_str()
+        .unwrap_or("")
+        .split(' ')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// An agent's own token (client secret, client_credentials).
+fn agent_token(s: &Server, name: &str) -> String {
+    let id = s.json(&s.admin, &["identity", "show", name])["client_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let secret = s.json(
+        &s.admin,
+        &[
+            "credential",
+            "issue",
+            name,
+            "--type",
+            "client_secret",
+            "--ttl",
+            "1d",
+        ],
+    )["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    s.ok(
+        "",
+        &["token", "get", "--identity", &id, "--secret", &secret],
+    )
+    .trim()
+    .to_owned()
+}
+
+fn introspect(s: &Server, token: &str) -> Value {
+    // Exits 1 for an inactive token; the JSON answer is printed either way.
+    let out = s.cli(&s.admin, &["token", "introspect", token, "--json"]);
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("introspection failed: {}", stderr(&out)))
+}
+
+#[test]
+fn agents_act_for_a_person_through_narrow_delegations_that_end_when_revoked() {
+    let s = Server::start();
+    s.ok(&s.admin, &["team", "create", "support"]);
+    let agent = |name: &str, scopes: &[&str]| {
+        let mut args = vec![
+            "identity",
+            "create",
+            "--name",
+            name,
+            "--kind",
+            "ai_agent",
+            "--owner",
+            "support",
+            "--purpose",
+            "Answers helpdesk tickets",
+            "--env",
+            "staging",
+        ];
+        for sc in scopes {
+            args.extend(["--scope", sc]);
+        }
+        s.json(&s.admin, &args)["identity"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let bot = agent(
+        "support-bot",
+        &["tickets:read", "tickets:comment", "tickets:close"],
+    );
+    let triage = agent("triage-bot", &["tickets:read", "tickets:comment"]);
+    let third = agent("third-bot", &["tickets:read"]);
+    // The company's IdP, where alice signs in.
+    let idp = issuer();
+    let jwks = s.dir.path().join("idp.json");
+    std::fs::write(&jwks, idp.published.lock().unwrap().to_string()).unwrap();
+    s.ok(
+        &s.admin,
+        &[
+            "issuer",
+            "add",
+            "corp",
+            "--issuer",
+            &idp.url,
+            "--jwks-file",
+            jwks.to_str().unwrap(),
+            "--audience",
+            AUD,
+        ],
+    );
+    let alice = || {
+        let t = now();
+        idp.key
+            .sign(
+                "JWT",
+                &json!({"iss": idp.url, "aud": AUD, "sub": "alice@example.com", "iat": t, "exp": t + 900}),
+            )
+            .unwrap()
+    };
+    const MCP: &str = "https://helpdesk-mcp.test";
+    // On behalf of alice: read and comment (and delete, which the agent does not hold), for the
+    // MCP server, for an hour; sub-agents allowed one level down.
+    let d1 = s.json(
+        &s.admin,
+        &[
+            "delegation",
+            "grant",
+            "support-bot",
+            "--issuer",
+            "corp",
+            "--subject",
+            "alice@example.com",
+            "--scope",
+            "tickets:read",
+            "--scope",
+            "tickets:comment",
+            "--scope",
+            "tickets:delete",
+            "--audience",
+            MCP,
+            "--ttl",
+            "1h",
+            "--max-depth",
+            "2",
+        ],
+    );
+    let d1_id = d1["id"].as_str().unwrap().to_owned();
+    let bot_token = agent_token(&s, "support-bot");
+    let out = s.cli(
+        "",
+        &[
+            "token",
+            "exchange",
+            "--json",
+            "--subject-token",
+            &alice(),
+            "--actor-token",
+            &bot_token,
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let t1: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let t1_token = t1["access_token"].as_str().unwrap().to_owned();
+    let c = payload(&t1_token);
+    assert_eq!(c["sub"], "alice@example.com");
+    assert_eq!(c["sub_iss"], "corp");
+    assert_eq!(c["act"]["sub"], bot.as_str());
+    assert_eq!(c["client_id"], bot.as_str());
+    assert_eq!(c["aud"], MCP);
+    assert_eq!(c["del"], json!([d1_id]));
+    // scope = delegation ∩ agent: delete is lent but not held; close is held but not lent.
+    assert_eq!(
+        set_of(&c["scope"]),
+        ["tickets:comment", "tickets:read"]
+            .map(str::to_owned)
+            .into()
+    );
+    // Asking for more than the intersection is invalid_scope.
+    let out = s.cli(
+        "",
+        &[
+            "token",
+            "exchange",
+            "--subject-token",
+            &alice(),
+            "--actor-token",
+            &bot_token,
+            "--scope",
+            "tickets:close",
+        ],
+    );
+    assert!(stderr(&out).contains("invalid_scope"), "{}", stderr(&out));
+    // Another audience is refused.
+    let out = s.cli(
+        "",
+        &[
+            "token",
+            "exchange",
+            "--subject-token",
+            &alice(),
+            "--actor-token",
+            &bot_token,
+            "--resource",
+            "https://other.test",
+        ],
+    );
+    assert!(stderr(&out).contains("invalid_target"), "{}", stderr(&out));
+    // No delegation from bob.
+    let t = now();
+    let bob = idp
+        .key
+        .sign("JWT", &json!({"iss": idp.url, "aud": AUD, "sub": "bob@example.com", "iat": t, "exp": t + 900}))
+        .unwrap();
+    let out = s.cli(
+        "",
+        &[
+            "token",
+            "exchange",
+            "--subject-token",
+            &bob,
+            "--actor-token",
+            &bot_token,
+        ],
+    );
+    assert!(stderr(&out).contains("invalid_grant"), "{}", stderr(&out));
+    let i = introspect(&s, &t1_token);
+    assert_eq!(i["active"], true, "{i}");
+    assert_eq!(i["act"]["sub"], bot.as_str());
+
+    // A sub-agent: the bot lends on, narrower; the chain nests.
+    let d2 = s.json(
+        &s.admin,
+        &[
+            "delegation",
+            "grant",
+            "triage-bot",
+            "--delegator",
+            "staging/support-bot",
+            "--scope",
+            "tickets:read",
+            "--audience",
+            MCP,
+            "--ttl",
+            "30m",
+            "--max-depth",
+            "3",
+        ],
+    );
+    let triage_token = agent_token(&s, "triage-bot");
+    let sub_exchange = |subject: &str, actor: &str, extra: &[&str]| {
+        let mut args = vec![
+            "token",
+            "exchange",
+            "--json",
+            "--subject-token",
+            subject,
+            "--subject-token-type",
+            "access_token",
+            "--actor-token",
+            actor,
+        ];
+        args.extend_from_slice(extra);
+        s.cli("", &args)
+    };
+    let out = sub_exchange(&t1_token, &triage_token, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let t2_token = serde_json::from_slice::<Value>(&out.stdout).unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let c2 = payload(&t2_token);
+    assert_eq!(c2["sub"], "alice@example.com");
+    assert_eq!(c2["act"]["sub"], triage.as_str());
+    assert_eq!(c2["act"]["act"]["sub"], bot.as_str());
+    assert_eq!(c2["del"], json!([d1_id, d2["id"]]));
+    assert_eq!(c2["scope"], "tickets:read");
+    assert!(
+        c2["exp"].as_i64() <= c["exp"].as_i64(),
+        "never outlives its parent"
+    );
+    // A sub-agent cannot widen: comment was not lent to it.
+    let out = sub_exchange(&t1_token, &triage_token, &["--scope", "tickets:comment"]);
+    assert!(stderr(&out).contains("invalid_scope"), "{}", stderr(&out));
+    // Depth: d1 allows 2 agents; a third is refused whatever its own delegation says.
+    s.ok(
+        &s.admin,
+        &[
+            "delegation",
+            "grant",
+            "third-bot",
+            "--delegator",
+            "staging/triage-bot",
+            "--scope",
+            "tickets:read",
+            "--audience",
+            MCP,
+            "--ttl",
+            "10m",
+            "--max-depth",
+            "5",
+        ],
+    );
+    let third_token = agent_token(&s, "third-bot");
+    let out = sub_exchange(&t2_token, &third_token, &[]);
+    assert!(stderr(&out).contains("invalid_grant"), "{}", stderr(&out));
+    let _ = third;
+
+    // Revoking the first delegation ends every token derived from it.
+    s.ok(&s.admin, &["delegation", "revoke", &d1_id]);
+    assert_eq!(introspect(&s, &t1_token)["active"], false);
+    assert_eq!(introspect(&s, &t2_token)["active"], false);
+    let out = s.cli(
+        "",
+        &[
+            "token",
+            "exchange",
+            "--subject-token",
+            &alice(),
+            "--actor-token",
+            &bot_token,
+        ],
+    );
+    assert!(stderr(&out).contains("invalid_grant"), "{}", stderr(&out));
+
+    // A new delegation; then the agent in the middle of the chain retires: the sub-agent's
+    // token dies with it.
+    s.ok(
+        &s.admin,
+        &[
+            "delegation",
+            "grant",
+            "support-bot",
+            "--issuer",
+            "corp",
+            "--subject",
+            "alice@example.com",
+            "--scope",
+            "tickets:read",
+            "--audience",
+            MCP,
+            "--ttl",
+            "1h",
+            "--max-depth",
+            "2",
+        ],
+    );
+    let out = s.cli(
+        "",
+        &[
+            "token",
+            "exchange",
+            "--json",
+            "--subject-token",
+            &alice(),
+            "--actor-token",
+            &bot_token,
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let t1b = serde_json::from_slice::<Value>(&out.stdout).unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = sub_exchange(&t1b, &triage_token, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let t2b = serde_json::from_slice::<Value>(&out.stdout).unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(introspect(&s, &t2b)["active"], true);
+    s.ok(
+        &s.admin,
+        &[
+            "identity",
+            "retire",
+            "staging/support-bot",
+            "--reason",
+            "replaced",
+        ],
+    );
+    assert_eq!(
+        introspect(&s, &t2b)["active"],
+        false,
+        "a retired agent mid-chain"
+    );
+    assert_eq!(introspect(&s, &t1b)["active"], false);
+
+    let events = s.json(&s.admin, &["audit", "list", "--action", "token.issued"]);
+    let chains: Vec<&Value> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["details"]["method"] == "delegation")
+        .collect();
+    assert!(chains.len() >= 4);
+    assert!(
+        chains
+            .iter()
+            .any(|e| e["details"]["delegation"]["act"]["act"]["sub"] == bot.as_str())
+    );
+    assert!(
+        s.json(&s.admin, &["audit", "verify"])["ok"]
+            .as_bool()
+            .unwrap()
+    );
+}
