@@ -14,6 +14,7 @@
     reason = "a test suite"
 )]
 
+pub mod delegation;
 pub mod federation;
 pub mod pg;
 pub mod vault;
@@ -127,7 +128,8 @@ macro_rules! conformance {
         vault::dynamic_logins_end_with_their_lease_and_failed_drops_are_retried,
         vault::scheduled_rotation_keeps_the_old_value_for_the_overlap,
         vault::an_interrupted_rotation_is_settled_by_asking_the_target,
-        federation::issuer_keys_are_refetched_for_new_kids_and_kept_only_so_long_without_the_issuer);
+        federation::issuer_keys_are_refetched_for_new_kids_and_kept_only_so_long_without_the_issuer,
+        delegation::delegated_tokens_never_exceed_any_parent);
     };
     (@each $open:expr; $($($path:ident)::+),* $(,)?) => {
         $(
@@ -138,6 +140,12 @@ macro_rules! conformance {
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn $name() {
             $crate::$name($open).await
+        }
+    };
+    (@one $open:expr; delegation::$name:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $name() {
+            $crate::delegation::$name($open).await
         }
     };
     (@one $open:expr; federation::$name:ident) => {
