@@ -134,7 +134,7 @@ async fn one_run(
     connections: usize,
     seconds: u64,
     alg: &str,
-) -> Result<(Phase, Phase)> {
+) -> Result<(Phase, Phase, Phase)> {
     let dir = tempfile_dir()?;
     std::fs::create_dir_all(&dir)?;
     let init = Command::new(warden)
@@ -264,8 +264,95 @@ async fn one_run(
         });
     }
     let exchange = drive_prepared(addr, connections, seconds, Arc::new(reqs), true).await?;
+
+    // Two-hop delegation: the pipeline's identity lends to an agent (depth 2), the agent to a
+    // sub-agent; each request exchanges the agent's delegated token (subject) and the
+    // sub-agent's own token (actor) for the sub-agent's delegated token.
+    let token_of = |secret: String, id: String| {
+        let endpoint = endpoint.clone();
+        async move {
+            let (k, _) = warden_jose::ClientKey::generate_ed25519()?;
+            let reqs = prepare("client_secret_basic", 1, &id, &secret, &k, &endpoint)?;
+            let res = crate::tokens::send_one(addr, &reqs[0]).await?;
+            anyhow::Ok(res["access_token"].as_str().context("no token")?.to_owned())
+        }
+    };
+    let mut agents = Vec::new();
+    for name in ["agent-one", "agent-two"] {
+        let v = call(
+            addr,
+            &admin,
+            post.clone(),
+            "/v1/identities",
+            json!({"name": name, "kind": "ai_agent", "owner": "bench",
+                   "purpose": "Delegation benchmark agent", "environment": "staging",
+                   "scopes": ["ledger:write"]}),
+        )
+        .await?;
+        let id = v["identity"]["client_id"]
+            .as_str()
+            .context("no id")?
+            .to_owned();
+        let secret = call(
+            addr,
+            &admin,
+            post.clone(),
+            &format!("/v1/identities/{id}/credentials"),
+            json!({"kind": "client_secret"}),
+        )
+        .await?["secret"]
+            .as_str()
+            .context("no secret")?
+            .to_owned();
+        agents.push((id, secret));
+    }
+    for (delegator, agent, depth) in [
+        (client_id.clone(), agents[0].0.clone(), 2),
+        (agents[0].0.clone(), agents[1].0.clone(), 2),
+    ] {
+        call(
+            addr,
+            &admin,
+            post.clone(),
+            "/v1/delegations",
+            json!({"delegator_identity": delegator, "agent": agent, "scopes": ["ledger:write"],
+                   "audience": "https://mcp.bench", "ttl_secs": 3600, "max_depth": depth}),
+        )
+        .await?;
+    }
+    let root = token_of(secret.clone(), client_id.clone()).await?;
+    let one = token_of(agents[0].1.clone(), agents[0].0.clone()).await?;
+    let two = token_of(agents[1].1.clone(), agents[1].0.clone()).await?;
+    let hop = |subject: &str, actor: &str| Prepared {
+        body: form(&[
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+            ),
+            ("subject_token", subject),
+            (
+                "subject_token_type",
+                "urn:ietf:params:oauth:token-type:access_token",
+            ),
+            ("actor_token", actor),
+        ]),
+        headers: Vec::new(),
+    };
+    let first = crate::tokens::send_one(addr, &hop(&root, &one)).await?;
+    let delegated = first["access_token"]
+        .as_str()
+        .with_context(|| format!("first hop refused: {first}"))?
+        .to_owned();
+    let two_hop = drive_prepared(
+        addr,
+        connections,
+        seconds,
+        Arc::new(vec![hop(&delegated, &two)]),
+        true,
+    )
+    .await?;
     let _ = std::fs::remove_dir_all(&dir);
-    Ok((tokens, exchange))
+    Ok((tokens, exchange, two_hop))
 }
 
 pub fn main(warden: &Path, connections: usize, seconds: u64, runs: usize, alg: &str) -> Result<()> {
@@ -275,10 +362,11 @@ pub fn main(warden: &Path, connections: usize, seconds: u64, runs: usize, alg: &
     let mut results = Vec::new();
     for r in 0..runs {
         eprintln!("run {}/{runs} …", r + 1);
-        let (t, x) = rt.block_on(one_run(warden, connections, seconds, alg))?;
+        let (t, x, d) = rt.block_on(one_run(warden, connections, seconds, alg))?;
         for (name, p) in [
             ("client_secret_basic", &t),
             ("token exchange (federation)", &x),
+            ("two-hop delegation", &d),
         ] {
             eprintln!(
                 "  {name:<28} {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  ({} errors)",
@@ -291,9 +379,9 @@ pub fn main(warden: &Path, connections: usize, seconds: u64, runs: usize, alg: &
                 bail!("{name}: {} requests failed", p.errors);
             }
         }
-        results.push((t, x));
+        results.push((t, x, d));
     }
-    let m = |f: &dyn Fn(&(Phase, Phase)) -> f64| median(results.iter().map(f).collect());
+    let m = |f: &dyn Fn(&(Phase, Phase, Phase)) -> f64| median(results.iter().map(f).collect());
     let summary = json!({
         "runs": runs,
         "connections": connections,
@@ -302,6 +390,9 @@ pub fn main(warden: &Path, connections: usize, seconds: u64, runs: usize, alg: &
         "exchange_rps_median": m(&|r| r.1.rate()),
         "exchange_p99_ms_median": m(&|r| r.1.p99_ms),
         "exchange_over_basic_median": m(&|r| r.1.rate() / r.0.rate()),
+        "two_hop_rps_median": m(&|r| r.2.rate()),
+        "two_hop_p99_ms_median": m(&|r| r.2.p99_ms),
+        "two_hop_over_basic_median": m(&|r| r.2.rate() / r.0.rate()),
     });
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(())

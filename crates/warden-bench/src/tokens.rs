@@ -112,6 +112,26 @@ pub(crate) async fn drive_prepared(
     })
 }
 
+/// Sends one prepared token request; the JSON answer (an error body too).
+pub(crate) async fn send_one(addr: SocketAddr, p: &Prepared) -> Result<Value> {
+    let stream = TcpStream::connect(addr).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let mut req = Request::builder()
+        .method("POST")
+        .uri("/oauth2/token")
+        .header("host", addr.to_string())
+        .header("content-type", "application/x-www-form-urlencoded");
+    for (k, v) in &p.headers {
+        req = req.header(*k, v.as_str());
+    }
+    let res = sender
+        .send_request(req.body(Full::new(p.body.clone()))?)
+        .await?;
+    let body = res.into_body().collect().await?.to_bytes();
+    Ok(serde_json::from_slice(&body)?)
+}
+
 fn unix_now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
