@@ -597,6 +597,24 @@ impl Client {
         }
     }
 
+    pub async fn put_mcp_server(
+        &self,
+        identity: &str,
+        req: &PutMcpServerRequest,
+    ) -> Result<McpServer> {
+        self.send(
+            self.http
+                .put(self.url(&format!("/v1/mcp-servers/{}", segment(identity))))
+                .json(req),
+        )
+        .await
+    }
+
+    pub async fn mcp_server(&self, identity: &str) -> Result<McpServer> {
+        self.get(&format!("/v1/mcp-servers/{}", segment(identity)))
+            .await
+    }
+
     pub async fn create_delegation(&self, req: &CreateDelegationRequest) -> Result<Delegation> {
         self.post("/v1/delegations", req).await
     }

@@ -13,8 +13,8 @@ use uuid::Uuid;
 pub use warden_crypto::envelope::Envelope;
 use warden_types::{
     AuditEvent, AuditOutcome, ChangeRequest, ChangeStatus, Credential, Delegation, Finding,
-    FindingKind, FindingStatus, Identity, IdentityKind, IdentityStatus, Operator, Secret, Team,
-    TrustRule, TrustedIssuer, VaultLease,
+    FindingKind, FindingStatus, Identity, IdentityKind, IdentityStatus, McpServer, Operator,
+    Secret, Team, TrustRule, TrustedIssuer, VaultLease,
 };
 
 use crate::error::{CoreError, StoreError};
@@ -321,6 +321,7 @@ pub trait ReadStore {
     fn delegation(&self, id: Uuid) -> Result<Option<Delegation>, StoreError>;
     /// Delegations to `agent` (or all), oldest first.
     fn delegations(&self, agent: Option<Uuid>) -> Result<Vec<Delegation>, StoreError>;
+    fn mcp_server(&self, identity: Uuid) -> Result<Option<McpServer>, StoreError>;
     /// Trust rules of an issuer and/or an identity (both `None`: all), oldest first.
     fn trust_rules(
         &self,
@@ -408,6 +409,7 @@ pub trait WriteTx: ReadStore {
     fn delete_trusted_issuer(&mut self, id: Uuid) -> Result<bool, StoreError>;
     fn put_trust_rule(&mut self, rule: &TrustRule) -> Result<(), StoreError>;
     fn put_delegation(&mut self, delegation: &Delegation) -> Result<(), StoreError>;
+    fn put_mcp_server(&mut self, server: &McpServer) -> Result<(), StoreError>;
 
     /// The lease named `name`, if one was ever taken.
     fn lease(&mut self, name: &str) -> Result<Option<Lease>, StoreError>;

@@ -162,3 +162,45 @@ pub(crate) async fn revoke_delegation(
 ) -> ApiResult<Json<Delegation>> {
     Ok(Json(s.registry.revoke_delegation(&a, id).await?))
 }
+
+/// Set an MCP server's resource URL and tool catalogue.
+#[utoipa::path(put, path = "/v1/mcp-servers/{identity}", request_body = PutMcpServerRequest,
+    params(("identity" = String, Path)), responses((status = 200, body = McpServer), (status = 403, body = Problem)))]
+pub(crate) async fn put_mcp_server(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    PathArg(identity): PathArg<String>,
+    Body(req): Body<PutMcpServerRequest>,
+) -> ApiResult<Json<McpServer>> {
+    Ok(Json(s.registry.put_mcp_server(&a, &identity, req).await?))
+}
+
+#[utoipa::path(get, path = "/v1/mcp-servers/{identity}", params(("identity" = String, Path)),
+    responses((status = 200, body = McpServer), (status = 404, body = Problem)))]
+pub(crate) async fn get_mcp_server(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    PathArg(identity): PathArg<String>,
+) -> ApiResult<Json<McpServer>> {
+    Ok(Json(s.registry.mcp_server(&a, &identity)?))
+}
+
+/// RFC 9728 OAuth Protected Resource Metadata of an MCP server (public).
+pub(crate) async fn protected_resource_metadata(
+    State(s): State<AppState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let not_found = || {
+        crate::error::ApiError::new(ErrorCode::NotFound, "no such MCP server".to_owned())
+            .into_response()
+    };
+    let Ok(id) = Uuid::parse_str(&id) else {
+        return not_found();
+    };
+    match s.registry.protected_resource_metadata(id) {
+        Ok(Some(doc)) => Json(doc).into_response(),
+        Ok(None) => not_found(),
+        Err(e) => crate::error::ApiError::from(e).into_response(),
+    }
+}

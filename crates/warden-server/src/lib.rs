@@ -148,6 +148,10 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/delegations/{id}/revoke",
             post(federation_routes::revoke_delegation),
+        )
+        .route(
+            "/mcp-servers/{identity}",
+            get(federation_routes::get_mcp_server).put(federation_routes::put_mcp_server),
         );
     let oauth2 = Router::new()
         .route("/token", post(oauth::token))
@@ -163,6 +167,10 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/.well-known/oauth-authorization-server",
             get(oauth::metadata),
+        )
+        .route(
+            "/.well-known/oauth-protected-resource/mcp/{id}",
+            get(federation_routes::protected_resource_metadata),
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

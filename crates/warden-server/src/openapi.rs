@@ -45,6 +45,7 @@ impl utoipa::Modify for BearerAuth {
         federation_routes::approve_trust_rule, federation_routes::deny_trust_rule,
         federation_routes::revoke_trust_rule, federation_routes::create_delegation,
         federation_routes::list_delegations, federation_routes::revoke_delegation,
+        federation_routes::put_mcp_server, federation_routes::get_mcp_server,
     ),
     components(schemas(warden_types::ErrorCode, warden_types::Problem)),
     modifiers(&BearerAuth),

@@ -10,8 +10,8 @@ use warden_core::ports::{
     IdentityFilter, LeaseFilter, OperatorRecord, SigningKeyRecord, StoredEnvelope,
 };
 use warden_types::{
-    AuditEvent, ChangeRequest, Credential, Delegation, Finding, Identity, Operator, Secret, Team,
-    TrustRule, TrustedIssuer, VaultLease,
+    AuditEvent, ChangeRequest, Credential, Delegation, Finding, Identity, McpServer, Operator,
+    Secret, Team, TrustRule, TrustedIssuer, VaultLease,
 };
 
 use crate::{Conn, Param, db_err, from_us, opt_from_us, parse_enum, to_us};
@@ -858,6 +858,15 @@ pub(crate) fn delegations(conn: &Conn, agent: Option<Uuid>) -> Result<Vec<Delega
     }
 }
 
+pub(crate) fn mcp_server(conn: &Conn, id: Uuid) -> Result<Option<McpServer>, StoreError> {
+    one(
+        conn,
+        "SELECT doc FROM mcp_servers WHERE identity_id = $1",
+        &[&id],
+        |r| json_col(&get::<String>(r, 0)?, "an MCP server"),
+    )
+}
+
 /// Implements `ReadStore` for a type with a `conn(&self) -> &Conn` method.
 macro_rules! impl_read_store {
     ($t:ty) => {
@@ -1107,6 +1116,12 @@ macro_rules! impl_read_store {
                 agent: Option<uuid::Uuid>,
             ) -> Result<Vec<warden_types::Delegation>, warden_core::StoreError> {
                 crate::read::delegations(self.conn(), agent)
+            }
+            fn mcp_server(
+                &self,
+                id: uuid::Uuid,
+            ) -> Result<Option<warden_types::McpServer>, warden_core::StoreError> {
+                crate::read::mcp_server(self.conn(), id)
             }
         }
     };

@@ -243,6 +243,10 @@ CREATE TABLE delegations (
     doc text NOT NULL
 );
 CREATE INDEX delegations_agent ON delegations(agent_id, id);
+CREATE TABLE mcp_servers (
+    identity_id uuid PRIMARY KEY,
+    doc text NOT NULL
+);
 "#,
 ];
 

@@ -7,8 +7,8 @@ use warden_core::ports::{
     AfterCommit, AuditRecord, ChainHead, Envelope, Lease, SigningKeyRecord, Topic, WriteTx,
 };
 use warden_types::{
-    ChangeRequest, Credential, Delegation, Finding, Identity, Operator, Secret, Team, TrustRule,
-    TrustedIssuer, VaultLease,
+    ChangeRequest, Credential, Delegation, Finding, Identity, McpServer, Operator, Secret, Team,
+    TrustRule, TrustedIssuer, VaultLease,
 };
 
 use crate::read::impl_read_store;
@@ -604,6 +604,18 @@ impl WriteTx for PgTx<'_> {
             "INSERT INTO trust_rules (id, issuer_id, identity_id, doc) VALUES ($1, $2, $3, $4)
              ON CONFLICT (id) DO UPDATE SET doc = excluded.doc",
             &[&r.id, &r.issuer_id, &r.identity_id, &doc],
+        )?;
+        Ok(())
+    }
+
+    fn put_mcp_server(&mut self, m: &McpServer) -> Result<(), StoreError> {
+        let doc = serde_json::to_string(m)
+            .map_err(|e| StoreError::Internal(format!("encoding an MCP server: {e}")))?;
+        exec(
+            self.conn,
+            "INSERT INTO mcp_servers (identity_id, doc) VALUES ($1, $2)
+             ON CONFLICT (identity_id) DO UPDATE SET doc = excluded.doc",
+            &[&m.identity_id, &doc],
         )?;
         Ok(())
     }

@@ -10,8 +10,8 @@ use warden_core::ports::{
     IdentityFilter, LeaseFilter, OperatorRecord, SigningKeyRecord, StoredEnvelope,
 };
 use warden_types::{
-    AuditEvent, ChangeRequest, Credential, Delegation, Finding, Identity, Operator, Secret, Team,
-    TrustRule, TrustedIssuer, VaultLease,
+    AuditEvent, ChangeRequest, Credential, Delegation, Finding, Identity, McpServer, Operator,
+    Secret, Team, TrustRule, TrustedIssuer, VaultLease,
 };
 
 use crate::{db_err, from_us, opt_from_us, parse_enum, to_us};
@@ -921,6 +921,15 @@ pub(crate) fn delegations(
     }
 }
 
+pub(crate) fn mcp_server(conn: &Connection, id: Uuid) -> Result<Option<McpServer>, StoreError> {
+    one(
+        conn,
+        "SELECT doc FROM mcp_servers WHERE identity_id = ?1",
+        [id.as_bytes().as_slice()],
+        |r| json_col(&get::<String>(r, 0)?, "an MCP server"),
+    )
+}
+
 /// Implements `ReadStore` for a type with a `conn(&self) -> &Connection` method.
 macro_rules! impl_read_store {
     ($t:ty) => {
@@ -1170,6 +1179,12 @@ macro_rules! impl_read_store {
                 agent: Option<uuid::Uuid>,
             ) -> Result<Vec<warden_types::Delegation>, warden_core::StoreError> {
                 crate::read::delegations(self.conn(), agent)
+            }
+            fn mcp_server(
+                &self,
+                id: uuid::Uuid,
+            ) -> Result<Option<warden_types::McpServer>, warden_core::StoreError> {
+                crate::read::mcp_server(self.conn(), id)
             }
         }
     };

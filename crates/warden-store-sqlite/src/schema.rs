@@ -262,6 +262,10 @@ CREATE TABLE delegations (
     doc TEXT NOT NULL
 );
 CREATE INDEX delegations_agent ON delegations(agent_id, id);
+CREATE TABLE mcp_servers (
+    identity_id BLOB PRIMARY KEY,
+    doc TEXT NOT NULL
+);
 "#,
 ];
 

@@ -181,3 +181,32 @@ pub struct CreateDelegationRequest {
 pub struct DelegationList {
     pub items: Vec<Delegation>,
 }
+
+/// One tool an MCP server offers and the scopes a caller needs for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct McpTool {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub scopes: Vec<String>,
+}
+
+/// An MCP server's catalogue: its resource URL and tools (the identity is of kind `mcp_server`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct McpServer {
+    pub identity_id: Uuid,
+    /// The protected resource identifier clients use as `resource` / `aud` (RFC 8707, 9728).
+    pub resource: String,
+    pub tools: Vec<McpTool>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// `PUT /v1/mcp-servers/{identity}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutMcpServerRequest {
+    pub resource: String,
+    pub tools: Vec<McpTool>,
+}

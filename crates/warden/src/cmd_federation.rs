@@ -8,7 +8,9 @@ use anyhow::{Context, Result};
 use clap::Subcommand;
 use uuid::Uuid;
 use warden_client::Client;
-use warden_types::{AddIssuerRequest, AddTrustRuleRequest, CreateDelegationRequest};
+use warden_types::{
+    AddIssuerRequest, AddTrustRuleRequest, CreateDelegationRequest, McpTool, PutMcpServerRequest,
+};
 
 use crate::output::{self, table};
 
@@ -310,6 +312,68 @@ pub async fn run_delegation(c: &Client, cmd: DelegationCmd, json: bool) -> Resul
             } else {
                 ""
             }
+        )
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Subcommand)]
+pub enum McpCmd {
+    /// Set an mcp_server identity's resource URL and tools; Warden then serves its RFC 9728
+    /// metadata at /.well-known/oauth-protected-resource/mcp/<id>.
+    Set {
+        identity: String,
+        #[arg(long)]
+        resource: String,
+        /// NAME=SCOPE[,SCOPE…]; repeatable.
+        #[arg(long = "tool")]
+        tools: Vec<String>,
+    },
+    Show {
+        identity: String,
+    },
+}
+
+pub async fn run_mcp(c: &Client, cmd: McpCmd, json: bool) -> Result<ExitCode> {
+    let server = match cmd {
+        McpCmd::Set {
+            identity,
+            resource,
+            tools,
+        } => {
+            let tools = tools
+                .iter()
+                .map(|t| {
+                    let (name, scopes) = t
+                        .split_once('=')
+                        .with_context(|| format!("--tool {t:?}: NAME=SCOPE[,SCOPE…]"))?;
+                    Ok(McpTool {
+                        name: name.to_owned(),
+                        description: None,
+                        scopes: scopes
+                            .split(',')
+                            .filter(|s| !s.is_empty())
+                            .map(str::to_owned)
+                            .collect(),
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            c.put_mcp_server(&identity, &PutMcpServerRequest { resource, tools })
+                .await?
+        }
+        McpCmd::Show { identity } => c.mcp_server(&identity).await?,
+    };
+    output::print(json, &server, || {
+        let rows: Vec<Vec<String>> = server
+            .tools
+            .iter()
+            .map(|t| vec![t.name.clone(), t.scopes.join(" ")])
+            .collect();
+        format!(
+            "{}  metadata: /.well-known/oauth-protected-resource/mcp/{}\n{}",
+            server.resource,
+            server.identity_id,
+            table(&["TOOL", "SCOPES"], &rows)
         )
     })?;
     Ok(ExitCode::SUCCESS)

@@ -123,6 +123,9 @@ enum Cmd {
     /// Delegations: narrow, short, revocable authority lent to AI agents.
     #[command(subcommand)]
     Delegation(cmd_federation::DelegationCmd),
+    /// MCP servers: tool catalogues and their RFC 9728 metadata.
+    #[command(subcommand)]
+    Mcp(cmd_federation::McpCmd),
 }
 
 /// The client config file: `$WARDEN_CLIENT_CONFIG`, else `~/.config/warden/client.toml`.
@@ -220,6 +223,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Issuer(c) => cmd_federation::run_issuer(&client(&cli.global)?, c, json).await,
         Cmd::Trust(c) => cmd_federation::run_trust(&client(&cli.global)?, c, json).await,
         Cmd::Delegation(c) => cmd_federation::run_delegation(&client(&cli.global)?, c, json).await,
+        Cmd::Mcp(c) => cmd_federation::run_mcp(&client(&cli.global)?, c, json).await,
         Cmd::Whoami => {
             let w = client(&cli.global)?.whoami().await?;
             output::print(json, &w, || format!("{w:?}"))?;

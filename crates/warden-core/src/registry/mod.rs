@@ -12,6 +12,7 @@ pub mod findings;
 mod identities;
 mod keys;
 mod leases;
+mod mcp;
 mod rotation;
 pub mod store_credential;
 mod teams;

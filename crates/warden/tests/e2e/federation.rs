@@ -836,3 +836,124 @@ fn agents_act_for_a_person_through_narrow_delegations_that_end_when_revoked() {
             .unwrap()
     );
 }
+
+#[test]
+fn mcp_servers_publish_their_protected_resource_metadata() {
+    let s = Server::start();
+    s.ok(&s.admin, &["team", "create", "support"]);
+    s.ok(&s.admin, &["team", "create", "other"]);
+    let id = s.json(
+        &s.admin,
+        &[
+            "identity",
+            "create",
+            "--name",
+            "helpdesk-mcp",
+            "--kind",
+            "mcp_server",
+            "--owner",
+            "support",
+            "--purpose",
+            "Helpdesk tools for agents",
+            "--env",
+            "prod",
+        ],
+    )["identity"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let outsider = s.operator("oscar", "member", &["other"]);
+    let args = [
+        "mcp",
+        "set",
+        "prod/helpdesk-mcp",
+        "--resource",
+        "https://helpdesk-mcp.example.com/mcp",
+        "--tool",
+        "list_tickets=tickets:read",
+        "--tool",
+        "comment=tickets:read,tickets:comment",
+    ];
+    assert!(
+        !s.cli(&outsider, &args).status.success(),
+        "another team's member"
+    );
+    let set = s.json(&s.admin, &args);
+    assert_eq!(set["tools"].as_array().unwrap().len(), 2);
+    // Not an MCP server: refused.
+    s.identity(&s.admin, "plain", "support", &[]);
+    let out = s.cli(
+        &s.admin,
+        &[
+            "mcp",
+            "set",
+            "prod/plain",
+            "--resource",
+            "https://x.test",
+            "--tool",
+            "a=b:c",
+        ],
+    );
+    assert!(
+        stderr(&out).contains("not an mcp_server"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Public: an MCP client reads it without a token (RFC 9728).
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let get = |path: String| {
+        rt.block_on(async {
+            let r = reqwest::get(format!("{}{path}", s.url)).await.unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        })
+    };
+    let (status, doc) = get(format!("/.well-known/oauth-protected-resource/mcp/{id}"));
+    assert_eq!(status, 200, "{doc}");
+    assert_eq!(doc["resource"], "https://helpdesk-mcp.example.com/mcp");
+    assert_eq!(doc["authorization_servers"], json!([s.url]));
+    assert_eq!(
+        doc["scopes_supported"],
+        json!(["tickets:comment", "tickets:read"])
+    );
+    assert_eq!(doc["bearer_methods_supported"], json!(["header"]));
+    assert_eq!(doc["dpop_bound_access_tokens_required"], true, "prod");
+    assert_eq!(
+        doc["warden_tools"]["comment"]["scopes"],
+        json!(["tickets:read", "tickets:comment"])
+    );
+    // The authorization server it names publishes its own metadata (RFC 8414).
+    let (status, as_meta) = get("/.well-known/oauth-authorization-server".into());
+    assert_eq!(status, 200);
+    assert_eq!(as_meta["issuer"], s.url.as_str());
+    // Unknown, malformed or retired: 404.
+    assert_eq!(
+        get(format!(
+            "/.well-known/oauth-protected-resource/mcp/{}",
+            uuid::Uuid::now_v7()
+        ))
+        .0,
+        404
+    );
+    assert_eq!(
+        get("/.well-known/oauth-protected-resource/mcp/not-a-uuid".into()).0,
+        404
+    );
+    s.ok(
+        &s.admin,
+        &[
+            "identity",
+            "retire",
+            "prod/helpdesk-mcp",
+            "--reason",
+            "gone",
+        ],
+    );
+    assert_eq!(
+        get(format!("/.well-known/oauth-protected-resource/mcp/{id}")).0,
+        404
+    );
+}
