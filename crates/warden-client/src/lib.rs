@@ -597,6 +597,49 @@ impl Client {
         }
     }
 
+    pub async fn put_policy(&self, name: &str, text: &str) -> Result<StoredPolicy> {
+        self.send(
+            self.http
+                .put(self.url(&format!("/v1/policies/{}", segment(name))))
+                .json(&PutPolicyRequest {
+                    text: text.to_owned(),
+                }),
+        )
+        .await
+    }
+
+    pub async fn list_policies(&self) -> Result<PolicyList> {
+        self.get("/v1/policies").await
+    }
+
+    pub async fn delete_policy(&self, name: &str) -> Result<()> {
+        let res = self
+            .http
+            .delete(self.url(&format!("/v1/policies/{}", segment(name))))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| ClientError::Connect {
+                url: self.base.clone(),
+                reason: e.to_string(),
+            })?;
+        if res.status().is_success() {
+            return Ok(());
+        }
+        let bytes = res
+            .bytes()
+            .await
+            .map_err(|e| ClientError::Decode(e.to_string()))?;
+        match serde_json::from_slice::<Problem>(&bytes) {
+            Ok(p) => Err(ClientError::Api(Box::new(p))),
+            Err(e) => Err(ClientError::Decode(e.to_string())),
+        }
+    }
+
+    pub async fn authorize(&self, req: &AuthorizeRequest) -> Result<AuthorizeResponse> {
+        self.post("/v1/authorize", req).await
+    }
+
     pub async fn put_mcp_server(
         &self,
         identity: &str,

@@ -14,7 +14,7 @@ pub use warden_crypto::envelope::Envelope;
 use warden_types::{
     AuditEvent, AuditOutcome, ChangeRequest, ChangeStatus, Credential, Delegation, Finding,
     FindingKind, FindingStatus, Identity, IdentityKind, IdentityStatus, McpServer, Operator,
-    Secret, Team, TrustRule, TrustedIssuer, VaultLease,
+    Secret, StoredPolicy, Team, TrustRule, TrustedIssuer, VaultLease,
 };
 
 use crate::error::{CoreError, StoreError};
@@ -322,6 +322,8 @@ pub trait ReadStore {
     /// Delegations to `agent` (or all), oldest first.
     fn delegations(&self, agent: Option<Uuid>) -> Result<Vec<Delegation>, StoreError>;
     fn mcp_server(&self, identity: Uuid) -> Result<Option<McpServer>, StoreError>;
+    /// Every decision-point policy, by name.
+    fn policies(&self) -> Result<Vec<StoredPolicy>, StoreError>;
     /// Trust rules of an issuer and/or an identity (both `None`: all), oldest first.
     fn trust_rules(
         &self,
@@ -410,6 +412,8 @@ pub trait WriteTx: ReadStore {
     fn put_trust_rule(&mut self, rule: &TrustRule) -> Result<(), StoreError>;
     fn put_delegation(&mut self, delegation: &Delegation) -> Result<(), StoreError>;
     fn put_mcp_server(&mut self, server: &McpServer) -> Result<(), StoreError>;
+    fn put_policy(&mut self, policy: &StoredPolicy) -> Result<(), StoreError>;
+    fn delete_policy(&mut self, name: &str) -> Result<bool, StoreError>;
 
     /// The lease named `name`, if one was ever taken.
     fn lease(&mut self, name: &str) -> Result<Option<Lease>, StoreError>;

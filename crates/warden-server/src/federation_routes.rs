@@ -204,3 +204,47 @@ pub(crate) async fn protected_resource_metadata(
         Err(e) => crate::error::ApiError::from(e).into_response(),
     }
 }
+
+/// Create or replace a Cedar policy document (admins); refused unless it validates.
+#[utoipa::path(put, path = "/v1/policies/{name}", request_body = PutPolicyRequest,
+    params(("name" = String, Path)), responses((status = 200, body = StoredPolicy), (status = 400, body = Problem)))]
+pub(crate) async fn put_policy(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    PathArg(name): PathArg<String>,
+    Body(req): Body<PutPolicyRequest>,
+) -> ApiResult<Json<StoredPolicy>> {
+    Ok(Json(s.registry.put_policy(&a, &name, req.text).await?))
+}
+
+#[utoipa::path(get, path = "/v1/policies", responses((status = 200, body = PolicyList)))]
+pub(crate) async fn list_policies(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+) -> ApiResult<Json<PolicyList>> {
+    Ok(Json(PolicyList {
+        items: s.registry.list_policies(&a)?,
+    }))
+}
+
+#[utoipa::path(delete, path = "/v1/policies/{name}", params(("name" = String, Path)),
+    responses((status = 204), (status = 404, body = Problem)))]
+pub(crate) async fn delete_policy(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    PathArg(name): PathArg<String>,
+) -> ApiResult<StatusCode> {
+    s.registry.delete_policy(&a, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The decision point: may the bearer of this token do this action on this resource?
+#[utoipa::path(post, path = "/v1/authorize", request_body = AuthorizeRequest,
+    responses((status = 200, body = AuthorizeResponse)))]
+pub(crate) async fn authorize(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    Body(req): Body<AuthorizeRequest>,
+) -> ApiResult<Json<AuthorizeResponse>> {
+    Ok(Json(s.registry.authorize(&a, req).await?))
+}

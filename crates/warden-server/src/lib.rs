@@ -152,7 +152,14 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/mcp-servers/{identity}",
             get(federation_routes::get_mcp_server).put(federation_routes::put_mcp_server),
-        );
+        )
+        .route("/policies", get(federation_routes::list_policies))
+        .route(
+            "/policies/{name}",
+            axum::routing::put(federation_routes::put_policy)
+                .delete(federation_routes::delete_policy),
+        )
+        .route("/authorize", post(federation_routes::authorize));
     let oauth2 = Router::new()
         .route("/token", post(oauth::token))
         .route("/jwks", get(oauth::jwks))

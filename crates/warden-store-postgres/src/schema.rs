@@ -247,6 +247,10 @@ CREATE TABLE mcp_servers (
     identity_id uuid PRIMARY KEY,
     doc text NOT NULL
 );
+CREATE TABLE policies (
+    name text PRIMARY KEY,
+    doc text NOT NULL
+);
 "#,
 ];
 

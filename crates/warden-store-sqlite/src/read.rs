@@ -11,7 +11,7 @@ use warden_core::ports::{
 };
 use warden_types::{
     AuditEvent, ChangeRequest, Credential, Delegation, Finding, Identity, McpServer, Operator,
-    Secret, Team, TrustRule, TrustedIssuer, VaultLease,
+    Secret, StoredPolicy, Team, TrustRule, TrustedIssuer, VaultLease,
 };
 
 use crate::{db_err, from_us, opt_from_us, parse_enum, to_us};
@@ -930,6 +930,12 @@ pub(crate) fn mcp_server(conn: &Connection, id: Uuid) -> Result<Option<McpServer
     )
 }
 
+pub(crate) fn policies(conn: &Connection) -> Result<Vec<StoredPolicy>, StoreError> {
+    collect(conn, "SELECT doc FROM policies ORDER BY name", [], |r| {
+        json_col(&get::<String>(r, 0)?, "a policy")
+    })
+}
+
 /// Implements `ReadStore` for a type with a `conn(&self) -> &Connection` method.
 macro_rules! impl_read_store {
     ($t:ty) => {
@@ -1185,6 +1191,9 @@ macro_rules! impl_read_store {
                 id: uuid::Uuid,
             ) -> Result<Option<warden_types::McpServer>, warden_core::StoreError> {
                 crate::read::mcp_server(self.conn(), id)
+            }
+            fn policies(&self) -> Result<Vec<warden_types::StoredPolicy>, warden_core::StoreError> {
+                crate::read::policies(self.conn())
             }
         }
     };

@@ -266,6 +266,10 @@ CREATE TABLE mcp_servers (
     identity_id BLOB PRIMARY KEY,
     doc TEXT NOT NULL
 );
+CREATE TABLE policies (
+    name TEXT PRIMARY KEY,
+    doc TEXT NOT NULL
+);
 "#,
 ];
 

@@ -8,8 +8,8 @@ use warden_core::ports::{
     AfterCommit, AuditRecord, ChainHead, Envelope, Lease, SigningKeyRecord, WriteTx,
 };
 use warden_types::{
-    ChangeRequest, Credential, Delegation, Finding, Identity, McpServer, Operator, Secret, Team,
-    TrustRule, TrustedIssuer, VaultLease,
+    ChangeRequest, Credential, Delegation, Finding, Identity, McpServer, Operator, Secret,
+    StoredPolicy, Team, TrustRule, TrustedIssuer, VaultLease,
 };
 
 use crate::read::impl_read_store;
@@ -595,6 +595,26 @@ impl WriteTx for SqliteTx<'_> {
             params![b(r.id), b(r.issuer_id), b(r.identity_id), doc],
         )?;
         Ok(())
+    }
+
+    fn put_policy(&mut self, p: &StoredPolicy) -> Result<(), StoreError> {
+        let doc = serde_json::to_string(p)
+            .map_err(|e| StoreError::Internal(format!("encoding a policy: {e}")))?;
+        exec(
+            self.conn,
+            "INSERT INTO policies (name, doc) VALUES (?1, ?2)
+             ON CONFLICT (name) DO UPDATE SET doc = excluded.doc",
+            params![p.name, doc],
+        )?;
+        Ok(())
+    }
+
+    fn delete_policy(&mut self, name: &str) -> Result<bool, StoreError> {
+        Ok(exec(
+            self.conn,
+            "DELETE FROM policies WHERE name = ?1",
+            params![name],
+        )? == 1)
     }
 
     fn put_mcp_server(&mut self, m: &McpServer) -> Result<(), StoreError> {

@@ -210,3 +210,50 @@ pub struct PutMcpServerRequest {
     pub resource: String,
     pub tools: Vec<McpTool>,
 }
+
+/// A Cedar policy document as stored (versioned: every change bumps `version`; the audit log
+/// keeps every text).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct StoredPolicy {
+    pub name: String,
+    pub version: u32,
+    pub text: String,
+    pub updated_by: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PolicyList {
+    pub items: Vec<StoredPolicy>,
+}
+
+/// `PUT /v1/policies/{name}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutPolicyRequest {
+    pub text: String,
+}
+
+/// `POST /v1/authorize`: may the bearer of `token` (an agent, possibly acting for someone) do
+/// `action` on `resource`?
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizeRequest {
+    pub token: String,
+    /// A Warden scope, e.g. `tickets:comment`.
+    pub action: String,
+    pub resource: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuthorizeResponse {
+    /// `allow` or `deny`.
+    pub decision: String,
+    /// The policies that decided.
+    pub policies: Vec<String>,
+    /// Why, in words (the token's scope, the chain, the policies).
+    pub reasons: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}

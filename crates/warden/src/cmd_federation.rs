@@ -378,3 +378,167 @@ pub async fn run_mcp(c: &Client, cmd: McpCmd, json: bool) -> Result<ExitCode> {
     })?;
     Ok(ExitCode::SUCCESS)
 }
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCmd {
+    /// Store a Cedar policy document (admins); refused unless it validates.
+    Put {
+        name: String,
+        #[arg(long)]
+        file: PathBuf,
+    },
+    List,
+    Delete {
+        name: String,
+    },
+    /// Check a policy file against Warden's schema (offline).
+    Validate {
+        file: PathBuf,
+        #[arg(long, default_value = "policy")]
+        name: String,
+    },
+    /// Evaluate a file of questions with expected decisions against policy files (offline);
+    /// exits 1 if any differs.
+    Test {
+        /// Policy files; repeatable.
+        #[arg(long = "policy", required = true)]
+        policies: Vec<PathBuf>,
+        /// JSON array of {agent, action, resource, delegator, …, expect: "allow"|"deny"}.
+        #[arg(long)]
+        cases: PathBuf,
+    },
+    /// Print Warden's Cedar schema.
+    Schema,
+}
+
+fn read(p: &PathBuf) -> Result<String> {
+    std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+}
+
+pub async fn run_policy(
+    c: impl FnOnce() -> Result<Client>,
+    cmd: PolicyCmd,
+    json: bool,
+) -> Result<ExitCode> {
+    match cmd {
+        PolicyCmd::Put { name, file } => {
+            let p = c()?.put_policy(&name, &read(&file)?).await?;
+            output::print(json, &p, || {
+                format!("policy {} is at version {}", p.name, p.version)
+            })?;
+        }
+        PolicyCmd::List => {
+            let l = c()?.list_policies().await?;
+            output::print(json, &l, || {
+                let rows: Vec<Vec<String>> = l
+                    .items
+                    .iter()
+                    .map(|p| {
+                        vec![
+                            p.name.clone(),
+                            p.version.to_string(),
+                            p.updated_by.clone(),
+                            output::time(p.updated_at),
+                        ]
+                    })
+                    .collect();
+                table(&["NAME", "VERSION", "BY", "UPDATED"], &rows)
+            })?;
+        }
+        PolicyCmd::Delete { name } => {
+            c()?.delete_policy(&name).await?;
+            output::print(json, &serde_json::json!({ "deleted": name }), || {
+                format!("policy {name} deleted")
+            })?;
+        }
+        PolicyCmd::Validate { file, name } => match warden_policy::validate(&name, &read(&file)?) {
+            Ok(()) => output::print(json, &serde_json::json!({ "valid": true }), || {
+                format!("{}: valid", file.display())
+            })?,
+            Err(errors) => {
+                output::print(
+                    json,
+                    &serde_json::json!({ "valid": false, "errors": errors }),
+                    || format!("{}: INVALID\n{}", file.display(), errors.join("\n")),
+                )?;
+                return Ok(ExitCode::from(1));
+            }
+        },
+        PolicyCmd::Test { policies, cases } => {
+            let mut docs = Vec::new();
+            for p in &policies {
+                let name = p
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .unwrap_or("policy")
+                    .to_owned();
+                docs.push((name, read(p)?));
+            }
+            let engine =
+                warden_policy::Engine::new(docs.iter().map(|(n, t)| (n.as_str(), t.as_str())))
+                    .map_err(|e| anyhow::anyhow!(e))?;
+            let cases: Vec<warden_policy::TestCase> = serde_json::from_str(&read(&cases)?)
+                .context("the cases file is a JSON array of questions with `expect`")?;
+            let mut failed = 0;
+            let mut rows = Vec::new();
+            for (i, case) in cases.iter().enumerate() {
+                let a = engine.decide(&case.question);
+                let got = if a.allow { "allow" } else { "deny" };
+                let ok = got == case.expect;
+                if !ok {
+                    failed += 1;
+                }
+                rows.push(serde_json::json!({
+                    "case": i, "action": case.question.action, "expect": case.expect,
+                    "got": got, "policies": a.policies, "ok": ok,
+                }));
+            }
+            output::print(json, &rows, || {
+                let mut t = String::new();
+                for r in &rows {
+                    t.push_str(&format!(
+                        "{} case {}: {} → {} (expected {}) {}\n",
+                        if r["ok"] == true { "ok  " } else { "FAIL" },
+                        r["case"],
+                        r["action"].as_str().unwrap_or(""),
+                        r["got"].as_str().unwrap_or(""),
+                        r["expect"].as_str().unwrap_or(""),
+                        r["policies"]
+                    ));
+                }
+                t.push_str(&format!("{} cases, {failed} failed", rows.len()));
+                t
+            })?;
+            if failed > 0 {
+                return Ok(ExitCode::from(1));
+            }
+        }
+        PolicyCmd::Schema => println!("{}", warden_policy::SCHEMA.trim()),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `warden authorize`: ask the decision point; exits 0 when allowed, 1 when denied.
+pub async fn run_authorize(
+    c: &Client,
+    token: String,
+    action: String,
+    resource: String,
+    json: bool,
+) -> Result<ExitCode> {
+    let r = c
+        .authorize(&warden_types::AuthorizeRequest {
+            token,
+            action,
+            resource,
+        })
+        .await?;
+    output::print(json, &r, || {
+        format!("{}: {}", r.decision, r.reasons.join("; "))
+    })?;
+    Ok(if r.decision == "allow" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

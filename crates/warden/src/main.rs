@@ -126,6 +126,20 @@ enum Cmd {
     /// MCP servers: tool catalogues and their RFC 9728 metadata.
     #[command(subcommand)]
     Mcp(cmd_federation::McpCmd),
+    /// Cedar policies of the decision point.
+    #[command(subcommand)]
+    Policy(cmd_federation::PolicyCmd),
+    /// Ask the decision point: may the bearer of TOKEN do ACTION on RESOURCE? Exit 0 allow, 1 deny.
+    Authorize {
+        /// The agent's (possibly delegated) access token (better: WARDEN_SUBJECT_TOKEN).
+        #[arg(long, env = "WARDEN_SUBJECT_TOKEN", hide_env_values = true)]
+        subject: String,
+        /// A Warden scope, e.g. tickets:comment.
+        #[arg(long)]
+        action: String,
+        #[arg(long)]
+        resource: String,
+    },
 }
 
 /// The client config file: `$WARDEN_CLIENT_CONFIG`, else `~/.config/warden/client.toml`.
@@ -224,6 +238,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Trust(c) => cmd_federation::run_trust(&client(&cli.global)?, c, json).await,
         Cmd::Delegation(c) => cmd_federation::run_delegation(&client(&cli.global)?, c, json).await,
         Cmd::Mcp(c) => cmd_federation::run_mcp(&client(&cli.global)?, c, json).await,
+        Cmd::Policy(c) => cmd_federation::run_policy(|| client(&cli.global), c, json).await,
+        Cmd::Authorize {
+            subject,
+            action,
+            resource,
+        } => {
+            cmd_federation::run_authorize(&client(&cli.global)?, subject, action, resource, json)
+                .await
+        }
         Cmd::Whoami => {
             let w = client(&cli.global)?.whoami().await?;
             output::print(json, &w, || format!("{w:?}"))?;

@@ -35,6 +35,7 @@ pub(crate) struct PeerHandler {
     pub(crate) keys: Arc<GenCache<[u8; 32], (Credential, Identity)>>,
     pub(crate) clients: Arc<GenCache<uuid::Uuid, ClientKeys>>,
     pub(crate) federation: Arc<GenCache<String, super::federation::IssuerEntry>>,
+    pub(crate) policy_engine: Arc<GenCache<u8, warden_policy::Engine>>,
     pub(crate) keyring_stale: Arc<AtomicBool>,
     pub(crate) hearing: Arc<AtomicBool>,
     /// Another node rotated the store's login password: fetch it at the next job tick.
@@ -47,6 +48,7 @@ impl PeerHandler {
         self.keys.set_enabled(enabled);
         self.clients.set_enabled(enabled);
         self.federation.set_enabled(enabled);
+        self.policy_engine.set_enabled(enabled);
     }
 }
 
@@ -58,6 +60,7 @@ impl PeerListener for PeerHandler {
                 self.keys.invalidate();
                 self.clients.invalidate();
                 self.federation.invalidate();
+                self.policy_engine.invalidate();
             }
             PeerEvent::Changed(Topic::SigningKeys) => {
                 self.keyring_stale.store(true, Ordering::Release);

@@ -13,6 +13,7 @@ mod identities;
 mod keys;
 mod leases;
 mod mcp;
+mod policy;
 mod rotation;
 pub mod store_credential;
 mod teams;
@@ -93,6 +94,8 @@ pub struct Registry {
     jwks: Arc<federation::JwksCache>,
     /// `iss` → the trusted issuer and its active rules, parsed.
     federation: Arc<GenCache<String, federation::IssuerEntry>>,
+    /// The decision point's loaded policies (one entry, key 0).
+    policy_engine: Arc<GenCache<u8, warden_policy::Engine>>,
 }
 
 /// Authentication events that may wait for their commit at once. They live in the registry's
@@ -121,6 +124,7 @@ impl Registry {
         let keys = Arc::new(GenCache::default());
         let clients = Arc::new(GenCache::default());
         let federation = Arc::new(GenCache::default());
+        let policy_engine = Arc::new(GenCache::default());
         let hearing = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let keyring_stale = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let store_credential_stale = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -129,6 +133,7 @@ impl Registry {
             keys: Arc::clone(&keys),
             clients: Arc::clone(&clients),
             federation: Arc::clone(&federation),
+            policy_engine: Arc::clone(&policy_engine),
             keyring_stale: Arc::clone(&keyring_stale),
             hearing: Arc::clone(&hearing),
             store_credential_stale: Arc::clone(&store_credential_stale),
@@ -162,6 +167,7 @@ impl Registry {
             fetcher: std::sync::OnceLock::new(),
             jwks: Arc::new(federation::JwksCache::default()),
             federation,
+            policy_engine,
         }
     }
 
@@ -227,11 +233,12 @@ impl Registry {
         T: Send + 'static,
         F: FnOnce(&mut dyn WriteTx, &Job) -> Result<T, CoreError> + Send + 'static,
     {
-        let (operators, keys, clients, federation) = (
+        let (operators, keys, clients, federation, policy_engine) = (
             Arc::clone(&self.operators),
             Arc::clone(&self.keys),
             Arc::clone(&self.clients),
             Arc::clone(&self.federation),
+            Arc::clone(&self.policy_engine),
         );
         self.write(move |tx, job| {
             let out = f(tx, job)?;
@@ -243,6 +250,7 @@ impl Registry {
                 keys.invalidate();
                 clients.invalidate();
                 federation.invalidate();
+                policy_engine.invalidate();
             }));
             Ok(out)
         })

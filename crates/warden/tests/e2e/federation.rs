@@ -957,3 +957,237 @@ fn mcp_servers_publish_their_protected_resource_metadata() {
         404
     );
 }
+
+#[test]
+fn the_decision_point_answers_with_the_policies_that_decided_and_audits_the_chain() {
+    let s = Server::start();
+    s.ok(&s.admin, &["team", "create", "support"]);
+    let bot = s.json(
+        &s.admin,
+        &[
+            "identity",
+            "create",
+            "--name",
+            "support-bot",
+            "--kind",
+            "ai_agent",
+            "--owner",
+            "support",
+            "--purpose",
+            "Answers helpdesk tickets",
+            "--env",
+            "staging",
+            "--scope",
+            "tickets:read",
+            "--scope",
+            "tickets:comment",
+        ],
+    )["identity"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let idp = issuer();
+    let jwks = s.dir.path().join("idp.json");
+    std::fs::write(&jwks, idp.published.lock().unwrap().to_string()).unwrap();
+    s.ok(
+        &s.admin,
+        &[
+            "issuer",
+            "add",
+            "corp",
+            "--issuer",
+            &idp.url,
+            "--jwks-file",
+            jwks.to_str().unwrap(),
+            "--audience",
+            AUD,
+        ],
+    );
+    const MCP: &str = "https://helpdesk-mcp.test";
+    let d = s.json(
+        &s.admin,
+        &[
+            "delegation",
+            "grant",
+            "support-bot",
+            "--issuer",
+            "corp",
+            "--subject",
+            "alice@example.com",
+            "--scope",
+            "tickets:read",
+            "--scope",
+            "tickets:comment",
+            "--audience",
+            MCP,
+            "--ttl",
+            "1h",
+        ],
+    );
+    let t = now();
+    let alice = idp
+        .key
+        .sign("JWT", &json!({"iss": idp.url, "aud": AUD, "sub": "alice@example.com", "iat": t, "exp": t + 900}))
+        .unwrap();
+    let bot_token = agent_token(&s, "support-bot");
+    let out = s.cli(
+        "",
+        &[
+            "token",
+            "exchange",
+            "--subject-token",
+            &alice,
+            "--actor-token",
+            &bot_token,
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let delegated = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+
+    // Policies: validated against Warden's schema before they are stored.
+    let policy = s.dir.path().join("helpdesk.cedar");
+    std::fs::write(
+        &policy,
+        r#"permit(principal in Warden::Team::"support", action == Warden::Action::"invoke", resource)
+           when { context.action == "tickets:comment" && context.delegator_issuer == "corp" && context.depth <= 1 };
+           forbid(principal, action, resource) when { resource.url like "*/locked/*" };"#,
+    )
+    .unwrap();
+    let bad = s.dir.path().join("bad.cedar");
+    std::fs::write(
+        &bad,
+        r#"permit(principal, action, resource) when { principal.colour == "red" };"#,
+    )
+    .unwrap();
+    let p = policy.to_str().unwrap();
+    assert!(s.cli("", &["policy", "validate", p]).status.success());
+    let out = s.cli("", &["policy", "validate", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = s.cli(
+        &s.admin,
+        &["policy", "put", "bad", "--file", bad.to_str().unwrap()],
+    );
+    assert!(stderr(&out).contains("invalid_field"), "{}", stderr(&out));
+    let stored = s.json(&s.admin, &["policy", "put", "helpdesk", "--file", p]);
+    assert_eq!(stored["version"], 1);
+    assert_eq!(
+        s.json(&s.admin, &["policy", "put", "helpdesk", "--file", p])["version"],
+        2,
+        "versioned"
+    );
+
+    let ask = |action: &str, resource: &str| {
+        let out = s.cli(
+            &s.admin,
+            &[
+                "authorize",
+                "--json",
+                "--subject",
+                &delegated,
+                "--action",
+                action,
+                "--resource",
+                resource,
+            ],
+        );
+        let v: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("authorize: {}", stderr(&out)));
+        assert_eq!(out.status.success(), v["decision"] == "allow");
+        v
+    };
+    let a = ask("tickets:comment", "https://helpdesk/tickets/42");
+    assert_eq!(a["decision"], "allow", "{a}");
+    assert_eq!(a["policies"], json!(["helpdesk"]));
+    let a = ask("tickets:read", "https://helpdesk/tickets/42");
+    assert_eq!(a["decision"], "deny");
+    assert!(
+        a["reasons"].to_string().contains("no policy permits"),
+        "{a}"
+    );
+    let a = ask("tickets:comment", "https://helpdesk/locked/7");
+    assert_eq!(a["decision"], "deny");
+    assert_eq!(
+        a["policies"],
+        json!(["helpdesk#2"]),
+        "forbid wins and is named"
+    );
+    let a = ask("tickets:close", "https://helpdesk/tickets/42");
+    assert_eq!(a["decision"], "deny");
+    assert!(a["reasons"].to_string().contains("scope"), "{a}");
+
+    // Offline: a file of questions with expected decisions.
+    let cases = s.dir.path().join("cases.json");
+    let agent = json!({"id": bot, "name": "support-bot", "kind": "ai_agent", "environment": "staging", "team": "support"});
+    let case = |action: &str, resource: &str, depth: i64, expect: &str| {
+        json!({"agent": agent, "action": action, "resource": resource, "delegator": "alice@example.com",
+               "delegator_issuer": "corp", "depth": depth, "expect": expect})
+    };
+    std::fs::write(
+        &cases,
+        json!([
+            case("tickets:comment", "https://helpdesk/tickets/1", 1, "allow"),
+            case("tickets:comment", "https://helpdesk/tickets/1", 2, "deny"),
+            case("tickets:comment", "https://helpdesk/locked/1", 1, "deny"),
+        ])
+        .to_string(),
+    )
+    .unwrap();
+    let out = s.cli(
+        "",
+        &[
+            "policy",
+            "test",
+            "--policy",
+            p,
+            "--cases",
+            cases.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    std::fs::write(
+        &cases,
+        json!([case(
+            "tickets:comment",
+            "https://helpdesk/locked/1",
+            1,
+            "allow"
+        )])
+        .to_string(),
+    )
+    .unwrap();
+    let out = s.cli(
+        "",
+        &[
+            "policy",
+            "test",
+            "--policy",
+            p,
+            "--cases",
+            cases.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a wrong expectation fails the test"
+    );
+
+    // Revoking the delegation: the same question is now denied.
+    s.ok(
+        &s.admin,
+        &["delegation", "revoke", d["id"].as_str().unwrap()],
+    );
+    let a = ask("tickets:comment", "https://helpdesk/tickets/42");
+    assert_eq!(a["decision"], "deny");
+    // Every decision is audited with the chain.
+    let ev = s.json(&s.admin, &["audit", "list", "--action", "authz.decide"]);
+    let items = ev["items"].as_array().unwrap();
+    assert!(items.len() >= 5, "{}", items.len());
+    assert!(items.iter().any(|e| e["details"]["chain"] == json!([bot])
+        && e["details"]["delegator"] == "alice@example.com"
+        && e["details"]["allow"] == true));
+}
