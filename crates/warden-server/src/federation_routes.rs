@@ -248,3 +248,30 @@ pub(crate) async fn authorize(
 ) -> ApiResult<Json<AuthorizeResponse>> {
     Ok(Json(s.registry.authorize(&a, req).await?))
 }
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FeedQuery {
+    /// RFC 3339; default: everything.
+    since: Option<String>,
+}
+
+/// The revocation feed for resource servers that verify delegated tokens locally.
+#[utoipa::path(get, path = "/v1/revocations", params(FeedQuery), responses((status = 200, body = RevocationFeed)))]
+pub(crate) async fn revocations(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    Params(q): Params<FeedQuery>,
+) -> ApiResult<Json<RevocationFeed>> {
+    let since = match q.since.as_deref() {
+        None => time::OffsetDateTime::UNIX_EPOCH,
+        Some(t) => time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+            .map_err(|_| {
+            crate::error::ApiError::from(warden_core::CoreError::field(
+                "since",
+                "an RFC 3339 time like 2026-01-31T00:00:00Z",
+            ))
+        })?,
+    };
+    Ok(Json(s.registry.revocations(&a, since)?))
+}

@@ -159,7 +159,8 @@ pub fn app(state: AppState) -> Router {
             axum::routing::put(federation_routes::put_policy)
                 .delete(federation_routes::delete_policy),
         )
-        .route("/authorize", post(federation_routes::authorize));
+        .route("/authorize", post(federation_routes::authorize))
+        .route("/revocations", get(federation_routes::revocations));
     let oauth2 = Router::new()
         .route("/token", post(oauth::token))
         .route("/jwks", get(oauth::jwks))

@@ -47,7 +47,7 @@ impl utoipa::Modify for BearerAuth {
         federation_routes::list_delegations, federation_routes::revoke_delegation,
         federation_routes::put_mcp_server, federation_routes::get_mcp_server,
         federation_routes::put_policy, federation_routes::list_policies, federation_routes::delete_policy,
-        federation_routes::authorize,
+        federation_routes::authorize, federation_routes::revocations,
     ),
     components(schemas(warden_types::ErrorCode, warden_types::Problem)),
     modifiers(&BearerAuth),

@@ -257,3 +257,30 @@ pub struct AuthorizeResponse {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
 }
+
+/// What a resource server that verifies delegated tokens locally must stop honouring: revoked
+/// delegations (drop tokens whose `del` names one) and identities no longer active (drop tokens
+/// whose `client_id` or `act` chain names one). `GET /v1/revocations?since=`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RevocationFeed {
+    /// Ask again with `since` = this.
+    #[serde(with = "time::serde::rfc3339")]
+    pub generated_at: OffsetDateTime,
+    pub delegations: Vec<RevokedDelegation>,
+    pub identities: Vec<InactiveIdentity>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RevokedDelegation {
+    pub id: Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    pub revoked_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct InactiveIdentity {
+    pub id: Uuid,
+    pub status: crate::IdentityStatus,
+    #[serde(with = "time::serde::rfc3339")]
+    pub since: OffsetDateTime,
+}

@@ -148,9 +148,8 @@ pub enum TrustCmd {
         #[arg(long)]
         reason: String,
     },
-    Revoke {
-        id: Uuid,
-    },
+    #[command(alias = "remove")]
+    Revoke { id: Uuid },
 }
 
 pub async fn run_trust(c: &Client, cmd: TrustCmd, json: bool) -> Result<ExitCode> {

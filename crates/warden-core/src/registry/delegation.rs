@@ -441,3 +441,61 @@ impl Registry {
         })
     }
 }
+
+impl Registry {
+    /// The revocation feed: delegations revoked and identities suspended or retired at or after
+    /// `since` (any authenticated caller: resource servers poll it).
+    pub fn revocations(
+        &self,
+        actor: &Actor,
+        since: OffsetDateTime,
+    ) -> Result<warden_types::RevocationFeed, CoreError> {
+        if matches!(actor.principal, crate::actor::Principal::Anonymous) {
+            return Err(CoreError::Unauthenticated(
+                "authenticate to read the feed".into(),
+            ));
+        }
+        let generated_at = self.now();
+        let store = self.reader()?;
+        let delegations = store
+            .delegations(None)?
+            .into_iter()
+            .filter_map(|d| {
+                d.revoked_at.filter(|r| *r >= since).map(|revoked_at| {
+                    warden_types::RevokedDelegation {
+                        id: d.id,
+                        revoked_at,
+                    }
+                })
+            })
+            .collect();
+        let mut identities = Vec::new();
+        for status in [IdentityStatus::Retired, IdentityStatus::Suspended] {
+            let filter = crate::ports::IdentityFilter {
+                status: Some(status),
+                ..Default::default()
+            };
+            let mut after = None;
+            loop {
+                let page = store.list_identities(&filter, after, 1000)?;
+                let done = page.len() < 1000;
+                after = page.last().map(|i| i.id);
+                identities.extend(page.into_iter().filter(|i| i.updated_at >= since).map(|i| {
+                    warden_types::InactiveIdentity {
+                        id: i.id,
+                        status: i.status,
+                        since: i.updated_at,
+                    }
+                }));
+                if done {
+                    break;
+                }
+            }
+        }
+        Ok(warden_types::RevocationFeed {
+            generated_at,
+            delegations,
+            identities,
+        })
+    }
+}

@@ -816,6 +816,47 @@ fn agents_act_for_a_person_through_narrow_delegations_that_end_when_revoked() {
         "a retired agent mid-chain"
     );
     assert_eq!(introspect(&s, &t1b)["active"], false);
+    // The revocation feed tells resource servers that verify locally: the revoked delegation
+    // (named in the tokens' `del`) and the retired agent (named in their `act` chain).
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let feed_since = |since: Option<&str>| -> Value {
+        rt.block_on(async {
+            let mut r = reqwest::Client::new().get(format!("{}/v1/revocations", s.url));
+            if let Some(t) = since {
+                r = r.query(&[("since", t)]);
+            }
+            r.bearer_auth(&s.admin)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap()
+        })
+    };
+    let feed = feed_since(None);
+    assert!(
+        feed["delegations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["id"] == d1_id.as_str()),
+        "{feed}"
+    );
+    assert!(
+        feed["identities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["id"] == bot.as_str() && i["status"] == "retired"),
+        "{feed}"
+    );
+    let later = feed_since(feed["generated_at"].as_str());
+    assert_eq!(
+        later["delegations"].as_array().unwrap().len(),
+        0,
+        "nothing new: {later}"
+    );
 
     let events = s.json(&s.admin, &["audit", "list", "--action", "token.issued"]);
     let chains: Vec<&Value> = events["items"]
