@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use warden_jose::{Alg, SigningKey};
 
 use crate::tokens::{Prepared, drive_prepared, form, prepare};
-use crate::{Phase, call, median, spawn_url, tempfile_dir};
+use crate::{Phase, call, median};
 
 const ISS: &str = "https://ci.bench";
 
@@ -135,24 +135,7 @@ async fn one_run(
     seconds: u64,
     alg: &str,
 ) -> Result<(Phase, Phase, Phase)> {
-    let dir = tempfile_dir()?;
-    std::fs::create_dir_all(&dir)?;
-    let init = Command::new(warden)
-        .args(["init", "--json", "--data-dir"])
-        .arg(&dir)
-        .output()?;
-    if !init.status.success() {
-        bail!("warden init: {}", String::from_utf8_lossy(&init.stderr));
-    }
-    let admin = serde_json::from_slice::<Value>(&init.stdout)?["admin_token"]
-        .as_str()
-        .context("no admin_token")?
-        .to_owned();
-    let mut cmd = Command::new(warden);
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&dir)
-        .env("WARDEN_LOG", "warn");
-    let (_server, addr) = spawn_url(cmd, "warden listening on ")?;
+    let (dir, admin, _server, addr) = crate::start_warden(warden)?;
     let post = Method::POST;
     call(
         addr,

@@ -323,6 +323,30 @@ async fn call(
     Ok(serde_json::from_slice(&bytes)?)
 }
 
+/// `warden init` into a fresh directory and `warden serve` on a free port: the directory, the
+/// admin token, the server process and its address.
+fn start_warden(warden: &Path) -> Result<(PathBuf, String, Proc, SocketAddr)> {
+    let dir = tempfile_dir()?;
+    std::fs::create_dir_all(&dir)?;
+    let init = Command::new(warden)
+        .args(["init", "--json", "--data-dir"])
+        .arg(&dir)
+        .output()?;
+    if !init.status.success() {
+        bail!("warden init: {}", String::from_utf8_lossy(&init.stderr));
+    }
+    let admin = serde_json::from_slice::<Value>(&init.stdout)?["admin_token"]
+        .as_str()
+        .context("no admin_token")?
+        .to_owned();
+    let mut cmd = Command::new(warden);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&dir)
+        .env("WARDEN_LOG", "warn");
+    let (server, addr) = spawn_url(cmd, "warden listening on ")?;
+    Ok((dir, admin, server, addr))
+}
+
 struct RunResult {
     hello: Phase,
     create: Phase,

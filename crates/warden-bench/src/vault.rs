@@ -5,16 +5,15 @@
 //! ended, role dropped) — against a real PostgreSQL server with password authentication.
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use hdrhistogram::Histogram;
 use hyper::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::{Phase, call, drive, median, spawn_url, tempfile_dir};
+use crate::{Phase, call, drive, median};
 
 struct RunResult {
     tokens: Phase,
@@ -29,24 +28,7 @@ async fn one_run(
     seconds: u64,
     logins: usize,
 ) -> Result<RunResult> {
-    let dir = tempfile_dir()?;
-    std::fs::create_dir_all(&dir)?;
-    let init = Command::new(warden)
-        .args(["init", "--json", "--data-dir"])
-        .arg(&dir)
-        .output()?;
-    if !init.status.success() {
-        bail!("warden init: {}", String::from_utf8_lossy(&init.stderr));
-    }
-    let admin = serde_json::from_slice::<Value>(&init.stdout)?["admin_token"]
-        .as_str()
-        .context("no admin_token")?
-        .to_owned();
-    let mut cmd = Command::new(warden);
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&dir)
-        .env("WARDEN_LOG", "warn");
-    let (_server, addr) = spawn_url(cmd, "warden listening on ")?;
+    let (dir, admin, _server, addr) = crate::start_warden(warden)?;
     let post = Method::POST;
     call(
         addr,

@@ -574,9 +574,14 @@ impl Client {
     }
 
     pub async fn remove_issuer(&self, name: &str) -> Result<()> {
+        self.delete(&format!("/v1/issuers/{}", segment(name))).await
+    }
+
+    /// DELETE that answers 204 (or a problem).
+    async fn delete(&self, path: &str) -> Result<()> {
         let res = self
             .http
-            .delete(self.url(&format!("/v1/issuers/{}", segment(name))))
+            .delete(self.url(path))
             .bearer_auth(&self.token)
             .send()
             .await
@@ -613,27 +618,8 @@ impl Client {
     }
 
     pub async fn delete_policy(&self, name: &str) -> Result<()> {
-        let res = self
-            .http
-            .delete(self.url(&format!("/v1/policies/{}", segment(name))))
-            .bearer_auth(&self.token)
-            .send()
+        self.delete(&format!("/v1/policies/{}", segment(name)))
             .await
-            .map_err(|e| ClientError::Connect {
-                url: self.base.clone(),
-                reason: e.to_string(),
-            })?;
-        if res.status().is_success() {
-            return Ok(());
-        }
-        let bytes = res
-            .bytes()
-            .await
-            .map_err(|e| ClientError::Decode(e.to_string()))?;
-        match serde_json::from_slice::<Problem>(&bytes) {
-            Ok(p) => Err(ClientError::Api(Box::new(p))),
-            Err(e) => Err(ClientError::Decode(e.to_string())),
-        }
     }
 
     pub async fn authorize(&self, req: &AuthorizeRequest) -> Result<AuthorizeResponse> {
