@@ -129,12 +129,10 @@ fn rsa_components(der: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
     Some((strip(n), strip(e)))
 }
 
-async fn one_run(
-    warden: &Path,
-    connections: usize,
-    seconds: u64,
-    alg: &str,
-) -> Result<(Phase, Phase, Phase)> {
+/// One run's phases: client_secret_basic, federation, two-hop (cycled), two-hop (cold).
+type Phases = (Phase, Phase, Phase, Phase);
+
+async fn one_run(warden: &Path, connections: usize, seconds: u64, alg: &str) -> Result<Phases> {
     let (dir, admin, _server, addr) = crate::start_warden(warden)?;
     let post = Method::POST;
     call(
@@ -303,9 +301,6 @@ async fn one_run(
         )
         .await?;
     }
-    let root = token_of(secret.clone(), client_id.clone()).await?;
-    let one = token_of(agents[0].1.clone(), agents[0].0.clone()).await?;
-    let two = token_of(agents[1].1.clone(), agents[1].0.clone()).await?;
     let hop = |subject: &str, actor: &str| Prepared {
         body: form(&[
             (
@@ -321,21 +316,62 @@ async fn one_run(
         ]),
         headers: Vec::new(),
     };
-    let first = crate::tokens::send_one(addr, &hop(&root, &one)).await?;
-    let delegated = first["access_token"]
-        .as_str()
-        .with_context(|| format!("first hop refused: {first}"))?
-        .to_owned();
-    let two_hop = drive_prepared(
-        addr,
-        connections,
-        seconds,
-        Arc::new(vec![hop(&delegated, &two)]),
-        true,
-    )
-    .await?;
+    // 200 distinct chains, cycled: every request carries tokens (subject and actor) that other
+    // requests do not, as when many users' agents hand work to sub-agents. Warden caches a
+    // token's check (signature and state) while nothing it rests on changes, so after the first
+    // pass these are checked from the cache, as an agent's own token and a parent's delegated
+    // token are in practice (each is presented many times in its ten minutes).
+    let mut reqs = Vec::new();
+    for _ in 0..200 {
+        let root = token_of(secret.clone(), client_id.clone()).await?;
+        let one = token_of(agents[0].1.clone(), agents[0].0.clone()).await?;
+        let two = token_of(agents[1].1.clone(), agents[1].0.clone()).await?;
+        let first = crate::tokens::send_one(addr, &hop(&root, &one)).await?;
+        let delegated = first["access_token"]
+            .as_str()
+            .with_context(|| format!("first hop refused: {first}"))?
+            .to_owned();
+        reqs.push(hop(&delegated, &two));
+    }
+    let two_hop = drive_prepared(addr, connections, seconds, Arc::new(reqs), true).await?;
+
+    // Cold: every request of the phase carries two tokens never presented before (each sent
+    // once), so every check verifies both signatures and reads the store.
+    let n = usize::try_from(seconds).unwrap_or(10).max(1) * 2_000;
+    let basic_of = |id: &str, secret: &str| -> Result<Prepared> {
+        let (k, _) = warden_jose::ClientKey::generate_ed25519()?;
+        Ok(prepare("client_secret_basic", 1, id, secret, &k, &endpoint)?.remove(0))
+    };
+    let tokens_of = |p: Prepared| {
+        let reqs = Arc::new(vec![p; n]);
+        async move {
+            crate::tokens::send_many(addr, connections, reqs)
+                .await?
+                .into_iter()
+                .map(|v| {
+                    v["access_token"]
+                        .as_str()
+                        .map(str::to_owned)
+                        .with_context(|| format!("token refused: {v}"))
+                })
+                .collect::<Result<Vec<_>>>()
+        }
+    };
+    let roots = tokens_of(basic_of(&client_id, &secret)?).await?;
+    let twos = tokens_of(basic_of(&agents[1].0, &agents[1].1)?).await?;
+    let one = token_of(agents[0].1.clone(), agents[0].0.clone()).await?;
+    let firsts: Vec<Prepared> = roots.iter().map(|r| hop(r, &one)).collect();
+    let delegated = crate::tokens::send_many(addr, connections, Arc::new(firsts)).await?;
+    let mut cold = Vec::with_capacity(n);
+    for (d, two) in delegated.iter().zip(&twos) {
+        let d = d["access_token"]
+            .as_str()
+            .with_context(|| format!("first hop refused: {d}"))?;
+        cold.push(hop(d, two));
+    }
+    let two_hop_cold = drive_prepared(addr, connections, 3_600, Arc::new(cold), false).await?;
     let _ = std::fs::remove_dir_all(&dir);
-    Ok((tokens, exchange, two_hop))
+    Ok((tokens, exchange, two_hop, two_hop_cold))
 }
 
 pub fn main(warden: &Path, connections: usize, seconds: u64, runs: usize, alg: &str) -> Result<()> {
@@ -345,11 +381,12 @@ pub fn main(warden: &Path, connections: usize, seconds: u64, runs: usize, alg: &
     let mut results = Vec::new();
     for r in 0..runs {
         eprintln!("run {}/{runs} …", r + 1);
-        let (t, x, d) = rt.block_on(one_run(warden, connections, seconds, alg))?;
+        let (t, x, d, c) = rt.block_on(one_run(warden, connections, seconds, alg))?;
         for (name, p) in [
             ("client_secret_basic", &t),
             ("token exchange (federation)", &x),
             ("two-hop delegation", &d),
+            ("two-hop, every token new", &c),
         ] {
             eprintln!(
                 "  {name:<28} {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  ({} errors)",
@@ -362,9 +399,9 @@ pub fn main(warden: &Path, connections: usize, seconds: u64, runs: usize, alg: &
                 bail!("{name}: {} requests failed", p.errors);
             }
         }
-        results.push((t, x, d));
+        results.push((t, x, d, c));
     }
-    let m = |f: &dyn Fn(&(Phase, Phase, Phase)) -> f64| median(results.iter().map(f).collect());
+    let m = |f: &dyn Fn(&Phases) -> f64| median(results.iter().map(f).collect());
     let summary = json!({
         "runs": runs,
         "connections": connections,
@@ -376,6 +413,9 @@ pub fn main(warden: &Path, connections: usize, seconds: u64, runs: usize, alg: &
         "two_hop_rps_median": m(&|r| r.2.rate()),
         "two_hop_p99_ms_median": m(&|r| r.2.p99_ms),
         "two_hop_over_basic_median": m(&|r| r.2.rate() / r.0.rate()),
+        "two_hop_cold_rps_median": m(&|r| r.3.rate()),
+        "two_hop_cold_p99_ms_median": m(&|r| r.3.p99_ms),
+        "two_hop_cold_over_basic_median": m(&|r| r.3.rate() / r.0.rate()),
     });
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(())

@@ -112,6 +112,54 @@ pub(crate) async fn drive_prepared(
     })
 }
 
+/// Sends every prepared token request once over `connections` connections; the JSON answers, in
+/// order (for setting up phases that need many distinct tokens).
+pub(crate) async fn send_many(
+    addr: SocketAddr,
+    connections: usize,
+    reqs: Arc<Vec<Prepared>>,
+) -> Result<Vec<Value>> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let (next, reqs) = (next.clone(), reqs.clone());
+        let host = addr.to_string();
+        tasks.push(tokio::spawn(async move {
+            let stream = TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(conn);
+            let mut out = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(p) = reqs.get(i) else { break };
+                let mut req = Request::builder()
+                    .method("POST")
+                    .uri("/oauth2/token")
+                    .header("host", host.as_str())
+                    .header("content-type", "application/x-www-form-urlencoded");
+                for (k, v) in &p.headers {
+                    req = req.header(*k, v.as_str());
+                }
+                sender.ready().await?;
+                let res = sender
+                    .send_request(req.body(Full::new(p.body.clone()))?)
+                    .await?;
+                let body = res.into_body().collect().await?.to_bytes();
+                out.push((i, serde_json::from_slice::<Value>(&body)?));
+            }
+            anyhow::Ok(out)
+        }));
+    }
+    let mut all = Vec::with_capacity(reqs.len());
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    all.sort_by_key(|(i, _)| *i);
+    Ok(all.into_iter().map(|(_, v)| v).collect())
+}
+
 /// Sends one prepared token request; the JSON answer (an error body too).
 pub(crate) async fn send_one(addr: SocketAddr, p: &Prepared) -> Result<Value> {
     let stream = TcpStream::connect(addr).await?;

@@ -472,6 +472,11 @@ pub type JobReceipt = oneshot::Receiver<JobOutput>;
 pub trait Store: Send + Sync {
     /// A reader over the latest committed state.
     fn reader(&self) -> Result<Box<dyn ReadStore + Send + '_>, StoreError>;
+    /// A reader whose reads all see one committed state (one read transaction), for a check
+    /// that makes several reads. By default, [`Store::reader`].
+    fn snapshot(&self) -> Result<Box<dyn ReadStore + Send + '_>, StoreError> {
+        self.reader()
+    }
     /// Queues a write job. The receipt yields the job's result once its transaction is durably
     /// committed, or the error that prevented it.
     fn submit(&self, job: WriteJob) -> JobReceipt;

@@ -47,6 +47,12 @@ pub fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// SHA-256 of `data`.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(data).into()
+}
+
 /// SHA-256 of `data`, base64url without padding (as JOSE writes digests).
 pub fn sha256_b64url(data: &[u8]) -> String {
     use base64::Engine as _;

@@ -280,3 +280,110 @@ pub async fn delegated_tokens_never_exceed_any_parent(open: Open) {
         "issued {issued}, refused {refused}, sub-agent hops {deep}"
     );
 }
+
+/// Token checks are cached (`checked_token`); every change a token rests on ends its cached
+/// answer: revoking the token, a delegation of its chain or its credential, suspending an agent in
+/// the middle of its chain, withdrawing the signing key, and time. Each check first fills the
+/// cache (introspecting twice), then changes one thing.
+pub async fn cached_token_checks_end_with_what_they_rest_on(open: Open) {
+    use warden_core::lifecycle::Transition;
+    let e = env(open).await;
+    e.reg.set_issuer("https://warden.test");
+    e.reg.maintain_signing_keys().await.unwrap();
+    for name in ["root", "agent-a", "agent-b"] {
+        let mut i = identity(name);
+        i.environment = "staging".into();
+        i.scopes = vec!["a:r".into()];
+        e.reg.create_identity(&e.admin, i).await.unwrap();
+    }
+    let active = |t: &str| e.reg.introspect(&e.admin, t).unwrap().active;
+    let cached = |t: &str| active(t) && active(t);
+    let lend = |from: &str, to: &str| CreateDelegationRequest {
+        delegator_identity: Some(from.into()),
+        delegator_issuer: None,
+        delegator_subject: None,
+        agent: to.into(),
+        scopes: vec!["a:r".into()],
+        audience: "https://mcp.test".into(),
+        ttl_secs: 3600,
+        max_depth: Some(2),
+    };
+    e.reg
+        .create_delegation(&e.admin, lend("staging/root", "staging/agent-a"))
+        .await
+        .unwrap();
+    let a_to_b = e
+        .reg
+        .create_delegation(&e.admin, lend("staging/agent-a", "staging/agent-b"))
+        .await
+        .unwrap();
+
+    // Revoking the token itself (RFC 7009).
+    let t = own_token(&e.reg, &e.admin, "staging/root").await;
+    assert!(cached(&t));
+    e.reg.revoke_access_token(&e.admin, &t).await.unwrap();
+    assert!(!active(&t), "a revoked token stayed active from the cache");
+
+    // Revoking the second delegation of a two-hop chain.
+    let p = own_token(&e.reg, &e.admin, "staging/root").await;
+    let a = own_token(&e.reg, &e.admin, "staging/agent-a").await;
+    let b = own_token(&e.reg, &e.admin, "staging/agent-b").await;
+    let d1 = exchange(&e.reg, &p, &a, &None).await.unwrap();
+    let d2 = exchange(&e.reg, &d1, &b, &None).await.unwrap();
+    assert!(cached(&d1) && cached(&d2));
+    e.reg.revoke_delegation(&e.admin, a_to_b.id).await.unwrap();
+    assert!(
+        !active(&d2),
+        "a token of a revoked delegation stayed active"
+    );
+    assert!(active(&d1), "the first hop does not rest on the second");
+    assert!(
+        exchange(&e.reg, &d1, &b, &None).await.is_err(),
+        "exchanged on a revoked delegation"
+    );
+
+    // Suspending the agent in the middle of a chain.
+    e.reg
+        .create_delegation(&e.admin, lend("staging/agent-a", "staging/agent-b"))
+        .await
+        .unwrap();
+    let d2 = exchange(&e.reg, &d1, &b, &None).await.unwrap();
+    assert!(cached(&d2));
+    e.reg
+        .transition(
+            &e.admin,
+            "staging/agent-a",
+            Transition::Suspend,
+            Some("incident".into()),
+        )
+        .await
+        .unwrap();
+    assert!(
+        !active(&d2),
+        "a chain through a suspended agent stayed active"
+    );
+    assert!(!active(&d1));
+    assert!(
+        exchange(&e.reg, &d1, &b, &None).await.is_err(),
+        "exchanged through a suspended agent"
+    );
+
+    // Revoking the credential a token was obtained with.
+    let c = claims(&b);
+    let cid = uuid::Uuid::parse_str(c["cid"].as_str().unwrap()).unwrap();
+    assert!(cached(&b));
+    e.reg.revoke_credential(&e.admin, cid, None).await.unwrap();
+    assert!(!active(&b), "a token of a revoked credential stayed active");
+
+    // Withdrawing the signing key (a compromised key).
+    let r = own_token(&e.reg, &e.admin, "staging/root").await;
+    assert!(cached(&r));
+    e.reg.rotate_signing_key(&e.admin, true).await.unwrap();
+    assert!(!active(&r), "a token of a withdrawn key stayed active");
+
+    // Time.
+    let r = own_token(&e.reg, &e.admin, "staging/root").await;
+    assert!(cached(&r));
+    e.clock.advance(Duration::minutes(11));
+    assert!(!active(&r), "an expired token stayed active from the cache");
+}

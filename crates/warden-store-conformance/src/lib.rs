@@ -129,7 +129,8 @@ macro_rules! conformance {
         vault::scheduled_rotation_keeps_the_old_value_for_the_overlap,
         vault::an_interrupted_rotation_is_settled_by_asking_the_target,
         federation::issuer_keys_are_refetched_for_new_kids_and_kept_only_so_long_without_the_issuer,
-        delegation::delegated_tokens_never_exceed_any_parent);
+        delegation::delegated_tokens_never_exceed_any_parent,
+        delegation::cached_token_checks_end_with_what_they_rest_on);
     };
     (@each $open:expr; $($($path:ident)::+),* $(,)?) => {
         $(

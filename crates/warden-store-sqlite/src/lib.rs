@@ -134,6 +134,8 @@ impl Pool {
 struct Reader<'a> {
     conn: Option<Connection>,
     pool: &'a Pool,
+    /// Reads share one read transaction (a snapshot), ended on drop.
+    snapshot: bool,
 }
 
 impl Reader<'_> {
@@ -148,6 +150,16 @@ impl Reader<'_> {
 impl Drop for Reader<'_> {
     fn drop(&mut self) {
         if let Some(c) = self.conn.take() {
+            if self.snapshot {
+                let ended = c
+                    .prepare_cached("COMMIT")
+                    .and_then(|mut s| s.execute([]))
+                    .is_ok();
+                if !ended && !c.is_autocommit() {
+                    // Still inside the transaction: never hand it to another reader.
+                    return;
+                }
+            }
             self.pool.put(c);
         }
     }
@@ -339,6 +351,20 @@ impl Store for SqliteStore {
         Ok(Box::new(Reader {
             conn: Some(self.pool.get()?),
             pool: &self.pool,
+            snapshot: false,
+        }))
+    }
+
+    fn snapshot(&self) -> Result<Box<dyn ReadStore + Send + '_>, StoreError> {
+        let conn = self.pool.get()?;
+        // A deferred transaction: its first read takes the WAL snapshot every later read sees.
+        conn.prepare_cached("BEGIN")
+            .and_then(|mut s| s.execute([]))
+            .map_err(|e| StoreError::Internal(format!("begin a read transaction: {e}")))?;
+        Ok(Box::new(Reader {
+            conn: Some(conn),
+            pool: &self.pool,
+            snapshot: true,
         }))
     }
 
@@ -383,6 +409,7 @@ impl Store for SqliteStore {
         let r = Reader {
             conn: Some(self.pool.get()?),
             pool: &self.pool,
+            snapshot: false,
         };
         r.conn()
             .query_row("SELECT 1", [], |_| Ok(()))

@@ -24,6 +24,8 @@ pub struct GenCache<K, V> {
     /// Off while changes made elsewhere (other nodes) cannot be heard: nothing is served or kept.
     enabled: std::sync::atomic::AtomicBool,
     map: Mutex<HashMap<K, (u64, Arc<V>)>>,
+    /// Most entries held before the map is cleared.
+    max: usize,
 }
 
 impl<K: Eq + Hash, V> Default for GenCache<K, V> {
@@ -32,11 +34,20 @@ impl<K: Eq + Hash, V> Default for GenCache<K, V> {
             generation: AtomicU64::new(0),
             enabled: std::sync::atomic::AtomicBool::new(true),
             map: Mutex::new(HashMap::new()),
+            max: MAX_ENTRIES,
         }
     }
 }
 
 impl<K: Eq + Hash, V> GenCache<K, V> {
+    /// A cache of at most `max` entries (cleared when full).
+    pub fn with_capacity(max: usize) -> Self {
+        GenCache {
+            max,
+            ..GenCache::default()
+        }
+    }
+
     /// The current generation; read it before reading the database.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
@@ -58,7 +69,7 @@ impl<K: Eq + Hash, V> GenCache<K, V> {
     /// Stores `value` as read under `generation`.
     pub fn put(&self, key: K, generation: u64, value: Arc<V>) {
         if let Ok(mut map) = self.map.lock() {
-            if map.len() >= MAX_ENTRIES {
+            if map.len() >= self.max {
                 map.clear();
             }
             map.insert(key, (generation, value));

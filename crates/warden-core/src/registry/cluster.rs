@@ -36,6 +36,8 @@ pub(crate) struct PeerHandler {
     pub(crate) clients: Arc<GenCache<uuid::Uuid, ClientKeys>>,
     pub(crate) federation: Arc<GenCache<String, super::federation::IssuerEntry>>,
     pub(crate) policy_engine: Arc<GenCache<u8, warden_policy::Engine>>,
+    pub(crate) checked_tokens: Arc<GenCache<[u8; 32], super::tokens::CheckedToken>>,
+    pub(crate) agent_delegations: Arc<GenCache<uuid::Uuid, Vec<warden_types::Delegation>>>,
     pub(crate) keyring_stale: Arc<AtomicBool>,
     pub(crate) hearing: Arc<AtomicBool>,
     /// Another node rotated the store's login password: fetch it at the next job tick.
@@ -49,6 +51,8 @@ impl PeerHandler {
         self.clients.set_enabled(enabled);
         self.federation.set_enabled(enabled);
         self.policy_engine.set_enabled(enabled);
+        self.checked_tokens.set_enabled(enabled);
+        self.agent_delegations.set_enabled(enabled);
     }
 }
 
@@ -61,6 +65,8 @@ impl PeerListener for PeerHandler {
                 self.clients.invalidate();
                 self.federation.invalidate();
                 self.policy_engine.invalidate();
+                self.checked_tokens.invalidate();
+                self.agent_delegations.invalidate();
             }
             PeerEvent::Changed(Topic::SigningKeys) => {
                 self.keyring_stale.store(true, Ordering::Release);

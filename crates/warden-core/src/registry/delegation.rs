@@ -274,6 +274,19 @@ impl Registry {
         .await?
     }
 
+    /// The delegations lent to `agent` (revoked and expired ones included), cached under the
+    /// authentication generation: creating or revoking a delegation invalidates it.
+    fn delegations_to(&self, agent: Uuid) -> Result<std::sync::Arc<Vec<Delegation>>, CoreError> {
+        if let Some(hit) = self.agent_delegations.get(&agent) {
+            return Ok(hit);
+        }
+        let generation = self.agent_delegations.generation();
+        let list = std::sync::Arc::new(self.reader()?.delegations(Some(agent))?);
+        self.agent_delegations
+            .put(agent, generation, std::sync::Arc::clone(&list));
+        Ok(list)
+    }
+
     /// Checks a delegated exchange: the agent's own token (`actor_token`), the principal's
     /// (`subject_token`: a trusted issuer's token, a Warden identity's token, or a delegated
     /// token for a sub-agent), and an active delegation between them. `Err` holds the precise
@@ -287,21 +300,28 @@ impl Registry {
     ) -> Result<Delegated, (bool, String)> {
         let grant = |m: String| (false, m);
         // The agent: its own Warden token, not itself delegated.
-        let (actor_at, agent) = self
-            .active_token(actor_token)
+        let actor_checked = self
+            .checked_token(actor_token)
             .map_err(|e| grant(e.to_string()))?
             .ok_or_else(|| {
                 grant("actor token invalid, expired, revoked or of an inactive identity".into())
             })?;
-        let actor_jws = decode(actor_token).map_err(|e| grant(e.to_string()))?;
-        if actor_jws.claims().contains_key("act") {
+        if actor_checked.claims.contains_key("act") {
             return Err(grant(
                 "the actor token is itself delegated; use the agent's own token".into(),
             ));
         }
-        // The principal.
-        let sub_jws = decode(subject_token).map_err(|e| grant(format!("subject token: {e}")))?;
-        let own = sub_jws.str_claim("iss").ok() == Some(issuer);
+        let (actor_at, agent) = (&actor_checked.at, actor_checked.identity.clone());
+        // The principal: a token of ours (an identity's, or a delegated one) or a trusted
+        // issuer's. Ours are recognised by their issuer; a token of ours that fails its check is
+        // refused, never tried as an external one.
+        let ours = self
+            .checked_token(subject_token)
+            .map_err(|e| grant(e.to_string()))?;
+        let own = ours.is_some()
+            || decode(subject_token)
+                .ok()
+                .is_some_and(|j| j.str_claim("iss").ok() == Some(issuer));
         let (
             delegator,
             subject,
@@ -309,37 +329,34 @@ impl Registry {
             parent_scopes,
             parent_exp,
             parent_act,
-            mut chain,
+            mut links,
             claims,
         );
         let mut once = None;
+        let checked;
+        let external_claims;
         if own {
-            let (at, identity) = self
-                .active_token(subject_token)
-                .map_err(|e| grant(e.to_string()))?
-                .ok_or_else(|| {
-                    grant("subject token invalid, expired, revoked or of an inactive chain".into())
-                })?;
-            let c = sub_jws.claims();
+            checked = ours.ok_or_else(|| {
+                grant("subject token invalid, expired, revoked or of an inactive chain".into())
+            })?;
+            let (at, identity, c) = (&checked.at, &checked.identity, &checked.claims);
             parent_exp = at.exp;
             parent_scopes = Some(at.scope.clone());
-            claims = Value::Object(c.clone());
+            claims = c;
+            delegator = Delegator::Identity(identity.id);
             match c.get("act") {
                 // A sub-agent: the parent agent lends on what it was lent.
                 Some(act) => {
-                    delegator = Delegator::Identity(identity.id);
                     subject = at.sub.clone();
                     subject_issuer = c.get("sub_iss").and_then(Value::as_str).map(str::to_owned);
                     parent_act = Some(act.clone());
-                    chain =
-                        chain_ids(c).ok_or_else(|| grant("malformed delegated token".into()))?;
+                    links = checked.chain.clone();
                 }
                 None => {
-                    delegator = Delegator::Identity(identity.id);
                     subject = identity.id.to_string();
                     subject_issuer = None;
                     parent_act = None;
-                    chain = Vec::new();
+                    links = Vec::new();
                 }
             }
         } else {
@@ -356,8 +373,11 @@ impl Registry {
             parent_scopes = None;
             parent_exp = ext.exp;
             parent_act = None;
-            chain = Vec::new();
-            claims = ext.claims;
+            links = Vec::new();
+            external_claims = ext.claims;
+            claims = external_claims
+                .as_object()
+                .ok_or_else(|| grant("malformed subject token".into()))?;
             once = ext.once;
         }
         if agent.id.to_string() == subject && parent_act.is_none() {
@@ -371,27 +391,27 @@ impl Registry {
                 "the subject token's may_act does not name this agent".into(),
             ));
         }
-        let store = self.reader().map_err(|e| grant(e.to_string()))?;
-        let d = store
-            .delegations(Some(agent.id))
+        let d = self
+            .delegations_to(agent.id)
             .map_err(|e| grant(e.to_string()))?
-            .into_iter()
+            .iter()
             .rfind(|d| d.revoked_at.is_none() && d.expires_at > now && d.delegator == delegator)
+            .cloned()
             .ok_or_else(|| {
                 grant("no active delegation from this principal to this agent".into())
             })?;
-        // Depth: every delegation of the chain bounds it.
-        chain.push(d.id);
-        let depth = u32::try_from(chain.len()).unwrap_or(u32::MAX);
+        // Depth: every delegation of the chain bounds it. The parent's links were checked
+        // active with its token (`checked_token`); time is checked again here.
+        links.push(d.clone());
+        let chain: Vec<Uuid> = links.iter().map(|l| l.id).collect();
+        let depth = u32::try_from(links.len()).unwrap_or(u32::MAX);
         let mut not_after = d.expires_at;
-        for id in &chain {
-            let link = store
-                .delegation(*id)
-                .map_err(|e| grant(e.to_string()))?
-                .filter(|x| x.revoked_at.is_none() && x.expires_at > now)
-                .ok_or_else(|| {
-                    grant("a delegation of the chain was revoked or has expired".into())
-                })?;
+        for link in &links {
+            if link.revoked_at.is_some() || link.expires_at <= now {
+                return Err(grant(
+                    "a delegation of the chain was revoked or has expired".into(),
+                ));
+            }
             if depth > link.max_depth {
                 return Err(grant(format!(
                     "the chain would be {depth} agents deep; a delegation of it allows {}",
@@ -436,7 +456,7 @@ impl Registry {
             allowed,
             audience: d.audience,
             not_after,
-            agent_jkt: actor_at.jkt,
+            agent_jkt: actor_at.jkt.clone(),
             once,
         })
     }

@@ -96,6 +96,10 @@ pub struct Registry {
     federation: Arc<GenCache<String, federation::IssuerEntry>>,
     /// The decision point's loaded policies (one entry, key 0).
     policy_engine: Arc<GenCache<u8, warden_policy::Engine>>,
+    /// SHA-256 of an access token issued here → its check, while active.
+    checked_tokens: Arc<GenCache<[u8; 32], tokens::CheckedToken>>,
+    /// Agent → the delegations lent to it (revoked and expired ones included).
+    agent_delegations: Arc<GenCache<Uuid, Vec<warden_types::Delegation>>>,
 }
 
 /// Authentication events that may wait for their commit at once. They live in the registry's
@@ -125,6 +129,8 @@ impl Registry {
         let clients = Arc::new(GenCache::default());
         let federation = Arc::new(GenCache::default());
         let policy_engine = Arc::new(GenCache::default());
+        let checked_tokens = Arc::new(GenCache::with_capacity(tokens::CHECKED_TOKENS));
+        let agent_delegations = Arc::new(GenCache::default());
         let hearing = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let keyring_stale = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let store_credential_stale = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -134,6 +140,8 @@ impl Registry {
             clients: Arc::clone(&clients),
             federation: Arc::clone(&federation),
             policy_engine: Arc::clone(&policy_engine),
+            checked_tokens: Arc::clone(&checked_tokens),
+            agent_delegations: Arc::clone(&agent_delegations),
             keyring_stale: Arc::clone(&keyring_stale),
             hearing: Arc::clone(&hearing),
             store_credential_stale: Arc::clone(&store_credential_stale),
@@ -168,6 +176,8 @@ impl Registry {
             jwks: Arc::new(federation::JwksCache::default()),
             federation,
             policy_engine,
+            checked_tokens,
+            agent_delegations,
         }
     }
 
@@ -201,6 +211,10 @@ impl Registry {
 
     fn reader(&self) -> Result<Box<dyn ReadStore + Send + '_>, CoreError> {
         Ok(self.store.reader()?)
+    }
+
+    fn snapshot(&self) -> Result<Box<dyn ReadStore + Send + '_>, CoreError> {
+        Ok(self.store.snapshot()?)
     }
 
     /// Runs `f` as a store job and returns its typed result after commit.
@@ -240,6 +254,10 @@ impl Registry {
             Arc::clone(&self.federation),
             Arc::clone(&self.policy_engine),
         );
+        let (checked_tokens, agent_delegations) = (
+            Arc::clone(&self.checked_tokens),
+            Arc::clone(&self.agent_delegations),
+        );
         self.write(move |tx, job| {
             let out = f(tx, job)?;
             // Every other node sharing the store drops its caches too.
@@ -251,6 +269,8 @@ impl Registry {
                 clients.invalidate();
                 federation.invalidate();
                 policy_engine.invalidate();
+                checked_tokens.invalidate();
+                agent_delegations.invalidate();
             }));
             Ok(out)
         })
