@@ -24,6 +24,49 @@ pub struct Policy {
     /// What happens when `warden scan --report-to` reports a live Warden credential: revoke it at
     /// once (default) or only flag it.
     pub revoke_leaked_credentials: bool,
+    /// The hygiene checks' thresholds.
+    pub hygiene: HygienePolicy,
+}
+
+/// Thresholds of the hygiene checks (`[hygiene]` in the config). Each check has a rule id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HygienePolicy {
+    /// `NHI-STALE`: an active identity not used for this long (never used: since it was created).
+    pub stale_after: Duration,
+    /// Suspend an identity whose `NHI-STALE` finding stayed open this long (`None`: never).
+    pub suspend_stale_after: Option<Duration>,
+    /// `NHI-UNUSED-SCOPE`: a granted scope no token carried for this long.
+    pub unused_scope_after: Duration,
+    /// `NHI-LONG-LIVED`: a credential whose lifetime (issue to expiry) exceeds this.
+    pub long_lived: Duration,
+    /// `NHI-EXPIRING`: a credential that expires within this, with no newer one beside it.
+    pub expiring_within: Duration,
+    /// `NHI-NO-EXPIRY`: a credential whose lifetime is at least this (imported credentials that
+    /// never expire carry a far-future expiry).
+    pub never_expires: Duration,
+    /// `NHI-REUSE`: one credential used from more than this many source networks.
+    pub reuse_networks: usize,
+    /// `NHI-ENV-MIX`: networks of each environment; a credential used from the networks of an
+    /// environment other than its identity's is flagged.
+    pub environment_networks: Vec<(String, String)>,
+    /// Only usage seen within this window counts for `NHI-REUSE` and `NHI-ENV-MIX`.
+    pub usage_window: Duration,
+}
+
+impl Default for HygienePolicy {
+    fn default() -> Self {
+        HygienePolicy {
+            stale_after: Duration::days(90),
+            suspend_stale_after: None,
+            unused_scope_after: Duration::days(90),
+            long_lived: Duration::days(90),
+            expiring_within: Duration::days(14),
+            never_expires: Duration::days(3650),
+            reuse_networks: 5,
+            environment_networks: Vec::new(),
+            usage_window: Duration::days(30),
+        }
+    }
 }
 
 /// How the token service issues and signs.
@@ -78,6 +121,7 @@ impl Default for Policy {
             auth_failure_window: Duration::seconds(10),
             tokens: TokenPolicy::default(),
             revoke_leaked_credentials: true,
+            hygiene: HygienePolicy::default(),
         }
     }
 }

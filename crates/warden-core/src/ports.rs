@@ -13,8 +13,8 @@ use uuid::Uuid;
 pub use warden_crypto::envelope::Envelope;
 use warden_types::{
     AuditEvent, AuditOutcome, ChangeRequest, ChangeStatus, Credential, Delegation, Finding,
-    FindingKind, FindingStatus, Identity, IdentityKind, IdentityStatus, McpServer, Operator,
-    Secret, StoredPolicy, Team, TrustRule, TrustedIssuer, VaultLease,
+    FindingKind, FindingStatus, Identity, IdentityKind, IdentityStatus, JobState, McpServer,
+    Operator, Secret, StoredPolicy, Team, TrustRule, TrustedIssuer, VaultLease,
 };
 
 use crate::error::{CoreError, StoreError};
@@ -49,6 +49,25 @@ pub struct ChangeFilter {
     pub status: Option<ChangeStatus>,
     pub identity: Option<Uuid>,
     pub owner_in: Option<Vec<Uuid>>,
+}
+
+/// An identity's use of one scope: the last time a token carried it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScopeUsage {
+    pub identity: Uuid,
+    pub scope: String,
+    pub last_used: OffsetDateTime,
+}
+
+/// A credential's use from one source network (an IPv4 /24 or IPv6 /64).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceUsage {
+    pub credential: Uuid,
+    pub identity: Uuid,
+    pub network: String,
+    pub first_seen: OffsetDateTime,
+    pub last_seen: OffsetDateTime,
+    pub count: u64,
 }
 
 /// Filters for listing findings.
@@ -275,6 +294,20 @@ pub trait ReadStore {
         limit: usize,
     ) -> Result<Vec<Finding>, StoreError>;
 
+    /// Every credential (revoked ones included), ordered by id, after `after`, at most `limit`.
+    fn list_credentials(
+        &self,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<Credential>, StoreError>;
+    /// When each identity last obtained a token carrying each scope.
+    fn scope_usage(&self) -> Result<Vec<ScopeUsage>, StoreError>;
+    /// Which networks each credential was used from, last seen at or after `since`.
+    fn source_usage(&self, since: OffsetDateTime) -> Result<Vec<SourceUsage>, StoreError>;
+    /// A background job's durable state.
+    fn job_state(&self, job: &str) -> Result<Option<JobState>, StoreError>;
+    fn list_job_states(&self) -> Result<Vec<JobState>, StoreError>;
+
     /// A secret's metadata by path (deleted ones included).
     fn secret(&self, path: &str) -> Result<Option<Secret>, StoreError>;
     /// Secrets whose path starts with `prefix`, ordered by path, after `after`, at most `limit`.
@@ -393,6 +426,14 @@ pub trait WriteTx: ReadStore {
     fn insert_finding(&mut self, finding: &Finding) -> Result<(), StoreError>;
     /// Updates what can change: where it was last seen, how often, status, action.
     fn update_finding(&mut self, finding: &Finding) -> Result<(), StoreError>;
+    /// Folds usage into the aggregates: a scope's `last_used` and a source's `last_seen` only
+    /// move forward, `first_seen` only back; counts add up.
+    fn record_usage(
+        &mut self,
+        scopes: &[ScopeUsage],
+        sources: &[SourceUsage],
+    ) -> Result<(), StoreError>;
+    fn put_job_state(&mut self, state: &JobState) -> Result<(), StoreError>;
 
     /// Creates or replaces a secret's metadata (by path).
     fn put_secret(&mut self, secret: &Secret) -> Result<(), StoreError>;

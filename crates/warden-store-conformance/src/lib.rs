@@ -16,6 +16,7 @@
 
 pub mod delegation;
 pub mod federation;
+pub mod hygiene;
 pub mod pg;
 pub mod vault;
 
@@ -52,11 +53,16 @@ pub struct Env {
 }
 
 pub async fn env(open: Open) -> Env {
+    env_with(open, Policy::default()).await
+}
+
+/// [`env`] under a given policy.
+pub async fn env_with(open: Open, policy: Policy) -> Env {
     let key = ServerKey::generate();
     let fresh = open(&key);
     let store = fresh.store;
     let clock = Arc::new(FakeClock::new(datetime!(2026-01-01 00:00 UTC)));
-    let reg = Registry::new(store.clone(), clock.clone(), Policy::default(), &key);
+    let reg = Registry::new(store.clone(), clock.clone(), policy, &key);
     let created = reg.bootstrap_admin("admin").await.unwrap();
     let admin = reg.authenticate(&created.token, "t", "test").await.unwrap();
     reg.create_team(
@@ -130,7 +136,8 @@ macro_rules! conformance {
         vault::an_interrupted_rotation_is_settled_by_asking_the_target,
         federation::issuer_keys_are_refetched_for_new_kids_and_kept_only_so_long_without_the_issuer,
         delegation::delegated_tokens_never_exceed_any_parent,
-        delegation::cached_token_checks_end_with_what_they_rest_on);
+        delegation::cached_token_checks_end_with_what_they_rest_on,
+        hygiene::hygiene_finds_exactly_the_planted_cases_and_keeps_findings_current);
     };
     (@each $open:expr; $($($path:ident)::+),* $(,)?) => {
         $(
@@ -141,6 +148,12 @@ macro_rules! conformance {
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn $name() {
             $crate::$name($open).await
+        }
+    };
+    (@one $open:expr; hygiene::$name:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $name() {
+            $crate::hygiene::$name($open).await
         }
     };
     (@one $open:expr; delegation::$name:ident) => {

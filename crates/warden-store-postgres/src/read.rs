@@ -7,11 +7,12 @@ use uuid::Uuid;
 use warden_core::StoreError;
 use warden_core::ports::{
     AuditFilter, AuditRecord, ChainHead, ChangeFilter, Checkpoint, Envelope, FindingFilter,
-    IdentityFilter, LeaseFilter, OperatorRecord, SigningKeyRecord, StoredEnvelope,
+    IdentityFilter, LeaseFilter, OperatorRecord, ScopeUsage, SigningKeyRecord, SourceUsage,
+    StoredEnvelope,
 };
 use warden_types::{
-    AuditEvent, ChangeRequest, Credential, Delegation, Finding, Identity, McpServer, Operator,
-    Secret, StoredPolicy, Team, TrustRule, TrustedIssuer, VaultLease,
+    AuditEvent, ChangeRequest, Credential, Delegation, Finding, Identity, JobState, McpServer,
+    Operator, Secret, StoredPolicy, Team, TrustRule, TrustedIssuer, VaultLease,
 };
 
 use crate::{Conn, Param, db_err, from_us, opt_from_us, parse_enum, to_us};
@@ -542,7 +543,7 @@ pub(crate) fn audit_head(conn: &Conn) -> Result<ChainHead, StoreError> {
 
 const FINDING_COLS: &str = "id, fingerprint, kind, rule, severity, repository, path, line, commit_id, \
     author, email, preview, suggested_owner, identity_id, identity_name, owner_name, credential_id, \
-    action, status, status_reason, reported_by, first_seen, last_seen, times_seen";
+    action, status, status_reason, reported_by, first_seen, last_seen, times_seen, evidence, proposal";
 
 fn finding_row(row: &Row) -> Result<Finding, StoreError> {
     Ok(Finding {
@@ -570,6 +571,10 @@ fn finding_row(row: &Row) -> Result<Finding, StoreError> {
         first_seen: from_us(get(row, 21)?)?,
         last_seen: from_us(get(row, 22)?)?,
         times_seen: u64::try_from(get::<i64>(row, 23)?).unwrap_or(0),
+        evidence: get::<Option<String>>(row, 24)?
+            .map(|e| json_col(&e, "a finding's evidence"))
+            .transpose()?,
+        proposal: get(row, 25)?,
     })
 }
 
@@ -610,6 +615,73 @@ pub(crate) fn list_findings(
     }
     sql.push_str(&format!(" ORDER BY id LIMIT {limit}"));
     collect(conn, &sql, &args.refs(), finding_row)
+}
+
+pub(crate) fn list_credentials(
+    conn: &Conn,
+    after: Option<Uuid>,
+    limit: usize,
+) -> Result<Vec<Credential>, StoreError> {
+    let after = after.unwrap_or(Uuid::nil());
+    let sql = format!(
+        "SELECT {CREDENTIAL_COLS} FROM credentials WHERE id > $1 ORDER BY id LIMIT {limit}"
+    );
+    collect(conn, &sql, &[&after], credential_row)
+}
+
+pub(crate) fn scope_usage(conn: &Conn) -> Result<Vec<ScopeUsage>, StoreError> {
+    collect(
+        conn,
+        "SELECT identity_id, scope, last_used FROM usage_scopes",
+        &[],
+        |row| {
+            Ok(ScopeUsage {
+                identity: get(row, 0)?,
+                scope: get(row, 1)?,
+                last_used: from_us(get(row, 2)?)?,
+            })
+        },
+    )
+}
+
+pub(crate) fn source_usage(
+    conn: &Conn,
+    since: OffsetDateTime,
+) -> Result<Vec<SourceUsage>, StoreError> {
+    collect(
+        conn,
+        "SELECT credential_id, identity_id, network, first_seen, last_seen, count \
+         FROM usage_sources WHERE last_seen >= $1",
+        &[&to_us(since)],
+        |row| {
+            Ok(SourceUsage {
+                credential: get(row, 0)?,
+                identity: get(row, 1)?,
+                network: get(row, 2)?,
+                first_seen: from_us(get(row, 3)?)?,
+                last_seen: from_us(get(row, 4)?)?,
+                count: u64::try_from(get::<i64>(row, 5)?).unwrap_or(0),
+            })
+        },
+    )
+}
+
+pub(crate) fn job_state(conn: &Conn, job: &str) -> Result<Option<JobState>, StoreError> {
+    one(
+        conn,
+        "SELECT doc FROM job_states WHERE job = $1",
+        &[&job],
+        |row| json_col(&get::<String>(row, 0)?, "a job state"),
+    )
+}
+
+pub(crate) fn list_job_states(conn: &Conn) -> Result<Vec<JobState>, StoreError> {
+    collect(
+        conn,
+        "SELECT doc FROM job_states ORDER BY job",
+        &[],
+        |row| json_col(&get::<String>(row, 0)?, "a job state"),
+    )
 }
 
 fn secret_row(row: &Row) -> Result<Secret, StoreError> {
@@ -1022,6 +1094,35 @@ macro_rules! impl_read_store {
                 limit: usize,
             ) -> Result<Vec<warden_types::Finding>, warden_core::StoreError> {
                 crate::read::list_findings(self.conn(), f, after, limit)
+            }
+            fn list_credentials(
+                &self,
+                after: Option<uuid::Uuid>,
+                limit: usize,
+            ) -> Result<Vec<warden_types::Credential>, warden_core::StoreError> {
+                crate::read::list_credentials(self.conn(), after, limit)
+            }
+            fn scope_usage(
+                &self,
+            ) -> Result<Vec<warden_core::ports::ScopeUsage>, warden_core::StoreError> {
+                crate::read::scope_usage(self.conn())
+            }
+            fn source_usage(
+                &self,
+                since: time::OffsetDateTime,
+            ) -> Result<Vec<warden_core::ports::SourceUsage>, warden_core::StoreError> {
+                crate::read::source_usage(self.conn(), since)
+            }
+            fn job_state(
+                &self,
+                job: &str,
+            ) -> Result<Option<warden_types::JobState>, warden_core::StoreError> {
+                crate::read::job_state(self.conn(), job)
+            }
+            fn list_job_states(
+                &self,
+            ) -> Result<Vec<warden_types::JobState>, warden_core::StoreError> {
+                crate::read::list_job_states(self.conn())
             }
             fn secret(
                 &self,

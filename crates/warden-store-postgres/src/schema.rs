@@ -252,6 +252,31 @@ CREATE TABLE policies (
     doc text NOT NULL
 );
 "#,
+    // v5: governance: hygiene findings' evidence and proposal, usage aggregates, job state.
+    r#"
+ALTER TABLE findings ADD COLUMN evidence text;
+ALTER TABLE findings ADD COLUMN proposal text;
+CREATE INDEX findings_kind ON findings(kind, id);
+CREATE TABLE usage_scopes (
+    identity_id uuid NOT NULL,
+    scope text NOT NULL,
+    last_used bigint NOT NULL,
+    PRIMARY KEY (identity_id, scope)
+);
+CREATE TABLE usage_sources (
+    credential_id uuid NOT NULL,
+    network text NOT NULL,
+    identity_id uuid NOT NULL,
+    first_seen bigint NOT NULL,
+    last_seen bigint NOT NULL,
+    count bigint NOT NULL,
+    PRIMARY KEY (credential_id, network)
+);
+CREATE TABLE job_states (
+    job text PRIMARY KEY,
+    doc text NOT NULL
+);
+"#,
 ];
 
 /// The schema version this binary writes.

@@ -4,11 +4,12 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 use warden_core::StoreError;
 use warden_core::ports::{
-    AfterCommit, AuditRecord, ChainHead, Envelope, Lease, SigningKeyRecord, Topic, WriteTx,
+    AfterCommit, AuditRecord, ChainHead, Envelope, Lease, ScopeUsage, SigningKeyRecord,
+    SourceUsage, Topic, WriteTx,
 };
 use warden_types::{
-    ChangeRequest, Credential, Delegation, Finding, Identity, McpServer, Operator, Secret,
-    StoredPolicy, Team, TrustRule, TrustedIssuer, VaultLease,
+    ChangeRequest, Credential, Delegation, Finding, Identity, JobState, McpServer, Operator,
+    Secret, StoredPolicy, Team, TrustRule, TrustedIssuer, VaultLease,
 };
 
 use crate::read::impl_read_store;
@@ -267,6 +268,54 @@ impl WriteTx for PgTx<'_> {
         Ok(())
     }
 
+    fn record_usage(
+        &mut self,
+        scopes: &[ScopeUsage],
+        sources: &[SourceUsage],
+    ) -> Result<(), StoreError> {
+        for u in scopes {
+            exec(
+                self.conn,
+                "INSERT INTO usage_scopes (identity_id, scope, last_used) VALUES ($1, $2, $3) \
+                 ON CONFLICT (identity_id, scope) DO UPDATE \
+                 SET last_used = GREATEST(usage_scopes.last_used, excluded.last_used)",
+                &[&u.identity, &u.scope, &to_us(u.last_used)],
+            )?;
+        }
+        for u in sources {
+            let count = i64::try_from(u.count).unwrap_or(i64::MAX);
+            exec(
+                self.conn,
+                "INSERT INTO usage_sources (credential_id, network, identity_id, first_seen, last_seen, count) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (credential_id, network) DO UPDATE SET \
+                 first_seen = LEAST(usage_sources.first_seen, excluded.first_seen), \
+                 last_seen = GREATEST(usage_sources.last_seen, excluded.last_seen), \
+                 count = usage_sources.count + excluded.count",
+                &[
+                    &u.credential,
+                    &u.network,
+                    &u.identity,
+                    &to_us(u.first_seen),
+                    &to_us(u.last_seen),
+                    &count,
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn put_job_state(&mut self, state: &JobState) -> Result<(), StoreError> {
+        let doc = serde_json::to_string(state)
+            .map_err(|e| StoreError::Internal(format!("job state: {e}")))?;
+        exec(
+            self.conn,
+            "INSERT INTO job_states (job, doc) VALUES ($1, $2) \
+             ON CONFLICT (job) DO UPDATE SET doc = excluded.doc",
+            &[&state.job, &doc],
+        )?;
+        Ok(())
+    }
+
     fn insert_signing_key(&mut self, k: &SigningKeyRecord) -> Result<(), StoreError> {
         exec(
             self.conn,
@@ -430,8 +479,8 @@ impl WriteTx for PgTx<'_> {
             self.conn,
             "INSERT INTO findings (id, fingerprint, kind, rule, severity, repository, path, line, commit_id, author, \
              email, preview, suggested_owner, identity_id, identity_name, owner_name, credential_id, action, status, \
-             status_reason, reported_by, first_seen, last_seen, times_seen) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)",
+             status_reason, reported_by, first_seen, last_seen, times_seen, evidence, proposal) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)",
             &[
                 &f.id,
                 &f.fingerprint,
@@ -457,6 +506,8 @@ impl WriteTx for PgTx<'_> {
                 &to_us(f.first_seen),
                 &to_us(f.last_seen),
                 &times,
+                &f.evidence.as_ref().map(|e| e.to_string()),
+                &f.proposal,
             ],
         )?;
         Ok(())
@@ -468,8 +519,8 @@ impl WriteTx for PgTx<'_> {
         let n = exec(
             self.conn,
             "UPDATE findings SET path = $2, line = $3, commit_id = $4, author = $5, email = $6, preview = $7, \
-             suggested_owner = $8, action = $9, status = $10, status_reason = $11, last_seen = $12, times_seen = $13 \
-             WHERE id = $1",
+             suggested_owner = $8, action = $9, status = $10, status_reason = $11, last_seen = $12, times_seen = $13, \
+             severity = $14, evidence = $15, proposal = $16 WHERE id = $1",
             &[
                 &f.id,
                 &f.path,
@@ -484,6 +535,9 @@ impl WriteTx for PgTx<'_> {
                 &f.status_reason,
                 &to_us(f.last_seen),
                 &times,
+                &f.severity,
+                &f.evidence.as_ref().map(|e| e.to_string()),
+                &f.proposal,
             ],
         )?;
         if n != 1 {

@@ -271,6 +271,31 @@ CREATE TABLE policies (
     doc TEXT NOT NULL
 );
 "#,
+    // v9: governance: hygiene findings' evidence and proposal, usage aggregates, job state.
+    r#"
+ALTER TABLE findings ADD COLUMN evidence TEXT;
+ALTER TABLE findings ADD COLUMN proposal TEXT;
+CREATE INDEX findings_kind ON findings(kind, id);
+CREATE TABLE usage_scopes (
+    identity_id BLOB NOT NULL,
+    scope TEXT NOT NULL,
+    last_used INTEGER NOT NULL,
+    PRIMARY KEY (identity_id, scope)
+) WITHOUT ROWID;
+CREATE TABLE usage_sources (
+    credential_id BLOB NOT NULL,
+    network TEXT NOT NULL,
+    identity_id BLOB NOT NULL,
+    first_seen INTEGER NOT NULL,
+    last_seen INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (credential_id, network)
+) WITHOUT ROWID;
+CREATE TABLE job_states (
+    job TEXT PRIMARY KEY,
+    doc TEXT NOT NULL
+);
+"#,
 ];
 
 /// The schema version this binary writes.

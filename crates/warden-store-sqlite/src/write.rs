@@ -5,11 +5,12 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 use warden_core::StoreError;
 use warden_core::ports::{
-    AfterCommit, AuditRecord, ChainHead, Envelope, Lease, SigningKeyRecord, WriteTx,
+    AfterCommit, AuditRecord, ChainHead, Envelope, Lease, ScopeUsage, SigningKeyRecord,
+    SourceUsage, WriteTx,
 };
 use warden_types::{
-    ChangeRequest, Credential, Delegation, Finding, Identity, McpServer, Operator, Secret,
-    StoredPolicy, Team, TrustRule, TrustedIssuer, VaultLease,
+    ChangeRequest, Credential, Delegation, Finding, Identity, JobState, McpServer, Operator,
+    Secret, StoredPolicy, Team, TrustRule, TrustedIssuer, VaultLease,
 };
 
 use crate::read::impl_read_store;
@@ -274,6 +275,51 @@ impl WriteTx for SqliteTx<'_> {
         Ok(())
     }
 
+    fn record_usage(
+        &mut self,
+        scopes: &[ScopeUsage],
+        sources: &[SourceUsage],
+    ) -> Result<(), StoreError> {
+        for u in scopes {
+            exec(
+                self.conn,
+                "INSERT INTO usage_scopes (identity_id, scope, last_used) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (identity_id, scope) DO UPDATE SET last_used = max(last_used, excluded.last_used)",
+                params![b(u.identity), u.scope, to_us(u.last_used)],
+            )?;
+        }
+        for u in sources {
+            exec(
+                self.conn,
+                "INSERT INTO usage_sources (credential_id, network, identity_id, first_seen, last_seen, count) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (credential_id, network) DO UPDATE SET \
+                 first_seen = min(first_seen, excluded.first_seen), \
+                 last_seen = max(last_seen, excluded.last_seen), count = count + excluded.count",
+                params![
+                    b(u.credential),
+                    u.network,
+                    b(u.identity),
+                    to_us(u.first_seen),
+                    to_us(u.last_seen),
+                    i64::try_from(u.count).unwrap_or(i64::MAX)
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn put_job_state(&mut self, state: &JobState) -> Result<(), StoreError> {
+        let doc = serde_json::to_string(state)
+            .map_err(|e| StoreError::Internal(format!("job state: {e}")))?;
+        exec(
+            self.conn,
+            "INSERT INTO job_states (job, doc) VALUES (?1, ?2) \
+             ON CONFLICT (job) DO UPDATE SET doc = excluded.doc",
+            params![state.job, doc],
+        )?;
+        Ok(())
+    }
+
     fn insert_signing_key(&mut self, k: &SigningKeyRecord) -> Result<(), StoreError> {
         exec(
             self.conn,
@@ -441,8 +487,8 @@ impl WriteTx for SqliteTx<'_> {
             self.conn,
             "INSERT INTO findings (id, fingerprint, kind, rule, severity, repository, path, line, commit_id, author, \
              email, preview, suggested_owner, identity_id, identity_name, owner_name, credential_id, action, status, \
-             status_reason, reported_by, first_seen, last_seen, times_seen) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
+             status_reason, reported_by, first_seen, last_seen, times_seen, evidence, proposal) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)",
             params![
                 b(f.id),
                 f.fingerprint,
@@ -467,7 +513,9 @@ impl WriteTx for SqliteTx<'_> {
                 f.reported_by,
                 to_us(f.first_seen),
                 to_us(f.last_seen),
-                i64::try_from(f.times_seen).unwrap_or(i64::MAX)
+                i64::try_from(f.times_seen).unwrap_or(i64::MAX),
+                f.evidence.as_ref().map(|e| e.to_string()),
+                f.proposal
             ],
         )?;
         Ok(())
@@ -477,8 +525,8 @@ impl WriteTx for SqliteTx<'_> {
         let n = exec(
             self.conn,
             "UPDATE findings SET path = ?2, line = ?3, commit_id = ?4, author = ?5, email = ?6, preview = ?7, \
-             suggested_owner = ?8, action = ?9, status = ?10, status_reason = ?11, last_seen = ?12, times_seen = ?13 \
-             WHERE id = ?1",
+             suggested_owner = ?8, action = ?9, status = ?10, status_reason = ?11, last_seen = ?12, times_seen = ?13, \
+             severity = ?14, evidence = ?15, proposal = ?16 WHERE id = ?1",
             params![
                 b(f.id),
                 f.path,
@@ -492,7 +540,10 @@ impl WriteTx for SqliteTx<'_> {
                 f.status.as_str(),
                 f.status_reason,
                 to_us(f.last_seen),
-                i64::try_from(f.times_seen).unwrap_or(i64::MAX)
+                i64::try_from(f.times_seen).unwrap_or(i64::MAX),
+                f.severity,
+                f.evidence.as_ref().map(|e| e.to_string()),
+                f.proposal
             ],
         )?;
         if n != 1 {

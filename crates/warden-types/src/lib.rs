@@ -9,12 +9,14 @@ mod error;
 #[macro_use]
 mod model;
 mod federation;
+mod governance;
 mod oauth;
 mod requests;
 mod vault;
 
 pub use error::{ErrorCode, Problem};
 pub use federation::*;
+pub use governance::*;
 pub use model::*;
 pub use oauth::*;
 pub use requests::*;

@@ -502,6 +502,8 @@ str_enum! {
         Unmanaged => "unmanaged",
         /// A vault rotation that failed its health check and was rolled back.
         RotationFailed => "rotation_failed",
+        /// A hygiene check's result (`rule` names the check: `NHI-STALE`, `NHI-ORPHAN`, …).
+        Hygiene => "hygiene",
     }
 }
 
@@ -550,6 +552,12 @@ pub struct Finding {
     #[serde(with = "time::serde::rfc3339")]
     pub last_seen: OffsetDateTime,
     pub times_seen: u64,
+    /// What the check saw (hygiene findings): days unused, the sources, the scopes unused, …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<serde_json::Value>,
+    /// What to do about it: `retire`, `reduce scopes to …`, `rotate`, …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proposal: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

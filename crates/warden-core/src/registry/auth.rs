@@ -15,24 +15,88 @@ use crate::actor::{Actor, Principal};
 use crate::clock::Clock;
 use crate::error::{CoreError, StoreError};
 use crate::lifecycle::check_usable;
-use crate::ports::{BatchHook, NewAuditEvent, WriteTx};
+use crate::ports::{BatchHook, NewAuditEvent, ScopeUsage, SourceUsage, WriteTx};
 
-/// `last_used_at` updates, collected in memory and written in one batch (no write per
-/// authentication).
+/// Usage collected in memory and written in one batch (no write per authentication):
+/// `last_used_at` per credential, and the aggregates the hygiene checks read — when each scope
+/// was last carried by a token, and which networks each credential was used from.
 #[derive(Debug, Default)]
-pub struct UsageTracker(Mutex<HashMap<Uuid, (Uuid, OffsetDateTime)>>);
+pub struct UsageTracker(Mutex<UsageBatch>);
+
+#[derive(Debug, Default)]
+pub(crate) struct UsageBatch {
+    pub(crate) last_used: HashMap<Uuid, (Uuid, OffsetDateTime)>,
+    pub(crate) scopes: HashMap<(Uuid, String), OffsetDateTime>,
+    /// (credential, network) → (identity, first, last, count).
+    pub(crate) sources: HashMap<(Uuid, String), (Uuid, OffsetDateTime, OffsetDateTime, u64)>,
+}
+
+/// Most distinct (identity, scope) and (credential, network) pairs held between flushes; beyond
+/// them, new pairs wait for the next use after a flush (usage is a hint, not an audit record —
+/// the audit log has every authentication).
+const MAX_USAGE_PAIRS: usize = 100_000;
+
+/// The network a source address belongs to, as usage aggregates keep it: IPv4 /24, IPv6 /64.
+pub fn source_network(source: &str) -> Option<String> {
+    match source.parse::<std::net::IpAddr>().ok()? {
+        std::net::IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            Some(format!("{a}.{b}.{c}.0/24"))
+        }
+        std::net::IpAddr::V6(v6) => {
+            let s = v6.segments();
+            Some(format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3]))
+        }
+    }
+}
 
 impl UsageTracker {
     pub(crate) fn record(&self, credential: Uuid, identity: Uuid, at: OffsetDateTime) {
         if let Ok(mut m) = self.0.lock() {
-            m.insert(credential, (identity, at));
+            m.last_used.insert(credential, (identity, at));
         }
     }
 
-    fn take(&self) -> HashMap<Uuid, (Uuid, OffsetDateTime)> {
+    /// A token issued to `identity` with `credential` from `source`, carrying `scopes`.
+    pub(crate) fn record_use(
+        &self,
+        credential: Option<Uuid>,
+        identity: Uuid,
+        scopes: &[String],
+        source: &str,
+        at: OffsetDateTime,
+    ) {
+        let network = credential.and_then(|_| source_network(source));
+        let Ok(mut m) = self.0.lock() else { return };
+        if let Some(c) = credential {
+            m.last_used.insert(c, (identity, at));
+        }
+        for s in scopes {
+            let key = (identity, s.clone());
+            if m.scopes.len() < MAX_USAGE_PAIRS || m.scopes.contains_key(&key) {
+                m.scopes.insert(key, at);
+            }
+        }
+        if let (Some(c), Some(n)) = (credential, network) {
+            let full = m.sources.len() >= MAX_USAGE_PAIRS;
+            match m.sources.entry((c, n)) {
+                std::collections::hash_map::Entry::Occupied(mut e) => {
+                    let v = e.get_mut();
+                    v.2 = at;
+                    v.3 += 1;
+                }
+                std::collections::hash_map::Entry::Vacant(e) if !full => {
+                    e.insert((identity, at, at, 1));
+                }
+                std::collections::hash_map::Entry::Vacant(_) => {}
+            }
+        }
+    }
+
+    pub(crate) fn take(&self) -> UsageBatch {
         match self.0.lock() {
             Ok(mut m) => std::mem::take(&mut *m),
-            Err(_) => HashMap::new(),
+            Err(_) => UsageBatch::default(),
         }
     }
 }
@@ -569,17 +633,43 @@ impl Registry {
         }
     }
 
-    /// Writes the collected `last_used_at` updates in one job. Returns how many credentials.
+    /// Writes the collected usage (`last_used_at`, scope and source aggregates) in one job.
+    /// Returns how many credentials were touched.
     pub async fn flush_usage(&self) -> Result<usize, CoreError> {
         let batch = self.usage.take();
-        if batch.is_empty() {
+        if batch.last_used.is_empty() && batch.scopes.is_empty() && batch.sources.is_empty() {
             return Ok(0);
         }
-        let n = batch.len();
+        let n = batch.last_used.len();
+        let scopes: Vec<ScopeUsage> = batch
+            .scopes
+            .into_iter()
+            .map(|((identity, scope), last_used)| ScopeUsage {
+                identity,
+                scope,
+                last_used,
+            })
+            .collect();
+        let sources: Vec<SourceUsage> = batch
+            .sources
+            .into_iter()
+            .map(
+                |((credential, network), (identity, first_seen, last_seen, count))| SourceUsage {
+                    credential,
+                    identity,
+                    network,
+                    first_seen,
+                    last_seen,
+                    count,
+                },
+            )
+            .collect();
+        let last_used = batch.last_used;
         self.write(move |tx, _job| {
-            for (credential, (identity, at)) in batch {
+            for (credential, (identity, at)) in last_used {
                 tx.touch_last_used(credential, identity, at)?;
             }
+            tx.record_usage(&scopes, &sources)?;
             Ok(n)
         })
         .await

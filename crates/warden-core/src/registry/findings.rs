@@ -174,6 +174,8 @@ impl Registry {
                             first_seen: now,
                             last_seen: now,
                             times_seen: 1,
+                            evidence: None,
+                            proposal: None,
                         };
                         tx.insert_finding(&finding)?;
                         job.record(

@@ -9,6 +9,7 @@ mod credentials;
 mod delegation;
 pub mod federation;
 pub mod findings;
+pub mod hygiene;
 mod identities;
 mod keys;
 mod leases;
@@ -100,6 +101,8 @@ pub struct Registry {
     checked_tokens: Arc<GenCache<[u8; 32], tokens::CheckedToken>>,
     /// Agent → the delegations lent to it (revoked and expired ones included).
     agent_delegations: Arc<GenCache<Uuid, Vec<warden_types::Delegation>>>,
+    /// Background jobs running on this node now (one run at a time per job).
+    running_jobs: std::sync::Mutex<std::collections::HashSet<&'static str>>,
 }
 
 /// Authentication events that may wait for their commit at once. They live in the registry's
@@ -178,6 +181,7 @@ impl Registry {
             policy_engine,
             checked_tokens,
             agent_delegations,
+            running_jobs: std::sync::Mutex::new(std::collections::HashSet::new()),
         }
     }
 

@@ -114,6 +114,8 @@ fn raise_finding(
         first_seen: now,
         last_seen: now,
         times_seen: 1,
+        evidence: None,
+        proposal: None,
     };
     tx.insert_finding(&f)?;
     Ok(())

@@ -1087,9 +1087,8 @@ impl Registry {
                 refuse(OAuthError::InvalidDpopProof, "dpop jti replayed", id)
             });
         }
-        if let Some(c) = &c {
-            self.usage.record(c.id, i.id, now);
-        }
+        self.usage
+            .record_use(c.as_ref().map(|c| c.id), i.id, &scopes, &req.source, now);
         Ok(TokenResponse {
             access_token,
             token_type: if jkt.is_some() { "DPoP" } else { "Bearer" }.into(),
