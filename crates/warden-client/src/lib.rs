@@ -470,11 +470,15 @@ impl Client {
     pub async fn list_findings(
         &self,
         status: Option<warden_types::FindingStatus>,
+        kind: Option<warden_types::FindingKind>,
         cursor: Option<&str>,
     ) -> Result<warden_types::FindingPage> {
         let mut q: Vec<(&str, String)> = Vec::new();
         if let Some(s) = status {
             q.push(("status", s.as_str().to_owned()));
+        }
+        if let Some(k) = kind {
+            q.push(("kind", k.as_str().to_owned()));
         }
         if let Some(c) = cursor {
             q.push(("cursor", c.to_owned()));
@@ -483,6 +487,16 @@ impl Client {
     }
 
     /// `PATCH /v1/findings/{id}`.
+    /// Runs the hygiene checks now; answers when the run is done.
+    pub async fn run_hygiene(&self) -> Result<warden_types::HygieneReport> {
+        self.post("/v1/hygiene/run", &serde_json::json!({})).await
+    }
+
+    /// Background jobs' durable state.
+    pub async fn list_jobs(&self) -> Result<Vec<warden_types::JobState>> {
+        self.get("/v1/jobs").await
+    }
+
     pub async fn update_finding(
         &self,
         id: &str,

@@ -86,6 +86,8 @@ pub fn app(state: AppState) -> Router {
         .route("/credentials/{id}/revoke", post(revoke_credential))
         .route("/findings", get(list_findings).post(report_findings))
         .route("/findings/{id}", axum::routing::patch(update_finding))
+        .route("/hygiene/run", post(run_hygiene))
+        .route("/jobs", get(list_jobs))
         .route("/approvals", get(list_approvals))
         .route("/approvals/{id}", get(get_approval))
         .route("/approvals/{id}/approve", post(approve))
@@ -197,6 +199,8 @@ pub struct JobSettings {
     pub node: String,
     /// How long the jobs lease lasts without renewal (renewed every second).
     pub lease_ttl: time::Duration,
+    /// When the hygiene checks run (the leader starts them); `None`: on demand only.
+    pub hygiene: Option<warden_core::cron::Cron>,
 }
 
 /// Periodic work inside `warden serve`. Every node flushes its own `last_used_at` counts and
@@ -209,6 +213,8 @@ pub fn spawn_jobs(registry: Arc<Registry>, settings: JobSettings) -> tokio::task
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         // Ticks since this node became the leader (the jobs run at its first tick as leader).
         let mut led: Option<u64> = None;
+        // A job that never ran is first due at its first scheduled time after this start.
+        let since = registry.now();
         loop {
             tick.tick().await;
             registry.nudge_audit();
@@ -260,6 +266,29 @@ pub fn spawn_jobs(registry: Arc<Registry>, settings: JobSettings) -> tokio::task
                 match registry.vault_maintenance().await {
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "vault maintenance failed"),
+                }
+            }
+            if k.is_multiple_of(30)
+                && let Some(cron) = &settings.hygiene
+            {
+                match registry.job_due(warden_core::registry::hygiene::HYGIENE_JOB, cron, since) {
+                    Ok(true) => {
+                        // In its own task: the lease keeps being renewed while it runs.
+                        let r = Arc::clone(&registry);
+                        tokio::spawn(async move {
+                            let system = warden_core::Actor::system("hygiene-schedule");
+                            match r.run_hygiene(&system, "schedule").await {
+                                Ok(rep) => tracing::info!(
+                                    ms = rep.duration_ms,
+                                    resolved = rep.resolved,
+                                    "hygiene run finished"
+                                ),
+                                Err(e) => tracing::warn!(error = %e, "hygiene run failed"),
+                            }
+                        });
+                    }
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %e, "reading the hygiene job's state failed"),
                 }
             }
             if k.is_multiple_of(10) {

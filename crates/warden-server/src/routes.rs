@@ -610,6 +610,26 @@ pub(crate) async fn list_findings(
     }))
 }
 
+/// Run the hygiene checks now (admins); answers when the run is done.
+#[utoipa::path(post, path = "/v1/hygiene/run",
+    responses((status = 200, body = warden_types::HygieneReport), (status = 403, body = Problem), (status = 409, body = Problem)))]
+pub(crate) async fn run_hygiene(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+) -> ApiResult<Json<warden_types::HygieneReport>> {
+    let trigger = a.label();
+    Ok(Json(s.registry.run_hygiene(&a, &trigger).await?))
+}
+
+/// Background jobs' durable state: last run, outcome and summary (admins and auditors).
+#[utoipa::path(get, path = "/v1/jobs", responses((status = 200, body = Vec<warden_types::JobState>)))]
+pub(crate) async fn list_jobs(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+) -> ApiResult<Json<Vec<warden_types::JobState>>> {
+    Ok(Json(s.registry.list_jobs(&a)?))
+}
+
 /// Acknowledge, resolve or suppress a finding (admins).
 #[utoipa::path(patch, path = "/v1/findings/{id}", request_body = warden_types::UpdateFindingRequest,
     params(("id" = Uuid, Path)), responses((status = 200, body = warden_types::Finding), (status = 403, body = Problem)))]

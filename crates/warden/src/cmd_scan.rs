@@ -417,6 +417,9 @@ pub enum FindingCmd {
     List {
         #[arg(long)]
         status: Option<String>,
+        /// `warden_credential`, `unmanaged`, `rotation_failed` or `hygiene`.
+        #[arg(long)]
+        kind: Option<String>,
     },
     /// Mark a finding acknowledged (someone is on it).
     Ack {
@@ -445,15 +448,19 @@ pub async fn run_finding(
 ) -> Result<ExitCode> {
     use warden_types::{FindingStatus, UpdateFindingRequest};
     let (id, status, reason) = match cmd {
-        FindingCmd::List { status } => {
+        FindingCmd::List { status, kind } => {
             let status = status
                 .map(|s| s.parse::<FindingStatus>())
+                .transpose()
+                .map_err(|e| anyhow::anyhow!(e))?;
+            let kind = kind
+                .map(|s| s.parse::<warden_types::FindingKind>())
                 .transpose()
                 .map_err(|e| anyhow::anyhow!(e))?;
             let mut items = Vec::new();
             let mut cursor: Option<String> = None;
             loop {
-                let page = c.list_findings(status, cursor.as_deref()).await?;
+                let page = c.list_findings(status, kind, cursor.as_deref()).await?;
                 items.extend(page.items);
                 match page.next_cursor {
                     Some(n) => cursor = Some(n),

@@ -538,6 +538,10 @@ async fn run_server(cfg: ServerConfig, on_bound: impl FnOnce(&str)) -> Result<Ex
         warden_server::JobSettings {
             node: cfg.cluster.node_name.clone(),
             lease_ttl: cfg.cluster.lease_ttl,
+            hygiene: cfg
+                .hygiene_schedule
+                .as_deref()
+                .and_then(|s| warden_core::cron::Cron::parse(s).ok()),
         },
     );
     let shutdown = async {

@@ -28,6 +28,7 @@ pub struct FileConfig {
     pub cluster: Option<ClusterFile>,
     pub findings: Option<FindingsFile>,
     pub vault: Option<VaultFile>,
+    pub hygiene: Option<HygieneFile>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -160,6 +161,24 @@ pub struct TokenFile {
     pub dpop_nonce: Option<bool>,
 }
 
+/// `[hygiene]`: when the checks run and their thresholds (durations like `90d`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HygieneFile {
+    /// Cron schedule (UTC) of the nightly run; `off` to run only on demand.
+    pub schedule: Option<String>,
+    pub stale_after: Option<String>,
+    pub suspend_stale_after: Option<String>,
+    pub unused_scope_after: Option<String>,
+    pub long_lived: Option<String>,
+    pub expiring_within: Option<String>,
+    pub never_expires: Option<String>,
+    pub reuse_networks: Option<usize>,
+    pub usage_window: Option<String>,
+    /// Environment → its networks (CIDR), for `NHI-ENV-MIX`.
+    pub environment_networks: Option<std::collections::BTreeMap<String, Vec<String>>>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GuardrailFile {
@@ -180,7 +199,12 @@ pub struct ServerConfig {
     pub storage: Storage,
     pub cluster: Cluster,
     pub vault: VaultSettings,
+    /// Cron schedule of the hygiene run (`None`: on demand only).
+    pub hygiene_schedule: Option<String>,
 }
+
+/// The hygiene run's default schedule: every night at 03:00 UTC.
+pub const DEFAULT_HYGIENE_SCHEDULE: &str = "0 3 * * *";
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8640";
 
@@ -308,6 +332,57 @@ impl ServerConfig {
                 bail!("findings.leaked_warden_credential: {other:?} is not revoke or flag")
             }
         };
+        let hy = file.hygiene.unwrap_or_default();
+        let h = &mut policy.hygiene;
+        for (v, field, slot) in [
+            (hy.stale_after, "hygiene.stale_after", &mut h.stale_after),
+            (
+                hy.unused_scope_after,
+                "hygiene.unused_scope_after",
+                &mut h.unused_scope_after,
+            ),
+            (hy.long_lived, "hygiene.long_lived", &mut h.long_lived),
+            (
+                hy.expiring_within,
+                "hygiene.expiring_within",
+                &mut h.expiring_within,
+            ),
+            (
+                hy.never_expires,
+                "hygiene.never_expires",
+                &mut h.never_expires,
+            ),
+            (hy.usage_window, "hygiene.usage_window", &mut h.usage_window),
+        ] {
+            if let Some(v) = v {
+                *slot = parse_duration(field, &v)?;
+            }
+        }
+        if let Some(v) = hy.suspend_stale_after {
+            h.suspend_stale_after = Some(parse_duration("hygiene.suspend_stale_after", &v)?);
+        }
+        if let Some(n) = hy.reuse_networks {
+            if n == 0 {
+                bail!("hygiene.reuse_networks: must be at least 1");
+            }
+            h.reuse_networks = n;
+        }
+        for (environment, cidrs) in hy.environment_networks.unwrap_or_default() {
+            for c in cidrs {
+                warden_core::validate::cidr(&c)
+                    .map_err(|e| anyhow::anyhow!("hygiene.environment_networks: {e}"))?;
+                h.environment_networks.push((environment.clone(), c));
+            }
+        }
+        let hygiene_schedule = match hy.schedule.as_deref() {
+            Some("off") => None,
+            Some(spec) => {
+                warden_core::cron::Cron::parse(spec)
+                    .map_err(|e| anyhow::anyhow!("hygiene.schedule: {e}"))?;
+                Some(spec.to_owned())
+            }
+            None => Some(DEFAULT_HYGIENE_SCHEDULE.to_owned()),
+        };
         let tls_file = file.tls.unwrap_or_default();
         let path = |v: Option<PathBuf>, key: &str| env(key).map(PathBuf::from).or(v);
         let tls = match (
@@ -396,6 +471,7 @@ impl ServerConfig {
         };
         Ok(ServerConfig {
             vault,
+            hygiene_schedule,
             data_dir: data_dir.to_owned(),
             listen,
             public_url: public_url.map(|u| u.trim_end_matches('/').to_owned()),
@@ -435,6 +511,53 @@ mod tests {
             c.policy.extra_privileged_scopes,
             vec!["billing:refund".to_owned()]
         );
+    }
+
+    #[test]
+    fn hygiene_thresholds_and_schedule_are_read_and_checked() {
+        let parse = |t: &str| {
+            let file: FileConfig = toml::from_str(t).unwrap();
+            ServerConfig::from_parts(Path::new("/d"), file, |_| None, None)
+        };
+        let c = parse(
+            "[hygiene]\nschedule = \"30 2 * * 1\"\nstale_after = \"60d\"\nsuspend_stale_after = \"7d\"\n\
+             reuse_networks = 3\n[hygiene.environment_networks]\nprod = [\"10.1.0.0/16\"]",
+        )
+        .unwrap();
+        assert_eq!(c.hygiene_schedule.as_deref(), Some("30 2 * * 1"));
+        let h = &c.policy.hygiene;
+        assert_eq!(h.stale_after, time::Duration::days(60));
+        assert_eq!(h.suspend_stale_after, Some(time::Duration::days(7)));
+        assert_eq!(h.reuse_networks, 3);
+        assert_eq!(
+            h.environment_networks,
+            vec![("prod".to_owned(), "10.1.0.0/16".to_owned())]
+        );
+        let default = parse("").unwrap();
+        assert_eq!(
+            default.hygiene_schedule.as_deref(),
+            Some(DEFAULT_HYGIENE_SCHEDULE)
+        );
+        assert_eq!(
+            parse("[hygiene]\nschedule = \"off\"")
+                .unwrap()
+                .hygiene_schedule,
+            None
+        );
+        for bad in [
+            "[hygiene]\nschedule = \"every night\"",
+            "[hygiene]\nstale_after = \"soon\"",
+            "[hygiene]\nreuse_networks = 0",
+            "[hygiene.environment_networks]\nprod = [\"10.1.0.0/99\"]",
+            "[hygiene]\nunknown = 1",
+        ] {
+            let file: Result<FileConfig, _> = toml::from_str(bad);
+            let refused = match file {
+                Err(_) => true,
+                Ok(f) => ServerConfig::from_parts(Path::new("/d"), f, |_| None, None).is_err(),
+            };
+            assert!(refused, "accepted {bad:?}");
+        }
     }
 
     #[test]

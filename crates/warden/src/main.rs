@@ -5,6 +5,7 @@ mod cmd_approval;
 mod cmd_audit;
 mod cmd_credential;
 mod cmd_federation;
+mod cmd_governance;
 mod cmd_identity;
 mod cmd_scan;
 mod cmd_server;
@@ -99,6 +100,9 @@ enum Cmd {
     /// Findings reported by `warden scan --report-to`.
     #[command(subcommand)]
     Finding(cmd_scan::FindingCmd),
+    /// Hygiene checks: stale, orphaned, over-privileged, long-lived, reused NHIs.
+    #[command(subcommand)]
+    Hygiene(cmd_governance::HygieneCmd),
     /// The vault: secrets that must still exist, encrypted, versioned, rotated.
     #[command(subcommand)]
     Secret(cmd_vault::SecretCmd),
@@ -229,6 +233,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             tokio::task::spawn_blocking(move || cmd_scan::run(a, json, reporter)).await?
         }
         Cmd::Finding(c) => cmd_scan::run_finding(&client(&cli.global)?, c, json).await,
+        Cmd::Hygiene(c) => cmd_governance::run(&client(&cli.global)?, c, json).await,
         Cmd::Secret(c) => cmd_vault::run_secret(&client(&cli.global)?, c, json).await,
         Cmd::Vault(c) => cmd_vault::run_vault(|| client(&cli.global), c, json).await,
         Cmd::Db(c) => cmd_vault::run_db(&client(&cli.global)?, c, json).await,

@@ -612,6 +612,30 @@ impl Registry {
         .await
     }
 
+    /// Whether a scheduled job is due: its next scheduled time after its last start (or, if it
+    /// never ran, after `since`) has come. A job running on this node is not due.
+    pub fn job_due(
+        &self,
+        job: &str,
+        cron: &crate::cron::Cron,
+        since: OffsetDateTime,
+    ) -> Result<bool, CoreError> {
+        if self
+            .running_jobs
+            .lock()
+            .map_err(|_| CoreError::InvalidState("job registry poisoned".into()))?
+            .contains(job)
+        {
+            return Ok(false);
+        }
+        let last = self
+            .reader()?
+            .job_state(job)?
+            .and_then(|s| s.last_started_at)
+            .unwrap_or(since);
+        Ok(cron.next_after(last).is_some_and(|next| next <= self.now()))
+    }
+
     /// Every background job's durable state (admins and auditors).
     pub fn list_jobs(&self, actor: &Actor) -> Result<Vec<JobState>, CoreError> {
         if !actor.can_read_audit() {

@@ -13,6 +13,7 @@ mod bad_input;
 mod cluster;
 mod crash;
 mod federation;
+mod governance;
 mod migrate;
 mod scan;
 mod security;
