@@ -492,6 +492,12 @@ impl Client {
         self.post("/v1/hygiene/run", &serde_json::json!({})).await
     }
 
+    /// The OWASP NHI Top 10 posture report, of the estate or one team.
+    pub async fn posture_report(&self, team: Option<&str>) -> Result<warden_types::PostureReport> {
+        let q: Vec<(&str, String)> = team.map(|t| ("team", t.to_owned())).into_iter().collect();
+        self.get_q("/v1/reports/posture", &q).await
+    }
+
     /// Background jobs' durable state.
     pub async fn list_jobs(&self) -> Result<Vec<warden_types::JobState>> {
         self.get("/v1/jobs").await

@@ -88,6 +88,7 @@ pub fn app(state: AppState) -> Router {
         .route("/findings/{id}", axum::routing::patch(update_finding))
         .route("/hygiene/run", post(run_hygiene))
         .route("/jobs", get(list_jobs))
+        .route("/reports/posture", get(posture_report))
         .route("/approvals", get(list_approvals))
         .route("/approvals/{id}", get(get_approval))
         .route("/approvals/{id}/approve", post(approve))

@@ -621,6 +621,29 @@ pub(crate) async fn run_hygiene(
     Ok(Json(s.registry.run_hygiene(&a, &trigger).await?))
 }
 
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PostureQuery {
+    /// One team's NHIs only.
+    team: Option<String>,
+}
+
+/// The OWASP NHI Top 10 posture of the estate (admins and auditors) or one team (its members).
+#[utoipa::path(get, path = "/v1/reports/posture", params(PostureQuery),
+    responses((status = 200, body = warden_types::PostureReport), (status = 403, body = Problem)))]
+pub(crate) async fn posture_report(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    Params(q): Params<PostureQuery>,
+) -> ApiResult<Json<warden_types::PostureReport>> {
+    let registry = s.registry.clone();
+    let report =
+        tokio::task::spawn_blocking(move || registry.posture_report(&a, q.team.as_deref()))
+            .await
+            .map_err(|e| warden_core::CoreError::InvalidState(format!("report task: {e}")))??;
+    Ok(Json(report))
+}
+
 /// Background jobs' durable state: last run, outcome and summary (admins and auditors).
 #[utoipa::path(get, path = "/v1/jobs", responses((status = 200, body = Vec<warden_types::JobState>)))]
 pub(crate) async fn list_jobs(

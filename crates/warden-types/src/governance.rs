@@ -64,3 +64,86 @@ pub struct HygieneReport {
     /// Identities suspended because they stayed stale past the grace period.
     pub suspended: Vec<String>,
 }
+
+/// One check of a posture risk: what it measures and how many NHIs it found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PostureCheck {
+    /// A hygiene rule id, or a posture check id (`POSTURE-…`).
+    pub id: String,
+    pub description: String,
+    pub count: u64,
+}
+
+/// An NHI a posture risk affects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PostureAffected {
+    /// `environment/name`.
+    pub identity: String,
+    pub owner: String,
+    /// The checks that found it.
+    pub checks: Vec<String>,
+}
+
+/// One of the OWASP Non-Human Identities Top 10 (2025) risks, measured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PostureRisk {
+    /// `NHI1` … `NHI10`.
+    pub id: String,
+    pub title: String,
+    pub checks: Vec<PostureCheck>,
+    /// Distinct NHIs affected.
+    pub affected_count: u64,
+    /// The NHIs affected (at most 100, by name).
+    pub affected: Vec<PostureAffected>,
+    /// NHIs the risk is measured over.
+    pub population: u64,
+    /// 100 × (1 − affected / population): 100 is clean.
+    pub score: u32,
+    /// `low`, `medium`, `high` or `critical`.
+    pub level: String,
+}
+
+/// A bar of a chart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChartBar {
+    pub label: String,
+    pub value: u64,
+}
+
+/// The OWASP NHI Top 10 posture of the estate or one team.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PostureReport {
+    #[serde(with = "time::serde::rfc3339")]
+    pub generated_at: OffsetDateTime,
+    /// The team reported on; `None`: the whole estate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+    /// Identities not retired.
+    pub identities: u64,
+    /// Usable credentials.
+    pub credentials: u64,
+    /// Open or acknowledged findings.
+    pub open_findings: u64,
+    /// Mean of the risks' scores.
+    pub score: u32,
+    pub risks: Vec<PostureRisk>,
+    /// Usable credentials by age.
+    pub credential_age: Vec<ChartBar>,
+    /// Open findings per owning team (the 15 teams with most).
+    pub risk_by_team: Vec<ChartBar>,
+    /// Findings open on each of the last 30 days (oldest first; a resolved finding counts until
+    /// the last run that still saw it).
+    pub findings_over_time: Vec<ChartBar>,
+    /// When the hygiene checks last finished (`None`: never — hygiene counts are then empty).
+    #[serde(
+        default,
+        with = "crate::rfc3339_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub hygiene_run_at: Option<OffsetDateTime>,
+}

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use clap::Subcommand;
 
 #[derive(Debug, Subcommand)]
@@ -12,6 +12,52 @@ pub enum HygieneCmd {
     Run,
     /// Background jobs: last run, outcome, trigger (admins and auditors).
     Jobs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReportCmd {
+    /// The OWASP Non-Human Identities Top 10 (2025) posture: per risk, the checks that measure
+    /// it, the NHIs affected with their owners, and a score.
+    Posture {
+        /// `html` (one self-contained file with charts), `md` or `json`.
+        #[arg(long, default_value = "md")]
+        format: String,
+        /// One team's NHIs only (members may ask for their own team's).
+        #[arg(long)]
+        team: Option<String>,
+        /// Write to this file instead of standard output.
+        #[arg(long, short)]
+        output: Option<std::path::PathBuf>,
+    },
+}
+
+pub async fn run_report(c: &warden_client::Client, cmd: ReportCmd, json: bool) -> Result<ExitCode> {
+    let ReportCmd::Posture {
+        format,
+        team,
+        output,
+    } = cmd;
+    let format = if json { "json".to_owned() } else { format };
+    let render: fn(&warden_types::PostureReport) -> Result<String> = match format.as_str() {
+        "html" => |r| Ok(crate::report::html(r)),
+        "md" | "markdown" => |r| Ok(crate::report::markdown(r)),
+        "json" => |r| Ok(serde_json::to_string_pretty(r)? + "\n"),
+        other => anyhow::bail!("--format: {other:?} is not html, md or json"),
+    };
+    let report = c.posture_report(team.as_deref()).await?;
+    let text = render(&report)?;
+    match output {
+        Some(path) => {
+            // Written whole or not at all: a temporary file beside it, renamed over it.
+            let tmp = path.with_extension("tmp-warden");
+            std::fs::write(&tmp, text.as_bytes())
+                .with_context(|| format!("writing {}", tmp.display()))?;
+            std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("wrote {} ({format})", path.display());
+        }
+        None => print!("{text}"),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub async fn run(c: &warden_client::Client, cmd: HygieneCmd, json: bool) -> Result<ExitCode> {

@@ -14,6 +14,7 @@ mod cmd_token;
 mod cmd_vault;
 mod config;
 mod output;
+mod report;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -103,6 +104,9 @@ enum Cmd {
     /// Hygiene checks: stale, orphaned, over-privileged, long-lived, reused NHIs.
     #[command(subcommand)]
     Hygiene(cmd_governance::HygieneCmd),
+    /// Reports: the OWASP NHI Top 10 posture.
+    #[command(subcommand)]
+    Report(cmd_governance::ReportCmd),
     /// The vault: secrets that must still exist, encrypted, versioned, rotated.
     #[command(subcommand)]
     Secret(cmd_vault::SecretCmd),
@@ -234,6 +238,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Finding(c) => cmd_scan::run_finding(&client(&cli.global)?, c, json).await,
         Cmd::Hygiene(c) => cmd_governance::run(&client(&cli.global)?, c, json).await,
+        Cmd::Report(c) => cmd_governance::run_report(&client(&cli.global)?, c, json).await,
         Cmd::Secret(c) => cmd_vault::run_secret(&client(&cli.global)?, c, json).await,
         Cmd::Vault(c) => cmd_vault::run_vault(|| client(&cli.global), c, json).await,
         Cmd::Db(c) => cmd_vault::run_db(&client(&cli.global)?, c, json).await,

@@ -15,6 +15,7 @@ mod keys;
 mod leases;
 mod mcp;
 mod policy;
+mod posture;
 mod rotation;
 pub mod store_credential;
 mod teams;
