@@ -62,6 +62,7 @@ struct Args {
 
 mod cluster;
 mod exchange;
+mod governance;
 mod scan;
 mod tokens;
 mod vault;
@@ -110,6 +111,13 @@ enum Cmd {
         /// The external issuer's algorithm: RS256 (GitHub, GitLab, Kubernetes) or ES256.
         #[arg(long, default_value = "RS256")]
         alg: String,
+    },
+    /// The governance benchmark: hygiene run and posture report over a generated estate.
+    Governance {
+        #[arg(long, default_value_t = 50_000)]
+        estate_identities: usize,
+        #[arg(long, default_value_t = 10_000_000)]
+        events: usize,
     },
     /// Serve the token ceiling (same cryptography, nothing else) and print its address.
     Ceiling {
@@ -601,6 +609,13 @@ fn main() -> Result<()> {
     }
     if let Some(Cmd::Vault { logins }) = &a.cmd {
         return vault::main(&warden, a.connections, a.seconds, a.runs, *logins);
+    }
+    if let Some(Cmd::Governance {
+        estate_identities,
+        events,
+    }) = &a.cmd
+    {
+        return governance::main(a.runs, *estate_identities, *events);
     }
     if let Some(Cmd::Exchange { alg }) = &a.cmd {
         return exchange::main(&warden, a.connections, a.seconds, a.runs, alg);

@@ -267,3 +267,57 @@ pub async fn hygiene_finds_exactly_the_planted_cases_and_keeps_findings_current(
     assert_eq!(h.last_outcome.as_deref(), Some("ok"));
     assert_eq!(h.last_trigger.as_deref(), Some("schedule"));
 }
+
+/// The estate generator at a small size: the hygiene run finds exactly what was planted (per
+/// rule), and the posture report counts the same.
+pub async fn a_generated_estate_yields_exactly_its_planted_findings(open: Open) {
+    use crate::estate::{EstateSize, generate, policy};
+    let e = env_with(open, policy()).await;
+    let size = EstateSize {
+        teams: 20,
+        orphan_teams: 2,
+        identities: 3_000,
+        credentials_per_identity: 4,
+        events: 30_000,
+    };
+    let planted = generate(&e.reg, &e.store, &e.admin, size).await;
+    assert!(
+        planted.values().all(|n| *n > 0),
+        "every rule planted: {planted:?}"
+    );
+    let report = e.reg.run_hygiene(&e.admin, "test").await.unwrap();
+    let found: BTreeMap<String, u64> = report
+        .rules
+        .iter()
+        .map(|r| (r.rule.clone(), r.found))
+        .collect();
+    for (rule, n) in &planted {
+        assert_eq!(
+            found[*rule], *n,
+            "{rule}: planted {n}, found {}",
+            found[*rule]
+        );
+    }
+    assert_eq!(report.identities, 3_000);
+    assert_eq!(report.credentials, 12_000);
+    let posture = e.reg.posture_report(&e.admin, None).unwrap();
+    let check = |risk: &str, id: &str| {
+        posture
+            .risks
+            .iter()
+            .find(|r| r.id == risk)
+            .and_then(|r| r.checks.iter().find(|c| c.id == id))
+            .map(|c| c.count)
+            .unwrap()
+    };
+    assert_eq!(check("NHI1", "NHI-STALE"), planted["NHI-STALE"]);
+    assert_eq!(check("NHI1", "NHI-ORPHAN"), planted["NHI-ORPHAN"]);
+    assert_eq!(
+        check("NHI5", "NHI-UNUSED-SCOPE"),
+        planted["NHI-UNUSED-SCOPE"]
+    );
+    assert_eq!(check("NHI7", "NHI-LONG-LIVED"), planted["NHI-LONG-LIVED"]);
+    assert_eq!(check("NHI8", "NHI-ENV-MIX"), planted["NHI-ENV-MIX"]);
+    assert_eq!(check("NHI9", "NHI-REUSE"), planted["NHI-REUSE"]);
+    assert_eq!(posture.identities, 3_000);
+}

@@ -15,6 +15,7 @@
 )]
 
 pub mod delegation;
+pub mod estate;
 pub mod federation;
 pub mod hygiene;
 pub mod pg;
@@ -137,7 +138,8 @@ macro_rules! conformance {
         federation::issuer_keys_are_refetched_for_new_kids_and_kept_only_so_long_without_the_issuer,
         delegation::delegated_tokens_never_exceed_any_parent,
         delegation::cached_token_checks_end_with_what_they_rest_on,
-        hygiene::hygiene_finds_exactly_the_planted_cases_and_keeps_findings_current);
+        hygiene::hygiene_finds_exactly_the_planted_cases_and_keeps_findings_current,
+        hygiene::a_generated_estate_yields_exactly_its_planted_findings);
     };
     (@each $open:expr; $($($path:ident)::+),* $(,)?) => {
         $(

@@ -58,7 +58,7 @@ impl UsageTracker {
     }
 
     /// A token issued to `identity` with `credential` from `source`, carrying `scopes`.
-    pub(crate) fn record_use(
+    pub fn record_use(
         &self,
         credential: Option<Uuid>,
         identity: Uuid,

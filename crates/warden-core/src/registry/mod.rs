@@ -186,6 +186,21 @@ impl Registry {
         }
     }
 
+    /// Records one use of an identity (a token it obtained) in the usage aggregates, as the token
+    /// endpoint does; written at the next [`Registry::flush_usage`]. For importers of usage
+    /// recorded elsewhere, and the estate generator.
+    pub fn record_usage(
+        &self,
+        credential: Option<Uuid>,
+        identity: Uuid,
+        scopes: &[String],
+        source: &str,
+        at: OffsetDateTime,
+    ) {
+        self.usage
+            .record_use(credential, identity, scopes, source, at);
+    }
+
     pub fn policy(&self) -> &Policy {
         &self.policy
     }

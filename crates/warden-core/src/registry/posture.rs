@@ -17,7 +17,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use time::{Duration, OffsetDateTime};
+use time::Duration;
 use uuid::Uuid;
 use warden_types::{
     ChartBar, Credential, CredentialKind, Finding, FindingKind, FindingStatus, Identity,
