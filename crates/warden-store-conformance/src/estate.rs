@@ -325,7 +325,8 @@ pub async fn generate(
             &source,
             at,
         );
-        if j % 200_000 == 199_999 {
+        // Below the tracker's bound on distinct pairs held between flushes.
+        if j % 50_000 == 49_999 {
             reg.flush_usage().await.expect("usage flush");
         }
     }
