@@ -35,7 +35,7 @@ use super::Registry;
 use crate::actor::Actor;
 use crate::error::CoreError;
 use crate::lifecycle::Transition;
-use crate::ports::{FindingFilter, IdentityFilter};
+use crate::ports::{FindingFilter, IdentityFilter, ReadStore};
 
 /// The rules, in report order.
 pub const RULES: [&str; 8] = [
@@ -155,22 +155,11 @@ impl Registry {
             .filter(|o| o.disabled_at.is_none())
             .flat_map(|o| o.teams.iter().cloned())
             .collect();
-        let mut identities: HashMap<Uuid, Identity> = HashMap::new();
-        let mut after = None;
-        loop {
-            let page = store.list_identities(&IdentityFilter::default(), after, 5_000)?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.id);
-            identities.extend(page.into_iter().map(|i| (i.id, i)));
-        }
-        let mut credentials: Vec<Credential> = Vec::new();
-        let mut after = None;
-        loop {
-            let page = store.list_credentials(after, 5_000)?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.id);
-            credentials.extend(page);
-        }
+        let identities: HashMap<Uuid, Identity> = every_identity(&*store)?
+            .into_iter()
+            .map(|i| (i.id, i))
+            .collect();
+        let credentials = every_credential(&*store)?;
         let mut scope_used: HashMap<Uuid, HashMap<String, OffsetDateTime>> = HashMap::new();
         for u in store.scope_usage()? {
             scope_used
@@ -182,21 +171,14 @@ impl Registry {
         for u in store.source_usage(now - p.usage_window)? {
             sources.entry(u.credential).or_default().push(u.network);
         }
-        let mut known: HashMap<String, Finding> = HashMap::new();
-        let mut after = None;
-        loop {
-            let page = store.list_findings(
-                &FindingFilter {
-                    kind: Some(FindingKind::Hygiene),
-                    ..Default::default()
-                },
-                after,
-                5_000,
-            )?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.id);
-            known.extend(page.into_iter().map(|f| (f.fingerprint.clone(), f)));
-        }
+        let hygiene = FindingFilter {
+            kind: Some(FindingKind::Hygiene),
+            ..Default::default()
+        };
+        let mut known: HashMap<String, Finding> = every_finding(&*store, &hygiene)?
+            .into_iter()
+            .map(|f| (f.fingerprint.clone(), f))
+            .collect();
         drop(store);
 
         let mut hits: Vec<Hit> = Vec::new();
@@ -644,6 +626,55 @@ impl Registry {
             ));
         }
         Ok(self.reader()?.list_job_states()?)
+    }
+}
+
+/// Pages of the whole estate, read in one snapshot by the governance jobs.
+const PAGE: usize = 5_000;
+
+/// Every identity (retired ones included), by id.
+pub(crate) fn every_identity(store: &dyn ReadStore) -> Result<Vec<Identity>, CoreError> {
+    let mut out = Vec::new();
+    loop {
+        let page = store.list_identities(
+            &IdentityFilter::default(),
+            out.last().map(|i: &Identity| i.id),
+            PAGE,
+        )?;
+        let full = page.len() == PAGE;
+        out.extend(page);
+        if !full {
+            return Ok(out);
+        }
+    }
+}
+
+/// Every credential (revoked ones included), by id.
+pub(crate) fn every_credential(store: &dyn ReadStore) -> Result<Vec<Credential>, CoreError> {
+    let mut out = Vec::new();
+    loop {
+        let page = store.list_credentials(out.last().map(|c: &Credential| c.id), PAGE)?;
+        let full = page.len() == PAGE;
+        out.extend(page);
+        if !full {
+            return Ok(out);
+        }
+    }
+}
+
+/// Every finding matching `filter`, by id.
+pub(crate) fn every_finding(
+    store: &dyn ReadStore,
+    filter: &FindingFilter,
+) -> Result<Vec<Finding>, CoreError> {
+    let mut out = Vec::new();
+    loop {
+        let page = store.list_findings(filter, out.last().map(|f: &Finding| f.id), PAGE)?;
+        let full = page.len() == PAGE;
+        out.extend(page);
+        if !full {
+            return Ok(out);
+        }
     }
 }
 

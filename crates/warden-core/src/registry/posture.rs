@@ -25,10 +25,10 @@ use warden_types::{
 };
 
 use super::Registry;
-use super::hygiene::HYGIENE_JOB;
+use super::hygiene::{HYGIENE_JOB, every_credential, every_finding, every_identity};
 use crate::actor::Actor;
 use crate::error::CoreError;
-use crate::ports::{FindingFilter, IdentityFilter};
+use crate::ports::FindingFilter;
 
 /// Affected NHIs listed per risk (all are counted).
 const LISTED: usize = 100;
@@ -75,42 +75,24 @@ impl Registry {
             ));
         }
         let now = self.now();
-        let mut identities: HashMap<Uuid, Identity> = HashMap::new();
-        let mut after = None;
-        loop {
-            let page = store.list_identities(&IdentityFilter::default(), after, 5_000)?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.id);
-            identities.extend(
-                page.into_iter()
-                    .filter(|i| i.status != IdentityStatus::Retired)
-                    .filter(|i| team_id.is_none_or(|t| i.owner_id == t))
-                    .map(|i| (i.id, i)),
-            );
-        }
-        let mut credentials: Vec<Credential> = Vec::new();
-        let mut after = None;
-        loop {
-            let page = store.list_credentials(after, 5_000)?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.id);
-            credentials.extend(page.into_iter().filter(|c| {
+        let identities: HashMap<Uuid, Identity> = every_identity(&*store)?
+            .into_iter()
+            .filter(|i| i.status != IdentityStatus::Retired)
+            .filter(|i| team_id.is_none_or(|t| i.owner_id == t))
+            .map(|i| (i.id, i))
+            .collect();
+        let credentials: Vec<Credential> = every_credential(&*store)?
+            .into_iter()
+            .filter(|c| {
                 c.revoked_at.is_none()
                     && c.expires_at > now
                     && identities.contains_key(&c.identity_id)
-            }));
-        }
-        let mut findings: Vec<Finding> = Vec::new();
-        let mut after = None;
-        loop {
-            let page = store.list_findings(&FindingFilter::default(), after, 5_000)?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.id);
-            findings.extend(
-                page.into_iter()
-                    .filter(|f| team.is_none_or(|t| f.owner.as_deref() == Some(t))),
-            );
-        }
+            })
+            .collect();
+        let findings: Vec<Finding> = every_finding(&*store, &FindingFilter::default())?
+            .into_iter()
+            .filter(|f| team.is_none_or(|t| f.owner.as_deref() == Some(t)))
+            .collect();
         let hygiene_run_at = store
             .job_state(HYGIENE_JOB)?
             .and_then(|s| s.last_finished_at);
