@@ -246,3 +246,62 @@ fn screenshot(file: &std::path::Path) {
     );
     eprintln!("posture report screenshot: {}", out.display());
 }
+
+#[test]
+fn audit_export_writes_json_lines_in_chain_order_and_resumes_after_a_sequence() {
+    let s = Server::start();
+    let a = s.admin.clone();
+    s.ok(&a, &["team", "create", "payments"]);
+    s.identity(&a, "exported", "payments", &["ledger:read"]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("audit.jsonl");
+    let f = file.to_str().unwrap();
+    let out = s.cli(&a, &["audit", "export", "--since", "1h", "--output", f]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = std::fs::read_to_string(&file).unwrap();
+    let events: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(events.len() >= 3, "{text}");
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "in chain order, none missing: {seqs:?}"
+    );
+    assert!(events.iter().any(|e| e["action"] == "identity.create"));
+    let last = *seqs.last().unwrap();
+    assert!(
+        stderr(&out).contains(&format!("--after-seq {last}")),
+        "{}",
+        stderr(&out)
+    );
+
+    // More events; an export after the last sequence has exactly those.
+    s.identity(&a, "later", "payments", &["ledger:read"]);
+    let more = s.cli(&a, &["audit", "export", "--after-seq", &last.to_string()]);
+    assert!(more.status.success(), "{}", stderr(&more));
+    let next: Vec<Value> = String::from_utf8(more.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!next.is_empty());
+    assert_eq!(next[0]["seq"].as_u64(), Some(last + 1));
+    assert!(
+        next.iter()
+            .any(|e| e["action"] == "identity.create" && e["details"]["name"] == "later")
+    );
+
+    // Bad input: refused, and the earlier file is left as it was.
+    let bad = s.cli(
+        &a,
+        &["audit", "export", "--since", "yesterday-ish", "--output", f],
+    );
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("--since"), "{}", stderr(&bad));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
+    // Members may not read the audit log, so may not export it.
+    let member = s.operator("mia", "member", &["payments"]);
+    assert!(!s.cli(&member, &["audit", "export"]).status.success());
+}
