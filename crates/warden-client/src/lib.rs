@@ -498,6 +498,39 @@ impl Client {
         self.get_q("/v1/reports/posture", &q).await
     }
 
+    pub async fn create_review(
+        &self,
+        req: &warden_types::CreateReviewRequest,
+    ) -> Result<warden_types::ReviewCampaign> {
+        self.post("/v1/reviews", req).await
+    }
+
+    pub async fn list_reviews(&self) -> Result<Vec<warden_types::ReviewCampaign>> {
+        self.get("/v1/reviews").await
+    }
+
+    pub async fn review_items(&self, id: &str) -> Result<Vec<warden_types::ReviewItem>> {
+        self.get(&format!("/v1/reviews/{}/items", segment(id)))
+            .await
+    }
+
+    pub async fn attest(
+        &self,
+        id: &str,
+        req: &warden_types::AttestRequest,
+    ) -> Result<warden_types::ReviewItem> {
+        self.post(&format!("/v1/reviews/{}/attest", segment(id)), req)
+            .await
+    }
+
+    pub async fn close_review(&self, id: &str) -> Result<warden_types::ReviewCampaign> {
+        self.post(
+            &format!("/v1/reviews/{}/close", segment(id)),
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
     /// Background jobs' durable state.
     pub async fn list_jobs(&self) -> Result<Vec<warden_types::JobState>> {
         self.get("/v1/jobs").await

@@ -14,7 +14,8 @@ pub use warden_crypto::envelope::Envelope;
 use warden_types::{
     AuditEvent, AuditOutcome, ChangeRequest, ChangeStatus, Credential, Delegation, Finding,
     FindingKind, FindingStatus, Identity, IdentityKind, IdentityStatus, JobState, McpServer,
-    Operator, Secret, StoredPolicy, Team, TrustRule, TrustedIssuer, VaultLease,
+    Operator, ReviewCampaign, ReviewItem, Secret, StoredPolicy, Team, TrustRule, TrustedIssuer,
+    VaultLease,
 };
 
 use crate::error::{CoreError, StoreError};
@@ -307,6 +308,10 @@ pub trait ReadStore {
     /// A background job's durable state.
     fn job_state(&self, job: &str) -> Result<Option<JobState>, StoreError>;
     fn list_job_states(&self) -> Result<Vec<JobState>, StoreError>;
+    fn review_campaign(&self, id: Uuid) -> Result<Option<ReviewCampaign>, StoreError>;
+    fn list_review_campaigns(&self) -> Result<Vec<ReviewCampaign>, StoreError>;
+    /// A campaign's items, by identity id.
+    fn review_items(&self, campaign: Uuid) -> Result<Vec<ReviewItem>, StoreError>;
 
     /// A secret's metadata by path (deleted ones included).
     fn secret(&self, path: &str) -> Result<Option<Secret>, StoreError>;
@@ -434,6 +439,9 @@ pub trait WriteTx: ReadStore {
         sources: &[SourceUsage],
     ) -> Result<(), StoreError>;
     fn put_job_state(&mut self, state: &JobState) -> Result<(), StoreError>;
+    /// Creates or replaces a campaign (by id) / an item (by campaign and identity).
+    fn put_review_campaign(&mut self, campaign: &ReviewCampaign) -> Result<(), StoreError>;
+    fn put_review_item(&mut self, item: &ReviewItem) -> Result<(), StoreError>;
 
     /// Creates or replaces a secret's metadata (by path).
     fn put_secret(&mut self, secret: &Secret) -> Result<(), StoreError>;

@@ -89,6 +89,10 @@ pub fn app(state: AppState) -> Router {
         .route("/hygiene/run", post(run_hygiene))
         .route("/jobs", get(list_jobs))
         .route("/reports/posture", get(posture_report))
+        .route("/reviews", get(list_reviews).post(create_review))
+        .route("/reviews/{id}/items", get(review_items))
+        .route("/reviews/{id}/attest", post(attest))
+        .route("/reviews/{id}/close", post(close_review))
         .route("/approvals", get(list_approvals))
         .route("/approvals/{id}", get(get_approval))
         .route("/approvals/{id}/approve", post(approve))
@@ -290,6 +294,13 @@ pub fn spawn_jobs(registry: Arc<Registry>, settings: JobSettings) -> tokio::task
                     }
                     Ok(false) => {}
                     Err(e) => tracing::warn!(error = %e, "reading the hygiene job's state failed"),
+                }
+            }
+            if k.is_multiple_of(60) {
+                match registry.escalate_reviews().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(items = n, "overdue access-review items escalated"),
+                    Err(e) => tracing::warn!(error = %e, "escalating access reviews failed"),
                 }
             }
             if k.is_multiple_of(10) {

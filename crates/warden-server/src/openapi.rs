@@ -34,7 +34,7 @@ impl utoipa::Modify for BearerAuth {
         routes::list_approvals, routes::get_approval, routes::approve, routes::deny,
         routes::list_audit, routes::verify_audit,
         routes::list_signing_keys, routes::rotate_signing_key,
-        routes::report_findings, routes::list_findings, routes::update_finding, routes::run_hygiene, routes::list_jobs, routes::posture_report,
+        routes::report_findings, routes::list_findings, routes::update_finding, routes::run_hygiene, routes::list_jobs, routes::posture_report, routes::create_review, routes::list_reviews, routes::review_items, routes::attest, routes::close_review,
         vault_routes::list_secrets, vault_routes::put_secret, vault_routes::read_secret,
         vault_routes::delete_secret, vault_routes::secret_metadata, vault_routes::rotate_secret,
         vault_routes::rewrap, vault_routes::add_database, vault_routes::postgres_creds,

@@ -644,6 +644,63 @@ pub(crate) async fn posture_report(
     Ok(Json(report))
 }
 
+/// Start an access-review campaign (admins).
+#[utoipa::path(post, path = "/v1/reviews", request_body = warden_types::CreateReviewRequest,
+    responses((status = 201, body = warden_types::ReviewCampaign), (status = 403, body = Problem)))]
+pub(crate) async fn create_review(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    Body(req): Body<warden_types::CreateReviewRequest>,
+) -> ApiResult<(axum::http::StatusCode, Json<warden_types::ReviewCampaign>)> {
+    Ok((
+        axum::http::StatusCode::CREATED,
+        Json(s.registry.create_review(&a, req).await?),
+    ))
+}
+
+/// Access-review campaigns.
+#[utoipa::path(get, path = "/v1/reviews", responses((status = 200, body = Vec<warden_types::ReviewCampaign>)))]
+pub(crate) async fn list_reviews(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+) -> ApiResult<Json<Vec<warden_types::ReviewCampaign>>> {
+    Ok(Json(s.registry.list_reviews(&a)?))
+}
+
+/// A campaign's queue: all items for admins and auditors, their teams' for members.
+#[utoipa::path(get, path = "/v1/reviews/{id}/items", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Vec<warden_types::ReviewItem>)))]
+pub(crate) async fn review_items(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    PathArg(id): PathArg<Uuid>,
+) -> ApiResult<Json<Vec<warden_types::ReviewItem>>> {
+    Ok(Json(s.registry.review_queue(&a, id)?))
+}
+
+/// Attest one NHI: keep, reduce or retire (retires it now), with a reason.
+#[utoipa::path(post, path = "/v1/reviews/{id}/attest", request_body = warden_types::AttestRequest,
+    params(("id" = Uuid, Path)), responses((status = 200, body = warden_types::ReviewItem), (status = 403, body = Problem)))]
+pub(crate) async fn attest(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    PathArg(id): PathArg<Uuid>,
+    Body(req): Body<warden_types::AttestRequest>,
+) -> ApiResult<Json<warden_types::ReviewItem>> {
+    Ok(Json(s.registry.attest(&a, id, req).await?))
+}
+
+/// Close a campaign (admins): its summary is final.
+#[utoipa::path(post, path = "/v1/reviews/{id}/close", params(("id" = Uuid, Path)),
+    responses((status = 200, body = warden_types::ReviewCampaign), (status = 403, body = Problem)))]
+pub(crate) async fn close_review(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+    PathArg(id): PathArg<Uuid>,
+) -> ApiResult<Json<warden_types::ReviewCampaign>> {
+    Ok(Json(s.registry.close_review(&a, id).await?))
+}
+
 /// Background jobs' durable state: last run, outcome and summary (admins and auditors).
 #[utoipa::path(get, path = "/v1/jobs", responses((status = 200, body = Vec<warden_types::JobState>)))]
 pub(crate) async fn list_jobs(

@@ -321,3 +321,154 @@ pub async fn a_generated_estate_yields_exactly_its_planted_findings(open: Open) 
     assert_eq!(check("NHI9", "NHI-REUSE"), planted["NHI-REUSE"]);
     assert_eq!(posture.identities, 3_000);
 }
+
+/// Access reviews: a campaign's queue per team, attestations by the owning team only (retire
+/// retires), escalation of what is unattested at the due date (once, as a finding the hygiene run
+/// leaves alone), and a closed campaign's final summary.
+pub async fn access_reviews_are_attested_escalated_and_closed(open: Open) {
+    use warden_types::CreateReviewRequest;
+    let e = env_with(open, Policy::default()).await;
+    let (reg, admin) = (&e.reg, &e.admin);
+    reg.create_team(
+        admin,
+        CreateTeamRequest {
+            name: "ghosts".into(),
+            description: None,
+        },
+    )
+    .await
+    .unwrap();
+    let member = |name: &'static str, team: &'static str| async move {
+        let t = reg
+            .create_operator(
+                admin,
+                CreateOperatorRequest {
+                    name: name.into(),
+                    role: OperatorRole::Member,
+                    teams: vec![team.into()],
+                },
+            )
+            .await
+            .unwrap()
+            .token;
+        reg.authenticate(&t, "t", "test").await.unwrap()
+    };
+    let alice = member("alice", "payments").await;
+    let gus = member("gus", "ghosts").await;
+    create(reg, admin, "a", "payments", &["a:r"]).await;
+    create(reg, admin, "b", "payments", &["a:r"]).await;
+    create(reg, admin, "c", "ghosts", &["a:r"]).await;
+    let req = || CreateReviewRequest {
+        name: "Q1 review".into(),
+        due_in_days: 7,
+        team: None,
+    };
+    assert!(
+        reg.create_review(&alice, req()).await.is_err(),
+        "members may not start one"
+    );
+    let c = reg.create_review(admin, req()).await.unwrap();
+    assert_eq!((c.summary.items, c.summary.unattested), (3, 3));
+    let names = |items: Vec<warden_types::ReviewItem>| {
+        items.into_iter().map(|i| i.identity).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(reg.review_queue(&alice, c.id).unwrap()),
+        ["staging/a", "staging/b"]
+    );
+    assert_eq!(names(reg.review_queue(&gus, c.id).unwrap()), ["staging/c"]);
+    assert!(
+        attest_as(reg, c.id, &alice, "staging/c", "keep", "not ours")
+            .await
+            .is_err(),
+        "another team's NHI"
+    );
+    assert!(
+        attest_as(reg, c.id, &alice, "staging/a", "delete", "x")
+            .await
+            .is_err(),
+        "unknown decision"
+    );
+    assert!(
+        attest_as(reg, c.id, &alice, "staging/a", "keep", "")
+            .await
+            .is_err(),
+        "a reason is required"
+    );
+    attest_as(reg, c.id, &alice, "staging/a", "keep", "still runs payouts")
+        .await
+        .unwrap();
+    attest_as(reg, c.id, &alice, "staging/b", "retire", "replaced by a")
+        .await
+        .unwrap();
+    assert_eq!(
+        reg.identity(admin, "staging/b").unwrap().status,
+        IdentityStatus::Retired
+    );
+
+    // Not yet due: nothing escalates. Past due: the one unattested item, once.
+    assert_eq!(reg.escalate_reviews().await.unwrap(), 0);
+    e.clock.advance(Duration::days(8));
+    assert_eq!(reg.escalate_reviews().await.unwrap(), 1);
+    assert_eq!(reg.escalate_reviews().await.unwrap(), 0);
+    reg.run_hygiene(admin, "test").await.unwrap();
+    let overdue: Vec<_> = e
+        .store
+        .reader()
+        .unwrap()
+        .list_findings(&FindingFilter::default(), None, 100)
+        .unwrap()
+        .into_iter()
+        .filter(|f| f.rule == "REVIEW-OVERDUE")
+        .collect();
+    assert_eq!(overdue.len(), 1);
+    assert_eq!(overdue[0].identity.as_deref(), Some("staging/c"));
+    assert_eq!(overdue[0].owner.as_deref(), Some("ghosts"));
+    assert_eq!(
+        overdue[0].status,
+        FindingStatus::Open,
+        "the hygiene run leaves it alone"
+    );
+
+    assert!(reg.close_review(&alice, c.id).await.is_err());
+    let closed = reg.close_review(admin, c.id).await.unwrap();
+    assert_eq!(closed.status, "closed");
+    let s = closed.summary;
+    assert_eq!(
+        (
+            s.items,
+            s.keep,
+            s.reduce,
+            s.retire,
+            s.unattested,
+            s.escalated
+        ),
+        (3, 1, 0, 1, 1, 1)
+    );
+    assert!(
+        attest_as(reg, c.id, &gus, "staging/c", "keep", "late")
+            .await
+            .is_err(),
+        "closed"
+    );
+}
+
+async fn attest_as(
+    reg: &Registry,
+    id: uuid::Uuid,
+    who: &warden_core::Actor,
+    identity: &str,
+    decision: &str,
+    reason: &str,
+) -> Result<warden_types::ReviewItem, warden_core::CoreError> {
+    reg.attest(
+        who,
+        id,
+        warden_types::AttestRequest {
+            identity: identity.into(),
+            decision: decision.into(),
+            reason: reason.into(),
+        },
+    )
+    .await
+}

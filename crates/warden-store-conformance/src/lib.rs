@@ -139,7 +139,8 @@ macro_rules! conformance {
         delegation::delegated_tokens_never_exceed_any_parent,
         delegation::cached_token_checks_end_with_what_they_rest_on,
         hygiene::hygiene_finds_exactly_the_planted_cases_and_keeps_findings_current,
-        hygiene::a_generated_estate_yields_exactly_its_planted_findings);
+        hygiene::a_generated_estate_yields_exactly_its_planted_findings,
+        hygiene::access_reviews_are_attested_escalated_and_closed);
     };
     (@each $open:expr; $($($path:ident)::+),* $(,)?) => {
         $(

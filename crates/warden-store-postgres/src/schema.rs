@@ -276,6 +276,16 @@ CREATE TABLE job_states (
     job text PRIMARY KEY,
     doc text NOT NULL
 );
+CREATE TABLE review_campaigns (
+    id uuid PRIMARY KEY,
+    doc text NOT NULL
+);
+CREATE TABLE review_items (
+    campaign_id uuid NOT NULL,
+    identity_id uuid NOT NULL,
+    doc text NOT NULL,
+    PRIMARY KEY (campaign_id, identity_id)
+);
 "#,
 ];
 

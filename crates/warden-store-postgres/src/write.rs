@@ -11,6 +11,7 @@ use warden_types::{
     ChangeRequest, Credential, Delegation, Finding, Identity, JobState, McpServer, Operator,
     Secret, StoredPolicy, Team, TrustRule, TrustedIssuer, VaultLease,
 };
+use warden_types::{ReviewCampaign, ReviewItem};
 
 use crate::read::impl_read_store;
 use crate::{Conn, Param, from_us, opt_us, to_us};
@@ -312,6 +313,30 @@ impl WriteTx for PgTx<'_> {
             "INSERT INTO job_states (job, doc) VALUES ($1, $2) \
              ON CONFLICT (job) DO UPDATE SET doc = excluded.doc",
             &[&state.job, &doc],
+        )?;
+        Ok(())
+    }
+
+    fn put_review_campaign(&mut self, c: &ReviewCampaign) -> Result<(), StoreError> {
+        let doc = serde_json::to_string(c)
+            .map_err(|e| StoreError::Internal(format!("review campaign: {e}")))?;
+        exec(
+            self.conn,
+            "INSERT INTO review_campaigns (id, doc) VALUES ($1, $2) \
+             ON CONFLICT (id) DO UPDATE SET doc = excluded.doc",
+            &[&c.id, &doc],
+        )?;
+        Ok(())
+    }
+
+    fn put_review_item(&mut self, i: &ReviewItem) -> Result<(), StoreError> {
+        let doc = serde_json::to_string(i)
+            .map_err(|e| StoreError::Internal(format!("review item: {e}")))?;
+        exec(
+            self.conn,
+            "INSERT INTO review_items (campaign_id, identity_id, doc) VALUES ($1, $2, $3) \
+             ON CONFLICT (campaign_id, identity_id) DO UPDATE SET doc = excluded.doc",
+            &[&i.campaign_id, &i.identity_id, &doc],
         )?;
         Ok(())
     }

@@ -14,6 +14,7 @@ use warden_types::{
     AuditEvent, ChangeRequest, Credential, Delegation, Finding, Identity, JobState, McpServer,
     Operator, Secret, StoredPolicy, Team, TrustRule, TrustedIssuer, VaultLease,
 };
+use warden_types::{ReviewCampaign, ReviewItem};
 
 use crate::{db_err, from_us, opt_from_us, parse_enum, to_us};
 
@@ -734,6 +735,39 @@ pub(crate) fn list_job_states(conn: &Connection) -> Result<Vec<JobState>, StoreE
     })
 }
 
+pub(crate) fn review_campaign(
+    conn: &Connection,
+    id: Uuid,
+) -> Result<Option<ReviewCampaign>, StoreError> {
+    one(
+        conn,
+        "SELECT doc FROM review_campaigns WHERE id = ?1",
+        [id.as_bytes().as_slice()],
+        |row| json_col(&get::<String>(row, 0)?, "a review campaign"),
+    )
+}
+
+pub(crate) fn list_review_campaigns(conn: &Connection) -> Result<Vec<ReviewCampaign>, StoreError> {
+    collect(
+        conn,
+        "SELECT doc FROM review_campaigns ORDER BY id",
+        [],
+        |row| json_col(&get::<String>(row, 0)?, "a review campaign"),
+    )
+}
+
+pub(crate) fn review_items(
+    conn: &Connection,
+    campaign: Uuid,
+) -> Result<Vec<ReviewItem>, StoreError> {
+    collect(
+        conn,
+        "SELECT doc FROM review_items WHERE campaign_id = ?1 ORDER BY identity_id",
+        [campaign.as_bytes().as_slice()],
+        |row| json_col(&get::<String>(row, 0)?, "a review item"),
+    )
+}
+
 fn secret_row(row: &Row<'_>) -> Result<Secret, StoreError> {
     json_col(&get::<String>(row, 0)?, "a secret")
 }
@@ -1183,6 +1217,23 @@ macro_rules! impl_read_store {
                 &self,
             ) -> Result<Vec<warden_types::JobState>, warden_core::StoreError> {
                 crate::read::list_job_states(self.conn())
+            }
+            fn review_campaign(
+                &self,
+                id: uuid::Uuid,
+            ) -> Result<Option<warden_types::ReviewCampaign>, warden_core::StoreError> {
+                crate::read::review_campaign(self.conn(), id)
+            }
+            fn list_review_campaigns(
+                &self,
+            ) -> Result<Vec<warden_types::ReviewCampaign>, warden_core::StoreError> {
+                crate::read::list_review_campaigns(self.conn())
+            }
+            fn review_items(
+                &self,
+                campaign: uuid::Uuid,
+            ) -> Result<Vec<warden_types::ReviewItem>, warden_core::StoreError> {
+                crate::read::review_items(self.conn(), campaign)
             }
             fn secret(
                 &self,

@@ -295,6 +295,16 @@ CREATE TABLE job_states (
     job TEXT PRIMARY KEY,
     doc TEXT NOT NULL
 );
+CREATE TABLE review_campaigns (
+    id BLOB PRIMARY KEY,
+    doc TEXT NOT NULL
+);
+CREATE TABLE review_items (
+    campaign_id BLOB NOT NULL,
+    identity_id BLOB NOT NULL,
+    doc TEXT NOT NULL,
+    PRIMARY KEY (campaign_id, identity_id)
+) WITHOUT ROWID;
 "#,
 ];
 

@@ -147,3 +147,96 @@ pub struct PostureReport {
     )]
     pub hygiene_run_at: Option<OffsetDateTime>,
 }
+
+/// An access-review campaign: each owning team attests each of its NHIs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewCampaign {
+    pub id: uuid::Uuid,
+    pub name: String,
+    /// Only this team's NHIs (`None`: every team's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+    pub created_by: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Unattested items escalate after this.
+    #[serde(with = "time::serde::rfc3339")]
+    pub due_at: OffsetDateTime,
+    /// `open` or `closed`.
+    pub status: String,
+    #[serde(
+        default,
+        with = "crate::rfc3339_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub closed_at: Option<OffsetDateTime>,
+    pub summary: ReviewSummary,
+}
+
+/// A campaign's counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewSummary {
+    pub items: u64,
+    pub keep: u64,
+    pub reduce: u64,
+    pub retire: u64,
+    pub unattested: u64,
+    pub escalated: u64,
+}
+
+/// One NHI to attest in a campaign.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewItem {
+    pub campaign_id: uuid::Uuid,
+    pub identity_id: uuid::Uuid,
+    /// `environment/name`.
+    pub identity: String,
+    pub team: String,
+    pub team_id: uuid::Uuid,
+    /// The identity's scopes when the campaign started.
+    pub scopes: Vec<String>,
+    /// `keep`, `reduce` or `retire`, once attested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attested_by: Option<String>,
+    #[serde(
+        default,
+        with = "crate::rfc3339_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub attested_at: Option<OffsetDateTime>,
+    #[serde(
+        default,
+        with = "crate::rfc3339_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub escalated_at: Option<OffsetDateTime>,
+}
+
+/// `POST /v1/reviews`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateReviewRequest {
+    pub name: String,
+    /// Days the teams have to attest (1–90).
+    pub due_in_days: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+}
+
+/// `POST /v1/reviews/{id}/attest`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AttestRequest {
+    /// The identity (`environment/name` or id).
+    pub identity: String,
+    /// `keep`, `reduce` or `retire` (retiring it now).
+    pub decision: String,
+    pub reason: String,
+}

@@ -15,6 +15,126 @@ pub enum HygieneCmd {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum ReviewCmd {
+    /// Start a campaign (admins): each owning team attests each of its NHIs.
+    Start {
+        name: String,
+        /// Days the teams have; unattested NHIs are escalated after.
+        #[arg(long, default_value_t = 14)]
+        due_days: u32,
+        /// Only this team's NHIs.
+        #[arg(long)]
+        team: Option<String>,
+    },
+    /// Campaigns and their counts.
+    List,
+    /// A campaign's queue (members: their teams' NHIs), unattested first.
+    Queue { id: String },
+    /// Attest an NHI: keep it, reduce it, or retire it now — with a reason.
+    Attest {
+        id: String,
+        identity: String,
+        #[arg(long, value_parser = ["keep", "reduce", "retire"])]
+        decision: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Close a campaign (admins).
+    Close { id: String },
+}
+
+fn campaign_rows(cs: &[warden_types::ReviewCampaign]) -> String {
+    let rows: Vec<Vec<String>> = cs
+        .iter()
+        .map(|c| {
+            let s = &c.summary;
+            vec![
+                c.id.to_string(),
+                c.name.clone(),
+                c.status.clone(),
+                format!("{}/{}", s.items - s.unattested, s.items),
+                format!("{} keep, {} reduce, {} retire", s.keep, s.reduce, s.retire),
+                s.escalated.to_string(),
+            ]
+        })
+        .collect();
+    crate::output::table(
+        &["ID", "NAME", "STATUS", "ATTESTED", "DECISIONS", "ESCALATED"],
+        &rows,
+    )
+}
+
+pub async fn run_review(c: &warden_client::Client, cmd: ReviewCmd, json: bool) -> Result<ExitCode> {
+    match cmd {
+        ReviewCmd::Start {
+            name,
+            due_days,
+            team,
+        } => {
+            let r = c
+                .create_review(&warden_types::CreateReviewRequest {
+                    name,
+                    due_in_days: due_days,
+                    team,
+                })
+                .await?;
+            crate::output::print(json, &r, || campaign_rows(std::slice::from_ref(&r)))?;
+        }
+        ReviewCmd::List => {
+            let cs = c.list_reviews().await?;
+            crate::output::print(json, &cs, || campaign_rows(&cs))?;
+        }
+        ReviewCmd::Queue { id } => {
+            let items = c.review_items(&id).await?;
+            crate::output::print(json, &items, || {
+                let rows: Vec<Vec<String>> = items
+                    .iter()
+                    .map(|i| {
+                        vec![
+                            i.identity.clone(),
+                            i.team.clone(),
+                            i.scopes.join(" "),
+                            i.decision.clone().unwrap_or_else(|| "-".into()),
+                            i.reason.clone().unwrap_or_default(),
+                            if i.escalated_at.is_some() { "yes" } else { "" }.into(),
+                        ]
+                    })
+                    .collect();
+                crate::output::table(
+                    &["NHI", "TEAM", "SCOPES", "DECISION", "REASON", "ESCALATED"],
+                    &rows,
+                )
+            })?;
+        }
+        ReviewCmd::Attest {
+            id,
+            identity,
+            decision,
+            reason,
+        } => {
+            let i = c
+                .attest(
+                    &id,
+                    &warden_types::AttestRequest {
+                        identity,
+                        decision,
+                        reason,
+                    },
+                )
+                .await?;
+            crate::output::print(json, &i, || {
+                format!("{}: {}", i.identity, i.decision.clone().unwrap_or_default())
+            })?;
+        }
+        ReviewCmd::Close { id } => {
+            let r = c.close_review(&id).await?;
+            crate::output::print(json, &r, || campaign_rows(std::slice::from_ref(&r)))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ReportCmd {
     /// The OWASP Non-Human Identities Top 10 (2025) posture: per risk, the checks that measure
     /// it, the NHIs affected with their owners, and a score.

@@ -104,6 +104,9 @@ enum Cmd {
     /// Hygiene checks: stale, orphaned, over-privileged, long-lived, reused NHIs.
     #[command(subcommand)]
     Hygiene(cmd_governance::HygieneCmd),
+    /// Access reviews: owning teams attest their NHIs (keep, reduce, retire).
+    #[command(subcommand)]
+    Review(cmd_governance::ReviewCmd),
     /// Reports: the OWASP NHI Top 10 posture.
     #[command(subcommand)]
     Report(cmd_governance::ReportCmd),
@@ -238,6 +241,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Finding(c) => cmd_scan::run_finding(&client(&cli.global)?, c, json).await,
         Cmd::Hygiene(c) => cmd_governance::run(&client(&cli.global)?, c, json).await,
+        Cmd::Review(c) => cmd_governance::run_review(&client(&cli.global)?, c, json).await,
         Cmd::Report(c) => cmd_governance::run_report(&client(&cli.global)?, c, json).await,
         Cmd::Secret(c) => cmd_vault::run_secret(&client(&cli.global)?, c, json).await,
         Cmd::Vault(c) => cmd_vault::run_vault(|| client(&cli.global), c, json).await,

@@ -141,8 +141,9 @@ impl Registry {
         actor: &Actor,
         started: OffsetDateTime,
     ) -> Result<HygieneReport, CoreError> {
-        // Usage collected in memory so far counts.
+        // Usage collected in memory so far counts; overdue access reviews are escalated.
         self.flush_usage().await?;
+        self.escalate_reviews().await?;
         let p = self.policy.hygiene.clone();
         let now = started;
         let clock = std::time::Instant::now();
@@ -175,8 +176,10 @@ impl Registry {
             kind: Some(FindingKind::Hygiene),
             ..Default::default()
         };
+        // Only this job's own findings (access reviews file theirs under the same kind).
         let mut known: HashMap<String, Finding> = every_finding(&*store, &hygiene)?
             .into_iter()
+            .filter(|f| f.fingerprint.starts_with("hygiene:"))
             .map(|f| (f.fingerprint.clone(), f))
             .collect();
         drop(store);

@@ -16,6 +16,7 @@ mod leases;
 mod mcp;
 mod policy;
 mod posture;
+mod reviews;
 mod rotation;
 pub mod store_credential;
 mod teams;

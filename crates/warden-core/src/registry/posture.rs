@@ -160,6 +160,11 @@ impl Registry {
                         rule("NHI-ORPHAN"),
                     ),
                     (
+                        "REVIEW-OVERDUE",
+                        "NHIs not attested in an access review by its due date",
+                        rule("REVIEW-OVERDUE"),
+                    ),
+                    (
                         "POSTURE-SUSPENDED-CREDENTIALS",
                         "suspended NHIs still holding usable credentials",
                         select(&|i| {

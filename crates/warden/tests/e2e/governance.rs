@@ -305,3 +305,94 @@ fn audit_export_writes_json_lines_in_chain_order_and_resumes_after_a_sequence() 
     let member = s.operator("mia", "member", &["payments"]);
     assert!(!s.cli(&member, &["audit", "export"]).status.success());
 }
+
+#[test]
+fn an_access_review_runs_through_the_cli() {
+    let s = Server::start();
+    let a = s.admin.clone();
+    s.ok(&a, &["team", "create", "payments"]);
+    s.ok(&a, &["team", "create", "search"]);
+    let mia = s.operator("mia", "member", &["payments"]);
+    s.identity(&a, "payouts", "payments", &["ledger:write"]);
+    s.identity(&a, "old-batch", "payments", &["ledger:read"]);
+    s.identity(&a, "indexer", "search", &["docs:read"]);
+
+    assert!(!s.cli(&mia, &["review", "start", "Q1"]).status.success());
+    let c = s.json(
+        &a,
+        &["review", "start", "Q1 access review", "--due-days", "14"],
+    );
+    let id = c["id"].as_str().unwrap().to_owned();
+    assert_eq!(c["summary"]["items"], 3);
+
+    let queue = s.json(&mia, &["review", "queue", &id]);
+    let names: Vec<&str> = queue
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["identity"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["prod/old-batch", "prod/payouts"], "her team's only");
+
+    s.ok(
+        &mia,
+        &[
+            "review",
+            "attest",
+            &id,
+            "prod/payouts",
+            "--decision",
+            "keep",
+            "--reason",
+            "pays suppliers",
+        ],
+    );
+    s.ok(
+        &mia,
+        &[
+            "review",
+            "attest",
+            &id,
+            "prod/old-batch",
+            "--decision",
+            "retire",
+            "--reason",
+            "unused since the migration",
+        ],
+    );
+    let refused = s.cli(
+        &mia,
+        &[
+            "review",
+            "attest",
+            &id,
+            "prod/indexer",
+            "--decision",
+            "keep",
+            "--reason",
+            "x",
+        ],
+    );
+    assert!(!refused.status.success(), "attested another team's NHI");
+    // Another team's NHIs are invisible to her, as everywhere in the API.
+    assert!(
+        stderr(&refused).contains("not found"),
+        "{}",
+        stderr(&refused)
+    );
+    let retired = s.json(&a, &["identity", "show", "prod/old-batch"]);
+    assert_eq!(retired["status"], "retired");
+
+    let closed = s.json(&a, &["review", "close", &id]);
+    assert_eq!(closed["status"], "closed");
+    assert_eq!(closed["summary"]["keep"], 1);
+    assert_eq!(closed["summary"]["retire"], 1);
+    assert_eq!(closed["summary"]["unattested"], 1);
+    let listed = s.ok(&a, &["review", "list"]);
+    assert!(
+        listed.contains("Q1 access review") && listed.contains("closed"),
+        "{listed}"
+    );
+    let audited = s.json(&a, &["audit", "list", "--action", "review.attest"]);
+    assert_eq!(audited["items"].as_array().map(Vec::len), Some(2));
+}
