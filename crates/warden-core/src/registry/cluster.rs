@@ -36,7 +36,7 @@ pub(crate) struct PeerHandler {
     pub(crate) clients: Arc<GenCache<uuid::Uuid, ClientKeys>>,
     pub(crate) federation: Arc<GenCache<String, super::federation::IssuerEntry>>,
     pub(crate) policy_engine: Arc<GenCache<u8, warden_policy::Engine>>,
-    pub(crate) checked_tokens: Arc<GenCache<[u8; 32], super::tokens::CheckedToken>>,
+    pub(crate) checked_tokens: Arc<GenCache<[u8; 32], super::token_check::CheckedToken>>,
     pub(crate) agent_delegations: Arc<GenCache<uuid::Uuid, Vec<warden_types::Delegation>>>,
     pub(crate) keyring_stale: Arc<AtomicBool>,
     pub(crate) hearing: Arc<AtomicBool>,

@@ -20,6 +20,7 @@ mod reviews;
 mod rotation;
 pub mod store_credential;
 mod teams;
+mod token_check;
 mod tokens;
 pub mod vault;
 
@@ -100,7 +101,7 @@ pub struct Registry {
     /// The decision point's loaded policies (one entry, key 0).
     policy_engine: Arc<GenCache<u8, warden_policy::Engine>>,
     /// SHA-256 of an access token issued here → its check, while active.
-    checked_tokens: Arc<GenCache<[u8; 32], tokens::CheckedToken>>,
+    checked_tokens: Arc<GenCache<[u8; 32], token_check::CheckedToken>>,
     /// Agent → the delegations lent to it (revoked and expired ones included).
     agent_delegations: Arc<GenCache<Uuid, Vec<warden_types::Delegation>>>,
     /// Background jobs running on this node now (one run at a time per job).
@@ -134,7 +135,7 @@ impl Registry {
         let clients = Arc::new(GenCache::default());
         let federation = Arc::new(GenCache::default());
         let policy_engine = Arc::new(GenCache::default());
-        let checked_tokens = Arc::new(GenCache::with_capacity(tokens::CHECKED_TOKENS));
+        let checked_tokens = Arc::new(GenCache::with_capacity(token_check::CHECKED_TOKENS));
         let agent_delegations = Arc::new(GenCache::default());
         let hearing = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let keyring_stale = Arc::new(std::sync::atomic::AtomicBool::new(false));
