@@ -5,6 +5,7 @@
 //! HTTP server) depend on it, never the reverse.
 
 pub mod actor;
+pub mod anomaly;
 pub mod audit;
 pub mod clock;
 pub mod condition;

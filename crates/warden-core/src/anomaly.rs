@@ -1,0 +1,366 @@
+//! Usage anomalies: a per-identity baseline built incrementally from usage events, and a score
+//! for each new event against it. Pure (time is an argument) and small: about 1 KB per identity.
+//!
+//! What is noticed, once the identity has been observed for the learning period:
+//! - a scope never carried before;
+//! - a source network (IPv4 /24, IPv6 /64) never seen before;
+//! - volume: the events of the current hour exceed a robust bound over the identity's own last
+//!   168 hourly counts — median + 6 × (1.4826 × MAD), and at least [`MIN_SPIKE`] events (the
+//!   bound is recomputed once per hour, not per event);
+//! - use outside a schedule-bound identity's window of UTC hours.
+//!
+//! Not wired to the token endpoint yet: [`Baselines`] is the building block (issue 8 continues).
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash};
+
+use uuid::Uuid;
+
+/// Hours of history the volume bound is computed over.
+pub const HOURS: usize = 168;
+/// Most distinct scopes and networks remembered per identity (beyond: no new-X alerts).
+pub const MAX_SEEN: usize = 32;
+/// A spike needs at least this many events in the hour.
+pub const MIN_SPIKE: u32 = 20;
+
+/// Something unusual about one usage event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Anomaly {
+    NewScope,
+    NewNetwork,
+    /// Events in the current hour crossed the bound.
+    VolumeSpike {
+        count: u32,
+        bound: u32,
+    },
+    /// An hour of day (UTC) outside the identity's window.
+    OutsideWindow {
+        hour: u8,
+    },
+}
+
+/// One identity's baseline.
+#[derive(Debug, Clone)]
+pub struct Baseline {
+    /// Unix seconds of the first event.
+    first_seen: i64,
+    scopes: Vec<u64>,
+    networks: Vec<u64>,
+    /// Events per hour, a ring indexed by `hour % HOURS`.
+    counts: Box<[u32; HOURS]>,
+    /// The hour (unix seconds / 3600) `counts` was last advanced to.
+    hour: i64,
+    /// The spike bound for the current hour, and whether it already alerted.
+    bound: u32,
+    spiked: bool,
+}
+
+impl Baseline {
+    fn new(at: i64) -> Self {
+        Baseline {
+            first_seen: at,
+            scopes: Vec::new(),
+            networks: Vec::new(),
+            counts: Box::new([0; HOURS]),
+            hour: at.div_euclid(3600),
+            bound: u32::MAX,
+            spiked: false,
+        }
+    }
+
+    /// Moves the ring to `hour`, clearing the hours skipped, and recomputes the bound.
+    fn advance(&mut self, hour: i64) {
+        if hour <= self.hour {
+            return;
+        }
+        let steps = (hour - self.hour).min(HOURS as i64);
+        for k in 1..=steps {
+            let slot = (self.hour + k).rem_euclid(HOURS as i64) as usize;
+            self.counts[slot] = 0;
+        }
+        self.hour = hour;
+        self.spiked = false;
+        // The bound over the other 167 hours (the current one is empty now).
+        let mut past: Vec<u32> = self.counts.to_vec();
+        let med = median(&mut past);
+        let mut dev: Vec<u32> = self.counts.iter().map(|c| c.abs_diff(med)).collect();
+        let mad = median(&mut dev);
+        let spread = (1.4826 * f64::from(mad) * 6.0).ceil() as u32;
+        self.bound = med.saturating_add(spread).max(MIN_SPIKE);
+    }
+}
+
+fn median(v: &mut [u32]) -> u32 {
+    if v.is_empty() {
+        return 0;
+    }
+    let mid = v.len() / 2;
+    *v.select_nth_unstable(mid).1
+}
+
+/// Whether `set` holds `h`; adds it (while there is room) if not. `true` when it was new and
+/// there was room to remember it.
+fn remember(set: &mut Vec<u64>, h: u64) -> bool {
+    if set.contains(&h) {
+        return false;
+    }
+    if set.len() >= MAX_SEEN {
+        return false;
+    }
+    set.push(h);
+    true
+}
+
+/// One usage event.
+#[derive(Debug, Clone, Copy)]
+pub struct Event<'a> {
+    pub identity: Uuid,
+    pub scopes: &'a [String],
+    /// The source network (see `registry::source_network`), if known.
+    pub network: Option<&'a str>,
+    /// Unix seconds.
+    pub at: i64,
+    /// The identity's window of UTC hours `[from, to)`, for schedule-bound identities.
+    pub window: Option<(u8, u8)>,
+}
+
+/// Every identity's baseline.
+#[derive(Debug)]
+pub struct Baselines {
+    map: HashMap<Uuid, Baseline>,
+    hasher: std::collections::hash_map::RandomState,
+    /// Seconds an identity is observed before anything about it is called unusual.
+    learning_secs: i64,
+}
+
+impl Baselines {
+    pub fn new(learning_secs: i64) -> Self {
+        Baselines {
+            map: HashMap::new(),
+            hasher: std::collections::hash_map::RandomState::new(),
+            learning_secs,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    fn hash<T: Hash + ?Sized>(&self, v: &T) -> u64 {
+        self.hasher.hash_one(v)
+    }
+
+    /// Folds `e` into its identity's baseline; pushes to `out` what was unusual about it.
+    pub fn observe(&mut self, e: &Event<'_>, out: &mut Vec<Anomaly>) {
+        let scope_hashes: [u64; 4] = {
+            let mut a = [0u64; 4];
+            for (slot, s) in a.iter_mut().zip(e.scopes.iter()) {
+                *slot = self.hash(s.as_str());
+            }
+            a
+        };
+        let net_hash = e.network.map(|n| self.hash(n));
+        let learning = self.learning_secs;
+        let b = self
+            .map
+            .entry(e.identity)
+            .or_insert_with(|| Baseline::new(e.at));
+        let learned = e.at - b.first_seen >= learning;
+        for h in scope_hashes.iter().take(e.scopes.len().min(4)) {
+            if remember(&mut b.scopes, *h) && learned {
+                out.push(Anomaly::NewScope);
+            }
+        }
+        if let Some(h) = net_hash
+            && remember(&mut b.networks, h)
+            && learned
+        {
+            out.push(Anomaly::NewNetwork);
+        }
+        b.advance(e.at.div_euclid(3600));
+        let slot = b.hour.rem_euclid(HOURS as i64) as usize;
+        b.counts[slot] = b.counts[slot].saturating_add(1);
+        if learned && !b.spiked && b.counts[slot] > b.bound {
+            b.spiked = true;
+            out.push(Anomaly::VolumeSpike {
+                count: b.counts[slot],
+                bound: b.bound,
+            });
+        }
+        if let Some((from, to)) = e.window {
+            let hour = (e.at.rem_euclid(86_400) / 3600) as u8;
+            let inside = if from <= to {
+                (from..to).contains(&hour)
+            } else {
+                hour >= from || hour < to
+            };
+            if !inside {
+                out.push(Anomaly::OutsideWindow { hour });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: i64 = 86_400;
+
+    fn scopes(s: &[&str]) -> Vec<String> {
+        s.iter().map(|x| (*x).to_owned()).collect()
+    }
+
+    /// Ten events an hour, every hour, for `days`, from `start`.
+    fn steady(b: &mut Baselines, id: Uuid, sc: &[String], start: i64, days: i64) -> Vec<Anomaly> {
+        let mut out = Vec::new();
+        for h in 0..days * 24 {
+            for k in 0..10 {
+                b.observe(
+                    &Event {
+                        identity: id,
+                        scopes: sc,
+                        network: Some("10.1.2.0/24"),
+                        at: start + h * 3600 + k * 300,
+                        window: None,
+                    },
+                    &mut out,
+                );
+            }
+        }
+        out
+    }
+
+    fn ev<'a>(identity: Uuid, scopes: &'a [String], net: &'a str, at: i64) -> Event<'a> {
+        Event {
+            identity,
+            scopes,
+            network: Some(net),
+            at,
+            window: None,
+        }
+    }
+
+    #[test]
+    fn a_steady_identity_raises_nothing_then_new_things_and_spikes_do() {
+        let mut b = Baselines::new(7 * DAY);
+        let id = Uuid::now_v7();
+        let sc = scopes(&["ledger:read"]);
+        let t0 = 1_700_000_000 - 1_700_000_000 % 3600;
+        assert!(
+            steady(&mut b, id, &sc, t0, 10).is_empty(),
+            "steady use is usual"
+        );
+        let now = t0 + 10 * DAY;
+        let mut out = Vec::new();
+        b.observe(
+            &ev(id, &scopes(&["ledger:write"]), "10.1.2.0/24", now),
+            &mut out,
+        );
+        assert_eq!(out, [Anomaly::NewScope]);
+        out.clear();
+        b.observe(&ev(id, &sc, "192.0.2.0/24", now + 1), &mut out);
+        assert_eq!(out, [Anomaly::NewNetwork]);
+        out.clear();
+        // The same again is no longer new.
+        b.observe(&ev(id, &sc, "192.0.2.0/24", now + 2), &mut out);
+        assert!(out.is_empty());
+        // A burst within one hour: one spike alert, at the first event over the bound.
+        for k in 0..200 {
+            b.observe(&ev(id, &sc, "10.1.2.0/24", now + 3 + k), &mut out);
+        }
+        let spikes: Vec<_> = out
+            .iter()
+            .filter(|a| matches!(a, Anomaly::VolumeSpike { .. }))
+            .collect();
+        assert_eq!(spikes.len(), 1, "{out:?}");
+        let Anomaly::VolumeSpike { count, bound } = *spikes[0] else {
+            unreachable!()
+        };
+        assert_eq!(bound, MIN_SPIKE, "steady 10/h: the bound is the floor");
+        assert_eq!(count, bound + 1);
+    }
+
+    #[test]
+    fn nothing_is_unusual_while_learning() {
+        let mut b = Baselines::new(7 * DAY);
+        let id = Uuid::now_v7();
+        let mut out = Vec::new();
+        for (i, s) in ["a:r", "b:r", "c:r"].iter().enumerate() {
+            b.observe(
+                &Event {
+                    identity: id,
+                    scopes: &scopes(&[s]),
+                    network: Some(["10.0.0.0/24", "10.0.1.0/24", "10.0.2.0/24"][i]),
+                    at: 1_700_000_000 + i as i64,
+                    window: None,
+                },
+                &mut out,
+            );
+        }
+        assert!(out.is_empty());
+        assert_eq!(b.len(), 1);
+    }
+
+    #[test]
+    fn use_outside_the_window_is_flagged_including_windows_across_midnight() {
+        let mut b = Baselines::new(0);
+        let id = Uuid::now_v7();
+        let sc = scopes(&["a:r"]);
+        let midnight = 1_700_000_000 - 1_700_000_000 % DAY;
+        let at = |h: i64| midnight + h * 3600 + 5;
+        let mut flagged = |window, hour| {
+            let mut out = Vec::new();
+            b.observe(
+                &Event {
+                    identity: id,
+                    scopes: &sc,
+                    network: None,
+                    at: at(hour),
+                    window: Some(window),
+                },
+                &mut out,
+            );
+            out.contains(&Anomaly::OutsideWindow { hour: hour as u8 })
+        };
+        assert!(!flagged((8, 18), 9));
+        assert!(flagged((8, 18), 18));
+        assert!(flagged((8, 18), 3));
+        assert!(!flagged((22, 6), 23));
+        assert!(!flagged((22, 6), 2));
+        assert!(flagged((22, 6), 12));
+    }
+
+    #[test]
+    fn the_baseline_stays_small() {
+        let mut b = Baselines::new(0);
+        let id = Uuid::now_v7();
+        let mut out = Vec::new();
+        for i in 0..1_000 {
+            b.observe(
+                &Event {
+                    identity: id,
+                    scopes: &[format!("s{i}:r")],
+                    network: Some(&format!("10.{}.{}.0/24", i / 250, i % 250)),
+                    at: 1_700_000_000 + i,
+                    window: None,
+                },
+                &mut out,
+            );
+        }
+        let base = &b.map[&id];
+        assert_eq!(
+            (base.scopes.len(), base.networks.len()),
+            (MAX_SEEN, MAX_SEEN)
+        );
+        assert_eq!(
+            out.iter().filter(|a| **a == Anomaly::NewScope).count(),
+            MAX_SEEN,
+            "new-scope alerts stop once the set is full"
+        );
+    }
+}
