@@ -35,6 +35,20 @@ pub(crate) struct Prepared {
     pub(crate) headers: Vec<(&'static str, String)>,
 }
 
+/// A prepared request to `/oauth2/token` with the real authority (a provider checks `aud` and
+/// `htu` against the URL it was sent to).
+fn token_request(host: &str, p: &Prepared) -> hyper::http::request::Builder {
+    let mut req = Request::builder()
+        .method("POST")
+        .uri("/oauth2/token")
+        .header("host", host)
+        .header("content-type", "application/x-www-form-urlencoded");
+    for (k, v) in &p.headers {
+        req = req.header(*k, v.as_str());
+    }
+    req
+}
+
 /// Sends prepared requests (each once, or cycling when `cycle`) for `seconds`.
 pub(crate) async fn drive_prepared(
     addr: SocketAddr,
@@ -65,14 +79,7 @@ pub(crate) async fn drive_prepared(
                     break;
                 }
                 let p = &reqs[i % reqs.len()];
-                let mut req = Request::builder()
-                    .method("POST")
-                    .uri("/oauth2/token")
-                    .header("host", host.as_str())
-                    .header("content-type", "application/x-www-form-urlencoded");
-                for (k, v) in &p.headers {
-                    req = req.header(*k, v.as_str());
-                }
+                let req = token_request(&host, p);
                 let req = req.body(Full::new(p.body.clone()))?;
                 let t0 = Instant::now();
                 sender.ready().await?;
@@ -134,14 +141,7 @@ pub(crate) async fn send_many(
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(p) = reqs.get(i) else { break };
-                let mut req = Request::builder()
-                    .method("POST")
-                    .uri("/oauth2/token")
-                    .header("host", host.as_str())
-                    .header("content-type", "application/x-www-form-urlencoded");
-                for (k, v) in &p.headers {
-                    req = req.header(*k, v.as_str());
-                }
+                let req = token_request(&host, p);
                 sender.ready().await?;
                 let res = sender
                     .send_request(req.body(Full::new(p.body.clone()))?)
@@ -165,14 +165,7 @@ pub(crate) async fn send_one(addr: SocketAddr, p: &Prepared) -> Result<Value> {
     let stream = TcpStream::connect(addr).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(conn);
-    let mut req = Request::builder()
-        .method("POST")
-        .uri("/oauth2/token")
-        .header("host", addr.to_string())
-        .header("content-type", "application/x-www-form-urlencoded");
-    for (k, v) in &p.headers {
-        req = req.header(*k, v.as_str());
-    }
+    let req = token_request(&addr.to_string(), p);
     let res = sender
         .send_request(req.body(Full::new(p.body.clone()))?)
         .await?;

@@ -132,16 +132,20 @@ pub fn markdown(r: &PostureReport) -> String {
     o
 }
 
+/// A chart's caption and the opening of its SVG (closed with `</svg></figure>`).
+fn svg_open(title: &str, w: f64, h: f64) -> String {
+    let t = esc(title);
+    format!(
+        r#"<figure><figcaption>{t}</figcaption><svg role="img" aria-label="{t}" viewBox="0 0 {w} {h}" width="{w}" height="{h}" xmlns="http://www.w3.org/2000/svg">"#
+    )
+}
+
 /// A horizontal bar chart.
 fn bars_svg(title: &str, bars: &[ChartBar]) -> String {
     let max = bars.iter().map(|b| b.value).max().unwrap_or(0).max(1);
     let row = 26;
     let h = 30 + row * bars.len().max(1);
-    let mut s = format!(
-        r#"<figure><figcaption>{}</figcaption><svg role="img" aria-label="{}" viewBox="0 0 640 {h}" width="640" height="{h}" xmlns="http://www.w3.org/2000/svg">"#,
-        esc(title),
-        esc(title)
-    );
+    let mut s = svg_open(title, 640.0, h as f64);
     if bars.is_empty() {
         let _ = write!(
             s,
@@ -184,11 +188,7 @@ fn line_svg(title: &str, points: &[ChartBar]) -> String {
             format!("{x:.1},{y:.1}")
         })
         .collect();
-    let mut s = format!(
-        r#"<figure><figcaption>{}</figcaption><svg role="img" aria-label="{}" viewBox="0 0 {w} {h}" width="{w}" height="{h}" xmlns="http://www.w3.org/2000/svg">"#,
-        esc(title),
-        esc(title)
-    );
+    let mut s = svg_open(title, w, h);
     let _ = write!(
         s,
         r#"<line x1="{left}" y1="{}" x2="{}" y2="{}" class="axis"/><line x1="{left}" y1="{top}" x2="{left}" y2="{}" class="axis"/><text x="{}" y="{}" text-anchor="end" class="lbl">{max}</text><text x="{}" y="{}" text-anchor="end" class="lbl">0</text>"#,
