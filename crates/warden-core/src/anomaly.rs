@@ -9,10 +9,12 @@
 //!   bound is recomputed once per hour, not per event);
 //! - use outside a schedule-bound identity's window of UTC hours.
 //!
-//! Not wired to the token endpoint yet: [`Baselines`] is the building block (issue 8 continues).
+//! The token endpoint feeds it through `registry::anomaly`, which turns what it returns into
+//! findings. Scopes and networks are remembered as 64-bit FNV-1a hashes (stable across releases
+//! and restarts, so a saved baseline means the same after a restart); a collision only costs a
+//! missed "new" alert.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash};
 
 use uuid::Uuid;
 
@@ -26,7 +28,10 @@ pub const MIN_SPIKE: u32 = 20;
 /// Something unusual about one usage event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Anomaly {
-    NewScope,
+    /// `index` into the event's scopes.
+    NewScope {
+        index: u8,
+    },
     NewNetwork,
     /// Events in the current hour crossed the bound.
     VolumeSpike {
@@ -81,9 +86,13 @@ impl Baseline {
         self.hour = hour;
         self.spiked = false;
         // The bound over the other 167 hours (the current one is empty now).
-        let mut past: Vec<u32> = self.counts.to_vec();
+        // On the stack (no allocation): 168 × 4 bytes, twice.
+        let mut past: [u32; HOURS] = *self.counts;
         let med = median(&mut past);
-        let mut dev: Vec<u32> = self.counts.iter().map(|c| c.abs_diff(med)).collect();
+        let mut dev: [u32; HOURS] = [0; HOURS];
+        for (d, c) in dev.iter_mut().zip(self.counts.iter()) {
+            *d = c.abs_diff(med);
+        }
         let mad = median(&mut dev);
         let spread = (1.4826 * f64::from(mad) * 6.0).ceil() as u32;
         self.bound = med.saturating_add(spread).max(MIN_SPIKE);
@@ -124,11 +133,103 @@ pub struct Event<'a> {
     pub window: Option<(u8, u8)>,
 }
 
+/// 64-bit FNV-1a: a stable hash of a scope or network name.
+fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// The format version of [`Baselines::encode`].
+const FORMAT: u8 = 1;
+
+/// A saved baseline that could not be read back.
+#[derive(Debug, thiserror::Error)]
+#[error("a saved anomaly baseline is malformed")]
+pub struct Malformed;
+
+impl Baseline {
+    /// A compact binary form: version, first seen, hour, bound, spiked, the two sets, 168 counts.
+    fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(
+            1 + 8 + 8 + 4 + 1 + 2 + 8 * (self.scopes.len() + self.networks.len()) + 4 * HOURS,
+        );
+        v.push(FORMAT);
+        v.extend_from_slice(&self.first_seen.to_le_bytes());
+        v.extend_from_slice(&self.hour.to_le_bytes());
+        v.extend_from_slice(&self.bound.to_le_bytes());
+        v.push(u8::from(self.spiked));
+        for set in [&self.scopes, &self.networks] {
+            // At most MAX_SEEN (32) entries: fits a byte.
+            v.push(set.len() as u8);
+            for h in set {
+                v.extend_from_slice(&h.to_le_bytes());
+            }
+        }
+        for c in self.counts.iter() {
+            v.extend_from_slice(&c.to_le_bytes());
+        }
+        v
+    }
+
+    fn decode(mut b: &[u8]) -> Result<Self, Malformed> {
+        fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8], Malformed> {
+            if b.len() < n {
+                return Err(Malformed);
+            }
+            let (head, rest) = b.split_at(n);
+            *b = rest;
+            Ok(head)
+        }
+        fn u64_of(b: &mut &[u8]) -> Result<u64, Malformed> {
+            let a: [u8; 8] = take(b, 8)?.try_into().map_err(|_| Malformed)?;
+            Ok(u64::from_le_bytes(a))
+        }
+        fn u32_of(b: &mut &[u8]) -> Result<u32, Malformed> {
+            let a: [u8; 4] = take(b, 4)?.try_into().map_err(|_| Malformed)?;
+            Ok(u32::from_le_bytes(a))
+        }
+        if take(&mut b, 1)? != [FORMAT] {
+            return Err(Malformed);
+        }
+        let first_seen = u64_of(&mut b)? as i64;
+        let hour = u64_of(&mut b)? as i64;
+        let bound = u32_of(&mut b)?;
+        let spiked = take(&mut b, 1)?[0] != 0;
+        let mut sets = [Vec::new(), Vec::new()];
+        for set in &mut sets {
+            let n = usize::from(take(&mut b, 1)?[0]);
+            if n > MAX_SEEN {
+                return Err(Malformed);
+            }
+            for _ in 0..n {
+                set.push(u64_of(&mut b)?);
+            }
+        }
+        let mut counts = Box::new([0u32; HOURS]);
+        for c in counts.iter_mut() {
+            *c = u32_of(&mut b)?;
+        }
+        if !b.is_empty() {
+            return Err(Malformed);
+        }
+        let [scopes, networks] = sets;
+        Ok(Baseline {
+            first_seen,
+            scopes,
+            networks,
+            counts,
+            hour,
+            bound,
+            spiked,
+        })
+    }
+}
+
 /// Every identity's baseline.
 #[derive(Debug)]
 pub struct Baselines {
     map: HashMap<Uuid, Baseline>,
-    hasher: std::collections::hash_map::RandomState,
     /// Seconds an identity is observed before anything about it is called unusual.
     learning_secs: i64,
 }
@@ -137,9 +238,24 @@ impl Baselines {
     pub fn new(learning_secs: i64) -> Self {
         Baselines {
             map: HashMap::new(),
-            hasher: std::collections::hash_map::RandomState::new(),
             learning_secs,
         }
+    }
+
+    /// One identity's baseline in its saved form.
+    pub fn encode(&self, identity: Uuid) -> Option<Vec<u8>> {
+        self.map.get(&identity).map(Baseline::encode)
+    }
+
+    /// Restores a saved baseline (replacing any held for the identity).
+    pub fn restore(&mut self, identity: Uuid, saved: &[u8]) -> Result<(), Malformed> {
+        self.map.insert(identity, Baseline::decode(saved)?);
+        Ok(())
+    }
+
+    /// Forgets an identity (retired).
+    pub fn forget(&mut self, identity: Uuid) {
+        self.map.remove(&identity);
     }
 
     pub fn len(&self) -> usize {
@@ -150,29 +266,25 @@ impl Baselines {
         self.map.is_empty()
     }
 
-    fn hash<T: Hash + ?Sized>(&self, v: &T) -> u64 {
-        self.hasher.hash_one(v)
-    }
-
     /// Folds `e` into its identity's baseline; pushes to `out` what was unusual about it.
     pub fn observe(&mut self, e: &Event<'_>, out: &mut Vec<Anomaly>) {
         let scope_hashes: [u64; 4] = {
             let mut a = [0u64; 4];
             for (slot, s) in a.iter_mut().zip(e.scopes.iter()) {
-                *slot = self.hash(s.as_str());
+                *slot = fnv1a(s);
             }
             a
         };
-        let net_hash = e.network.map(|n| self.hash(n));
+        let net_hash = e.network.map(fnv1a);
         let learning = self.learning_secs;
         let b = self
             .map
             .entry(e.identity)
             .or_insert_with(|| Baseline::new(e.at));
         let learned = e.at - b.first_seen >= learning;
-        for h in scope_hashes.iter().take(e.scopes.len().min(4)) {
+        for (index, h) in scope_hashes.iter().take(e.scopes.len().min(4)).enumerate() {
             if remember(&mut b.scopes, *h) && learned {
-                out.push(Anomaly::NewScope);
+                out.push(Anomaly::NewScope { index: index as u8 });
             }
         }
         if let Some(h) = net_hash
@@ -261,7 +373,7 @@ mod tests {
             &ev(id, &scopes(&["ledger:write"]), "10.1.2.0/24", now),
             &mut out,
         );
-        assert_eq!(out, [Anomaly::NewScope]);
+        assert_eq!(out, [Anomaly::NewScope { index: 0 }]);
         out.clear();
         b.observe(&ev(id, &sc, "192.0.2.0/24", now + 1), &mut out);
         assert_eq!(out, [Anomaly::NewNetwork]);
@@ -336,6 +448,41 @@ mod tests {
     }
 
     #[test]
+    fn a_saved_baseline_reads_back_the_same_and_a_damaged_one_is_refused() {
+        let mut b = Baselines::new(7 * DAY);
+        let id = Uuid::now_v7();
+        let sc = scopes(&["ledger:read"]);
+        let t0 = 1_700_000_000 - 1_700_000_000 % 3600;
+        steady(&mut b, id, &sc, t0, 10);
+        let saved = b.encode(id).expect("held");
+        assert!(saved.len() < 1024, "{} bytes", saved.len());
+        let mut c = Baselines::new(7 * DAY);
+        c.restore(id, &saved).expect("reads back");
+        assert_eq!(c.encode(id).as_deref(), Some(saved.as_slice()));
+        // The restored baseline knows what it saw: the same scope is not new, another is.
+        let mut out = Vec::new();
+        let now = t0 + 10 * DAY;
+        c.observe(&ev(id, &sc, "10.1.2.0/24", now), &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        c.observe(
+            &ev(id, &scopes(&["ledger:write"]), "10.1.2.0/24", now),
+            &mut out,
+        );
+        assert_eq!(out, [Anomaly::NewScope { index: 0 }]);
+        for bad in [
+            &saved[..saved.len() - 1],
+            &[saved.as_slice(), &[0]].concat()[..],
+            &[2u8][..],
+            &[][..],
+        ] {
+            assert!(c.restore(id, bad).is_err());
+        }
+        let mut wrong_version = saved.clone();
+        wrong_version[0] = 9;
+        assert!(c.restore(id, &wrong_version).is_err());
+    }
+
+    #[test]
     fn the_baseline_stays_small() {
         let mut b = Baselines::new(0);
         let id = Uuid::now_v7();
@@ -358,7 +505,9 @@ mod tests {
             (MAX_SEEN, MAX_SEEN)
         );
         assert_eq!(
-            out.iter().filter(|a| **a == Anomaly::NewScope).count(),
+            out.iter()
+                .filter(|a| matches!(a, Anomaly::NewScope { .. }))
+                .count(),
             MAX_SEEN,
             "new-scope alerts stop once the set is full"
         );

@@ -26,6 +26,36 @@ pub struct Policy {
     pub revoke_leaked_credentials: bool,
     /// The hygiene checks' thresholds.
     pub hygiene: HygienePolicy,
+    /// Usage anomaly detection (`[anomaly]`).
+    pub anomaly: AnomalyPolicy,
+}
+
+/// Usage anomaly detection at the token endpoint (`[anomaly]` in the config).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnomalyPolicy {
+    /// Score usage at all.
+    pub enabled: bool,
+    /// How long an identity is observed before anything it does is called unusual.
+    pub learning: Duration,
+    /// `User-Agent` prefixes that mean a person at a browser or an interactive API tool
+    /// (`NHI-INTERACTIVE`).
+    pub interactive_agents: Vec<String>,
+    /// Networks (CIDR) people work from — offices, VPN; an NHI's token requested from one is
+    /// `NHI-INTERACTIVE`.
+    pub human_networks: Vec<String>,
+}
+
+impl Default for AnomalyPolicy {
+    fn default() -> Self {
+        AnomalyPolicy {
+            enabled: true,
+            learning: Duration::days(7),
+            interactive_agents: ["Mozilla/", "PostmanRuntime/", "insomnia/", "HTTPie/"]
+                .map(String::from)
+                .to_vec(),
+            human_networks: Vec::new(),
+        }
+    }
 }
 
 /// Thresholds of the hygiene checks (`[hygiene]` in the config). Each check has a rule id.
@@ -122,6 +152,7 @@ impl Default for Policy {
             tokens: TokenPolicy::default(),
             revoke_leaked_credentials: true,
             hygiene: HygienePolicy::default(),
+            anomaly: AnomalyPolicy::default(),
         }
     }
 }

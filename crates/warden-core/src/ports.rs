@@ -307,6 +307,10 @@ pub trait ReadStore {
     fn source_usage(&self, since: OffsetDateTime) -> Result<Vec<SourceUsage>, StoreError>;
     /// A background job's durable state.
     fn job_state(&self, job: &str) -> Result<Option<JobState>, StoreError>;
+    /// The anomaly baselines `node` saved: (identity, saved form).
+    fn anomaly_baselines(&self, node: &str) -> Result<Vec<(Uuid, Vec<u8>)>, StoreError>;
+    /// The last audit sequence number delivered to an audit sink.
+    fn sink_cursor(&self, sink: &str) -> Result<Option<u64>, StoreError>;
     fn list_job_states(&self) -> Result<Vec<JobState>, StoreError>;
     fn review_campaign(&self, id: Uuid) -> Result<Option<ReviewCampaign>, StoreError>;
     fn list_review_campaigns(&self) -> Result<Vec<ReviewCampaign>, StoreError>;
@@ -439,6 +443,19 @@ pub trait WriteTx: ReadStore {
         sources: &[SourceUsage],
     ) -> Result<(), StoreError>;
     fn put_job_state(&mut self, state: &JobState) -> Result<(), StoreError>;
+    /// Creates or replaces anomaly baselines of `node`.
+    fn put_anomaly_baselines(
+        &mut self,
+        node: &str,
+        rows: &[(Uuid, Vec<u8>)],
+    ) -> Result<(), StoreError>;
+    /// Moves an audit sink's cursor (the last sequence number it delivered).
+    fn put_sink_cursor(
+        &mut self,
+        sink: &str,
+        seq: u64,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError>;
     /// Creates or replaces a campaign (by id) / an item (by campaign and identity).
     fn put_review_campaign(&mut self, campaign: &ReviewCampaign) -> Result<(), StoreError>;
     fn put_review_item(&mut self, item: &ReviewItem) -> Result<(), StoreError>;

@@ -202,6 +202,8 @@ pub fn app(state: AppState) -> Router {
 pub struct JobSettings {
     /// This node's name as a lease holder.
     pub node: String,
+    /// What this node's saved state (anomaly baselines) is kept under (stable across restarts).
+    pub state_name: String,
     /// How long the jobs lease lasts without renewal (renewed every second).
     pub lease_ttl: time::Duration,
     /// When the hygiene checks run (the leader starts them); `None`: on demand only.
@@ -220,6 +222,8 @@ pub fn spawn_jobs(registry: Arc<Registry>, settings: JobSettings) -> tokio::task
         let mut led: Option<u64> = None;
         // A job that never ran is first due at its first scheduled time after this start.
         let since = registry.now();
+        // Ticks since start (every node saves its anomaly baselines once a minute).
+        let mut saves: u64 = 0;
         loop {
             tick.tick().await;
             registry.nudge_audit();
@@ -229,6 +233,12 @@ pub fn spawn_jobs(registry: Arc<Registry>, settings: JobSettings) -> tokio::task
             }
             if let Err(e) = registry.flush_usage().await {
                 tracing::warn!(error = %e, "flushing last_used_at failed");
+            }
+            saves += 1;
+            if saves.is_multiple_of(60)
+                && let Err(e) = registry.save_anomaly_baselines(&settings.state_name).await
+            {
+                tracing::warn!(error = %e, "saving anomaly baselines failed");
             }
             match registry
                 .hold_lease(JOBS_LEASE, &settings.node, settings.lease_ttl)

@@ -222,6 +222,11 @@ pub(crate) async fn token(State(s): State<AppState>, req: axum::extract::Request
         client_cert: cert,
         request_id: request_id(&parts),
         source: source(&parts),
+        user_agent: parts
+            .headers
+            .get(axum::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.chars().take(256).collect()),
     };
     match s.registry.issue_token(request).await {
         Ok(t) => {

@@ -105,6 +105,7 @@ async fn own_token(reg: &Registry, admin: &warden_core::Actor, name: &str) -> St
         client_cert: None,
         request_id: "t".into(),
         source: "127.0.0.1".into(),
+        user_agent: None,
     })
     .await
     .unwrap()
@@ -132,6 +133,7 @@ async fn exchange(
         client_cert: None,
         request_id: "t".into(),
         source: "127.0.0.1".into(),
+        user_agent: None,
     })
     .await
     .map(|t| t.access_token)

@@ -1,13 +1,18 @@
 //! A generator of realistic estates for the governance jobs: teams (a few with nobody in them),
 //! identities across two environments with three scopes each, several credentials per identity,
-//! and usage events fed through the same aggregation the token endpoint uses — with planted
-//! stale, orphaned, over-privileged, long-lived, never-expiring, expiring, reused and
-//! cross-environment cases. Everything else is clean, so the hygiene checks must find exactly the
-//! planted cases.
+//! and usage events fed through the same aggregation and anomaly scoring the token endpoint uses
+//! — with planted stale, orphaned, over-privileged, long-lived, never-expiring, expiring, reused
+//! and cross-environment cases, and anomalous ones (a new scope, a new network, a volume spike,
+//! use outside a schedule, a browser using an NHI's credential). Everything else is clean, so the
+//! hygiene checks and the anomaly scorer must find exactly the planted cases.
+//!
+//! Time: every identity's usage runs in order; all but its last round fall in the first 20 of
+//! the last 25 days (inside the 21-day learning period of [`policy`]), the last round in the
+//! last hours, where anything new is an anomaly.
 //!
 //! Identities and credentials are written straight through the store port in large jobs (an
 //! imported estate: no audit event per record); usage goes through
-//! [`Registry::record_usage`] and [`Registry::flush_usage`].
+//! [`Registry::observe_usage`] and [`Registry::flush_usage`].
 
 use std::any::Any;
 use std::collections::BTreeMap;
@@ -74,6 +79,41 @@ fn role(i: usize) -> Role {
     }
 }
 
+/// The anomaly planted on a clean identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unusual {
+    None,
+    Scope,
+    Network,
+    Volume,
+    Window,
+    Interactive,
+}
+
+/// The anomaly rules the estate plants, with the finding rule each produces.
+pub const ANOMALY_RULES: [&str; 5] = [
+    "NHI-ANOMALY-SCOPE",
+    "NHI-ANOMALY-NETWORK",
+    "NHI-ANOMALY-VOLUME",
+    "NHI-ANOMALY-WINDOW",
+    "NHI-INTERACTIVE",
+];
+
+/// About 0.5% of clean identities each (a second hash, independent of [`role`]).
+fn unusual(i: usize) -> Unusual {
+    if role(i) != Role::Clean {
+        return Unusual::None;
+    }
+    match mix(i as u64 ^ 0x5EED_0A11_0000_0000) % 1000 {
+        0..5 => Unusual::Scope,
+        5..10 => Unusual::Network,
+        10..15 => Unusual::Volume,
+        15..20 => Unusual::Window,
+        20..25 => Unusual::Interactive,
+        _ => Unusual::None,
+    }
+}
+
 /// splitmix64: a deterministic, well-spread hash of an index.
 fn mix(x: u64) -> u64 {
     let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -82,10 +122,15 @@ fn mix(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// The policy the estate is generated for: prod uses 10.0.0.0/10, staging 10.64.0.0/10.
+/// The policy the estate is generated for: prod uses 10.0.0.0/10, staging 10.64.0.0/10;
+/// anomalies are called after 21 days of learning.
 pub fn policy() -> Policy {
     Policy {
         max_ttl_api_key: Duration::days(3_650),
+        anomaly: warden_core::policy::AnomalyPolicy {
+            learning: Duration::days(21),
+            ..Default::default()
+        },
         hygiene: HygienePolicy {
             environment_networks: vec![
                 ("prod".into(), "10.0.0.0/10".into()),
@@ -162,10 +207,18 @@ pub async fn generate(
         teams.push((team.id, name));
     }
     let mut planted: Planted = BTreeMap::new();
-    for r in warden_core::registry::hygiene::RULES {
+    for r in warden_core::registry::hygiene::RULES
+        .into_iter()
+        .chain(ANOMALY_RULES)
+    {
         planted.insert(r, 0);
     }
-    let mut identities: Vec<(Uuid, bool, Vec<String>, Vec<Uuid>)> = Vec::new();
+    let rounds = size.events / size.identities.max(1);
+    assert!(
+        (10..=400).contains(&rounds),
+        "9 usual rounds at least (8 networks of a reused credential), at most one event an hour"
+    );
+    let mut identities: Vec<(Identity, bool, Vec<Uuid>)> = Vec::new();
     let chunk = 5_000;
     let per = size.credentials_per_identity.max(1);
     for start in (0..size.identities).step_by(chunk) {
@@ -181,7 +234,30 @@ pub async fn generate(
                 "queue:publish".to_owned(),
             ];
             let role = role(i);
+            let odd = unusual(i);
             let id = Uuid::now_v7();
+            // A schedule-bound identity works every hour but the one of its last use.
+            let last_hour = (now - Duration::hours(2) + Duration::minutes((i % 60) as i64)).hour();
+            let labels = if odd == Unusual::Window {
+                [(
+                    "schedule".to_owned(),
+                    format!("{}-{}", (last_hour + 1) % 24, last_hour),
+                )]
+                .into()
+            } else {
+                Default::default()
+            };
+            let anomaly = match odd {
+                Unusual::None => None,
+                Unusual::Scope => Some("NHI-ANOMALY-SCOPE"),
+                Unusual::Network => Some("NHI-ANOMALY-NETWORK"),
+                Unusual::Volume => Some("NHI-ANOMALY-VOLUME"),
+                Unusual::Window => Some("NHI-ANOMALY-WINDOW"),
+                Unusual::Interactive => Some("NHI-INTERACTIVE"),
+            };
+            if let Some(r) = anomaly {
+                *planted.entry(r).or_default() += 1;
+            }
             let kind = if i % 10 == 0 {
                 IdentityKind::CiPipeline
             } else {
@@ -202,7 +278,7 @@ pub async fn generate(
                 scopes: scopes.clone(),
                 audiences: vec![],
                 constraints: Constraints::default(),
-                labels: Default::default(),
+                labels,
                 parent_id: None,
                 origin: Origin::Managed,
                 client_id: id.to_string(),
@@ -283,7 +359,7 @@ pub async fn generate(
                 ));
                 creds.push(cid);
             }
-            identities.push((id, prod, scopes, creds));
+            identities.push((batch_i[batch_i.len() - 1].clone(), prod, creds));
         }
         submit(store, move |tx| {
             for i in &batch_i {
@@ -297,34 +373,66 @@ pub async fn generate(
         .await;
     }
 
-    // Usage: round robin over the identities (stale ones have none), so every identity is used
-    // `events / identities` times across the last 25 days.
+    // Usage: round robin over the identities (stale ones have none), `rounds` uses each, in
+    // order: rounds 0..rounds-1 within the first 20 of the last 25 days, the last round two
+    // hours ago (plus up to an hour, per identity).
     let n = identities.len().max(1);
-    for j in 0..size.events {
+    let usual_span = Duration::days(20).whole_seconds() / (rounds as i64 - 1);
+    let first = now - Duration::days(25);
+    for j in 0..rounds * n {
         let i = j % n;
         let round = j / n;
-        let (id, prod, scopes, creds) = &identities[i];
+        let last = round == rounds - 1;
+        let (identity, prod, creds) = &identities[i];
+        let scopes = &identity.scopes;
         let role = role(i);
+        let odd = unusual(i);
         if role == Role::Stale {
             continue;
         }
-        let scope = match role {
-            Role::UnusedScope => &scopes[0],
+        let scope = match (role, odd) {
+            (Role::UnusedScope, _) => &scopes[0],
+            (_, Unusual::Scope) if last => &scopes[2],
+            (_, Unusual::Scope) => &scopes[round % 2],
             _ => &scopes[round % scopes.len()],
         };
-        let (credential, source) = match role {
-            Role::Reuse => (creds[0], network(*prod, i, round % 8)),
-            Role::EnvMix => (creds[0], network(round.is_multiple_of(2) == *prod, i, 0)),
+        let (credential, source) = match (role, odd) {
+            (Role::Reuse, _) => (creds[0], network(*prod, i, round % 8)),
+            (Role::EnvMix, _) => (creds[0], network(round.is_multiple_of(2) == *prod, i, 0)),
+            (_, Unusual::Network) if last => (creds[0], network(*prod, i, 1)),
             _ => (creds[round % creds.len()], network(*prod, i, 0)),
         };
-        let at = now - Duration::seconds(((mix(j as u64) % (25 * 86_400)) + 60) as i64);
-        reg.record_usage(
-            Some(credential),
-            *id,
-            std::slice::from_ref(scope),
-            &source,
-            at,
-        );
+        let at = if last {
+            now - Duration::hours(2) + Duration::minutes((i % 60) as i64)
+        } else {
+            let mut at = first
+                + Duration::seconds(round as i64 * usual_span)
+                + Duration::seconds((mix(i as u64) % (usual_span as u64 / 2)) as i64);
+            if odd == Unusual::Window {
+                let last_hour =
+                    (now - Duration::hours(2) + Duration::minutes((i % 60) as i64)).hour();
+                if at.hour() == last_hour {
+                    at += Duration::hours(1);
+                }
+            }
+            at
+        };
+        let agent = (last && odd == Unusual::Interactive).then_some("Mozilla/5.0 (X11; Linux)");
+        let repeat = if last && odd == Unusual::Volume {
+            31
+        } else {
+            1
+        };
+        for _ in 0..repeat {
+            reg.observe_usage(
+                identity,
+                Some(credential),
+                std::slice::from_ref(scope),
+                &source,
+                agent,
+                at,
+            );
+        }
         // Below the tracker's bound on distinct pairs held between flushes.
         if j % 50_000 == 49_999 {
             reg.flush_usage().await.expect("usage flush");
@@ -332,4 +440,30 @@ pub async fn generate(
     }
     reg.flush_usage().await.expect("usage flush");
     planted
+}
+
+/// Identities with an anomaly finding, by rule (what the scorer found in the estate).
+pub fn anomalies_found(reg: &Registry, admin: &Actor) -> BTreeMap<String, u64> {
+    let filter = warden_core::ports::FindingFilter {
+        status: None,
+        kind: Some(warden_types::FindingKind::Anomaly),
+    };
+    let mut by_rule: BTreeMap<String, std::collections::BTreeSet<Uuid>> = BTreeMap::new();
+    let mut after = None;
+    loop {
+        let page = reg
+            .list_findings(admin, &filter, after, 1_000)
+            .expect("listing findings");
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        for f in &page {
+            if let Some(id) = f.identity_id {
+                by_rule.entry(f.rule.clone()).or_default().insert(id);
+            }
+        }
+    }
+    by_rule
+        .into_iter()
+        .map(|(r, ids)| (r, ids.len() as u64))
+        .collect()
 }

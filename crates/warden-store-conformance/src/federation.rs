@@ -63,6 +63,7 @@ async fn exchange(reg: &Registry, subject: String) -> Result<(), OAuthError> {
         client_cert: None,
         request_id: "t".into(),
         source: "127.0.0.1".into(),
+        user_agent: None,
     })
     .await
     .map(|_| ())

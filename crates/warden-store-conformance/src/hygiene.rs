@@ -81,6 +81,7 @@ async fn use_secret(
         client_cert: None,
         request_id: "t".into(),
         source: source.into(),
+        user_agent: None,
     })
     .await
     .unwrap();
@@ -271,7 +272,7 @@ pub async fn hygiene_finds_exactly_the_planted_cases_and_keeps_findings_current(
 /// The estate generator at a small size: the hygiene run finds exactly what was planted (per
 /// rule), and the posture report counts the same.
 pub async fn a_generated_estate_yields_exactly_its_planted_findings(open: Open) {
-    use crate::estate::{EstateSize, generate, policy};
+    use crate::estate::{ANOMALY_RULES, EstateSize, anomalies_found, generate, policy};
     let e = env_with(open, policy()).await;
     let size = EstateSize {
         teams: 20,
@@ -286,11 +287,21 @@ pub async fn a_generated_estate_yields_exactly_its_planted_findings(open: Open) 
         "every rule planted: {planted:?}"
     );
     let report = e.reg.run_hygiene(&e.admin, "test").await.unwrap();
-    let found: BTreeMap<String, u64> = report
+    let mut found: BTreeMap<String, u64> = report
         .rules
         .iter()
         .map(|r| (r.rule.clone(), r.found))
         .collect();
+    let anomalies = anomalies_found(&e.reg, &e.admin);
+    assert!(
+        anomalies
+            .keys()
+            .all(|r| ANOMALY_RULES.contains(&r.as_str())),
+        "only planted kinds of anomaly: {anomalies:?}"
+    );
+    for r in ANOMALY_RULES {
+        found.insert(r.to_owned(), anomalies.get(r).copied().unwrap_or(0));
+    }
     for (rule, n) in &planted {
         assert_eq!(
             found[*rule], *n,
@@ -319,6 +330,18 @@ pub async fn a_generated_estate_yields_exactly_its_planted_findings(open: Open) 
     assert_eq!(check("NHI7", "NHI-LONG-LIVED"), planted["NHI-LONG-LIVED"]);
     assert_eq!(check("NHI8", "NHI-ENV-MIX"), planted["NHI-ENV-MIX"]);
     assert_eq!(check("NHI9", "NHI-REUSE"), planted["NHI-REUSE"]);
+    assert_eq!(
+        check("NHI2", "NHI-ANOMALY-NETWORK"),
+        planted["NHI-ANOMALY-NETWORK"]
+    );
+    assert_eq!(
+        check("NHI10", "NHI-INTERACTIVE"),
+        planted["NHI-INTERACTIVE"]
+    );
+    assert_eq!(
+        check("NHI10", "NHI-ANOMALY-WINDOW"),
+        planted["NHI-ANOMALY-WINDOW"]
+    );
     assert_eq!(posture.identities, 3_000);
 }
 

@@ -738,6 +738,7 @@ pub mod tokens {
             client_cert: None,
             request_id: "t".into(),
             source: "127.0.0.1".into(),
+            user_agent: None,
         })
         .await
     }

@@ -676,6 +676,27 @@ pub(crate) fn job_state(conn: &Conn, job: &str) -> Result<Option<JobState>, Stor
     )
 }
 
+pub(crate) fn anomaly_baselines(
+    conn: &Conn,
+    node: &str,
+) -> Result<Vec<(Uuid, Vec<u8>)>, StoreError> {
+    collect(
+        conn,
+        "SELECT identity_id, state FROM anomaly_baselines WHERE node = $1",
+        &[&node],
+        |row| Ok((get::<Uuid>(row, 0)?, get::<Vec<u8>>(row, 1)?)),
+    )
+}
+
+pub(crate) fn sink_cursor(conn: &Conn, sink: &str) -> Result<Option<u64>, StoreError> {
+    one(
+        conn,
+        "SELECT seq FROM sink_cursors WHERE sink = $1",
+        &[&sink],
+        |row| Ok(u64::try_from(get::<i64>(row, 0)?).unwrap_or(0)),
+    )
+}
+
 pub(crate) fn list_job_states(conn: &Conn) -> Result<Vec<JobState>, StoreError> {
     collect(
         conn,
@@ -1151,6 +1172,15 @@ macro_rules! impl_read_store {
                 &self,
             ) -> Result<Vec<warden_types::JobState>, warden_core::StoreError> {
                 crate::read::list_job_states(self.conn())
+            }
+            fn anomaly_baselines(
+                &self,
+                node: &str,
+            ) -> Result<Vec<(uuid::Uuid, Vec<u8>)>, warden_core::StoreError> {
+                crate::read::anomaly_baselines(self.conn(), node)
+            }
+            fn sink_cursor(&self, sink: &str) -> Result<Option<u64>, warden_core::StoreError> {
+                crate::read::sink_cursor(self.conn(), sink)
             }
             fn review_campaign(
                 &self,

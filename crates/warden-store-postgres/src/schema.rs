@@ -287,6 +287,20 @@ CREATE TABLE review_items (
     PRIMARY KEY (campaign_id, identity_id)
 );
 "#,
+    // v6: usage anomaly baselines (per node), audit sink cursors.
+    r#"
+CREATE TABLE anomaly_baselines (
+    node text NOT NULL,
+    identity_id uuid NOT NULL,
+    state bytea NOT NULL,
+    PRIMARY KEY (node, identity_id)
+);
+CREATE TABLE sink_cursors (
+    sink text PRIMARY KEY,
+    seq bigint NOT NULL,
+    updated_at bigint NOT NULL
+);
+"#,
 ];
 
 /// The schema version this binary writes.

@@ -306,6 +306,20 @@ CREATE TABLE review_items (
     PRIMARY KEY (campaign_id, identity_id)
 ) WITHOUT ROWID;
 "#,
+    // v10: usage anomaly baselines (per node), audit sink cursors.
+    r#"
+CREATE TABLE anomaly_baselines (
+    node TEXT NOT NULL,
+    identity_id BLOB NOT NULL,
+    state BLOB NOT NULL,
+    PRIMARY KEY (node, identity_id)
+) WITHOUT ROWID;
+CREATE TABLE sink_cursors (
+    sink TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+"#,
 ];
 
 /// The schema version this binary writes.

@@ -321,6 +321,37 @@ impl WriteTx for SqliteTx<'_> {
         Ok(())
     }
 
+    fn put_anomaly_baselines(
+        &mut self,
+        node: &str,
+        rows: &[(Uuid, Vec<u8>)],
+    ) -> Result<(), StoreError> {
+        for (identity, state) in rows {
+            exec(
+                self.conn,
+                "INSERT INTO anomaly_baselines (node, identity_id, state) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (node, identity_id) DO UPDATE SET state = excluded.state",
+                params![node, b(*identity), state],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn put_sink_cursor(
+        &mut self,
+        sink: &str,
+        seq: u64,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        exec(
+            self.conn,
+            "INSERT INTO sink_cursors (sink, seq, updated_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (sink) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at",
+            params![sink, i64::try_from(seq).unwrap_or(i64::MAX), to_us(at)],
+        )?;
+        Ok(())
+    }
+
     fn put_review_campaign(&mut self, c: &ReviewCampaign) -> Result<(), StoreError> {
         let doc = serde_json::to_string(c)
             .map_err(|e| StoreError::Internal(format!("review campaign: {e}")))?;

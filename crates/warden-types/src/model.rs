@@ -504,6 +504,8 @@ str_enum! {
         RotationFailed => "rotation_failed",
         /// A hygiene check's result (`rule` names the check: `NHI-STALE`, `NHI-ORPHAN`, …).
         Hygiene => "hygiene",
+        /// Unusual use seen at the token endpoint (`NHI-ANOMALY-*`, `NHI-INTERACTIVE`).
+        Anomaly => "anomaly",
     }
 }
 

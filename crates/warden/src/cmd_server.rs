@@ -533,10 +533,15 @@ async fn run_server(cfg: ServerConfig, on_bound: impl FnOnce(&str)) -> Result<Ex
         .context("preparing the token signing keys")?;
     tracing::info!(address = %addr, data_dir = %dir.display(), "warden listening on {scheme}://{addr}");
     on_bound(&format!("{scheme}://{addr}"));
+    match registry.load_anomaly_baselines(&cfg.cluster.state_name) {
+        Ok(n) => tracing::info!(baselines = n, "anomaly baselines restored"),
+        Err(e) => tracing::warn!(error = %e, "restoring anomaly baselines failed"),
+    }
     let jobs = warden_server::spawn_jobs(
         registry.clone(),
         warden_server::JobSettings {
             node: cfg.cluster.node_name.clone(),
+            state_name: cfg.cluster.state_name.clone(),
             lease_ttl: cfg.cluster.lease_ttl,
             hygiene: cfg
                 .hygiene_schedule
@@ -544,8 +549,15 @@ async fn run_server(cfg: ServerConfig, on_bound: impl FnOnce(&str)) -> Result<Ex
                 .and_then(|s| warden_core::cron::Cron::parse(s).ok()),
         },
     );
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
+    // Ctrl-C, or SIGTERM (what systemd, Docker and Kubernetes send): stop accepting, finish
+    // what is in flight, write the usage counters and anomaly baselines.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("listening for SIGTERM")?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
         tracing::info!("shutting down");
     };
     match tls {
@@ -558,6 +570,12 @@ async fn run_server(cfg: ServerConfig, on_bound: impl FnOnce(&str)) -> Result<Ex
     }
     jobs.abort();
     let _ = registry.flush_usage().await;
+    if let Err(e) = registry
+        .save_anomaly_baselines(&cfg.cluster.state_name)
+        .await
+    {
+        tracing::warn!(error = %e, "saving anomaly baselines failed");
+    }
     // Joining the store's threads blocks: keep it off the async workers.
     let _ = tokio::task::spawn_blocking(opened.close).await;
     Ok(ExitCode::SUCCESS)

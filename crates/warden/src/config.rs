@@ -29,6 +29,20 @@ pub struct FileConfig {
     pub findings: Option<FindingsFile>,
     pub vault: Option<VaultFile>,
     pub hygiene: Option<HygieneFile>,
+    pub anomaly: Option<AnomalyFile>,
+}
+
+/// `[anomaly]`: usage anomaly detection at the token endpoint.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnomalyFile {
+    pub enabled: Option<bool>,
+    /// How long an identity is observed before anything it does is unusual (default 7d).
+    pub learning: Option<String>,
+    /// `User-Agent` prefixes of browsers and interactive API tools (replaces the default list).
+    pub interactive_agents: Option<Vec<String>>,
+    /// Networks (CIDR) people work from: offices, VPN.
+    pub human_networks: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -115,6 +129,9 @@ impl std::fmt::Debug for Storage {
 pub struct Cluster {
     /// Names the holder of job leases; unique per node.
     pub node_name: String,
+    /// What this node's saved state (anomaly baselines) is kept under: the configured node name,
+    /// else the host name — stable across restarts, unlike the default `node_name`.
+    pub state_name: String,
     /// How long a node keeps the jobs lease without renewing it (renewed every second).
     pub lease_ttl: time::Duration,
 }
@@ -374,6 +391,25 @@ impl ServerConfig {
                 h.environment_networks.push((environment.clone(), c));
             }
         }
+        let an = file.anomaly.unwrap_or_default();
+        let a = &mut policy.anomaly;
+        if let Some(v) = an.enabled {
+            a.enabled = v;
+        }
+        if let Some(v) = an.learning {
+            a.learning = parse_duration("anomaly.learning", &v)?;
+        }
+        if let Some(v) = an.interactive_agents {
+            if v.iter().any(|p| p.trim().is_empty()) {
+                bail!("anomaly.interactive_agents: an empty prefix would match every client");
+            }
+            a.interactive_agents = v;
+        }
+        for c in an.human_networks.unwrap_or_default() {
+            warden_core::validate::cidr(&c)
+                .map_err(|e| anyhow::anyhow!("anomaly.human_networks: {e}"))?;
+            a.human_networks.push(c);
+        }
         let hygiene_schedule = match hy.schedule.as_deref() {
             Some("off") => None,
             Some(spec) => {
@@ -445,9 +481,9 @@ impl ServerConfig {
             (Some(other), _) => bail!("storage: {other:?} is not sqlite or postgres"),
         };
         let cluster_file = file.cluster.unwrap_or_default();
-        let node_name = env("WARDEN_NODE_NAME")
-            .or(cluster_file.node_name)
-            .unwrap_or_else(default_node_name);
+        let configured = env("WARDEN_NODE_NAME").or(cluster_file.node_name);
+        let state_name = configured.clone().unwrap_or_else(host_name);
+        let node_name = configured.unwrap_or_else(default_node_name);
         if node_name.is_empty() || node_name.len() > 128 || node_name.chars().any(char::is_control)
         {
             bail!("cluster.node_name: 1 to 128 characters, no control characters");
@@ -481,20 +517,24 @@ impl ServerConfig {
             storage,
             cluster: Cluster {
                 node_name,
+                state_name,
                 lease_ttl,
             },
         })
     }
 }
 
-/// `hostname-pid`: unique per running node.
-fn default_node_name() -> String {
-    let host = std::fs::read_to_string("/etc/hostname")
+fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
         .ok()
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "warden".to_owned());
-    format!("{host}-{}", std::process::id())
+        .unwrap_or_else(|| "warden".to_owned())
+}
+
+/// `hostname-pid`: unique per running node.
+fn default_node_name() -> String {
+    format!("{}-{}", host_name(), std::process::id())
 }
 
 #[cfg(test)]
@@ -510,6 +550,39 @@ mod tests {
         assert_eq!(
             c.policy.extra_privileged_scopes,
             vec!["billing:refund".to_owned()]
+        );
+    }
+
+    #[test]
+    fn anomaly_settings_are_read() {
+        let parse = |t: &str| {
+            let file: FileConfig = toml::from_str(t).expect("toml");
+            ServerConfig::from_parts(Path::new("/d"), file, |_| None, None)
+        };
+        let c = parse(
+            "[anomaly]\nlearning = \"3d\"\ninteractive_agents = [\"curl/\"]\n\
+             human_networks = [\"10.8.0.0/16\"]",
+        )
+        .expect("valid");
+        let a = &c.policy.anomaly;
+        assert!(a.enabled);
+        assert_eq!(a.learning, time::Duration::days(3));
+        assert_eq!(a.interactive_agents, ["curl/"]);
+        assert_eq!(a.human_networks, ["10.8.0.0/16"]);
+        let default = parse("").expect("valid");
+        assert!(
+            default
+                .policy
+                .anomaly
+                .interactive_agents
+                .contains(&"Mozilla/".to_owned())
+        );
+        assert!(
+            !parse("[anomaly]\nenabled = false")
+                .expect("valid")
+                .policy
+                .anomaly
+                .enabled
         );
     }
 
@@ -550,6 +623,10 @@ mod tests {
             "[hygiene]\nreuse_networks = 0",
             "[hygiene.environment_networks]\nprod = [\"10.1.0.0/99\"]",
             "[hygiene]\nunknown = 1",
+            "[anomaly]\nlearning = \"a week\"",
+            "[anomaly]\nhuman_networks = [\"10.8.0.0/40\"]",
+            "[anomaly]\ninteractive_agents = [\"\"]",
+            "[anomaly]\nthreshold = 3",
         ] {
             let file: Result<FileConfig, _> = toml::from_str(bad);
             let refused = match file {

@@ -637,7 +637,15 @@ impl Registry {
     /// Returns how many credentials were touched.
     pub async fn flush_usage(&self) -> Result<usize, CoreError> {
         let batch = self.usage.take();
-        if batch.last_used.is_empty() && batch.scopes.is_empty() && batch.sources.is_empty() {
+        let (alerts, dropped) = self.anomaly.take_alerts();
+        if dropped > 0 {
+            tracing::warn!(dropped, "anomaly alerts dropped: too many in one second");
+        }
+        if batch.last_used.is_empty()
+            && batch.scopes.is_empty()
+            && batch.sources.is_empty()
+            && alerts.is_empty()
+        {
             return Ok(0);
         }
         let n = batch.last_used.len();
@@ -665,11 +673,12 @@ impl Registry {
             )
             .collect();
         let last_used = batch.last_used;
-        self.write(move |tx, _job| {
+        self.write(move |tx, job| {
             for (credential, (identity, at)) in last_used {
                 tx.touch_last_used(credential, identity, at)?;
             }
             tx.record_usage(&scopes, &sources)?;
+            super::anomaly::write_alerts(tx, job, &alerts)?;
             Ok(n)
         })
         .await

@@ -1,6 +1,7 @@
 //! The use cases of the registry. Every mutation runs as one store job: authorisation, the change
 //! and its audit event commit together or not at all.
 
+pub mod anomaly;
 mod approvals;
 mod auth;
 pub mod cache;
@@ -60,6 +61,8 @@ pub struct Registry {
     secret_hasher: KeyedHasher,
     checkpoint_hasher: KeyedHasher,
     usage: UsageTracker,
+    /// Usage anomaly baselines and pending alerts.
+    anomaly: anomaly::AnomalyWatch,
     /// Operator token hash → operator.
     operators: Arc<GenCache<[u8; 32], OperatorRecord>>,
     /// API key hash → the credential and its identity.
@@ -128,6 +131,7 @@ impl Registry {
         policy: Policy,
         key: &ServerKey,
     ) -> Self {
+        let anomaly_policy = policy.anomaly.clone();
         let auth_buffer = Arc::new(AuthBuffer::new(Arc::clone(&clock)));
         store.set_batch_hook(Arc::clone(&auth_buffer) as Arc<dyn crate::ports::BatchHook>);
         let operators = Arc::new(GenCache::default());
@@ -159,6 +163,7 @@ impl Registry {
             secret_hasher: key.hasher(SECRET_HASH_LABEL),
             checkpoint_hasher: key.hasher(CHECKPOINT_LABEL),
             usage: UsageTracker::default(),
+            anomaly: anomaly::AnomalyWatch::new(anomaly_policy),
             operators,
             keys,
             clients,
@@ -201,6 +206,31 @@ impl Registry {
     ) {
         self.usage
             .record_use(credential, identity, scopes, source, at);
+    }
+
+    /// A token issued to `identity`, as the token endpoint sees it: recorded in the usage
+    /// aggregates and scored for anomalies (alerts become findings at the next
+    /// [`Registry::flush_usage`]). For importers of usage recorded elsewhere, and the estate
+    /// generator.
+    pub fn observe_usage(
+        &self,
+        identity: &Identity,
+        credential: Option<Uuid>,
+        scopes: &[String],
+        source: &str,
+        user_agent: Option<&str>,
+        at: OffsetDateTime,
+    ) {
+        self.usage
+            .record_use(credential, identity.id, scopes, source, at);
+        self.anomaly.observe(&anomaly::Use {
+            identity,
+            credential,
+            scopes,
+            source,
+            user_agent,
+            at,
+        });
     }
 
     pub fn policy(&self) -> &Policy {

@@ -5,7 +5,7 @@
 //! | risk | measured by |
 //! |---|---|
 //! | NHI1 Improper Offboarding | `NHI-STALE`, `NHI-ORPHAN`; suspended identities still holding usable credentials |
-//! | NHI2 Secret Leakage | open scanner findings (leaked Warden credentials, unmanaged secrets) |
+//! | NHI2 Secret Leakage | open scanner findings (leaked Warden credentials, unmanaged secrets); signs of a credential used by someone else: `NHI-ANOMALY-NETWORK`, `NHI-ANOMALY-VOLUME`, `NHI-ANOMALY-SCOPE` |
 //! | NHI3 Vulnerable Third-Party NHI | integrations and OAuth clients with privileged scopes or no expiry |
 //! | NHI4 Insecure Authentication | NHIs holding static secrets; prod NHIs whose tokens need not be sender-constrained |
 //! | NHI5 Overprivileged NHI | privileged scopes; `NHI-UNUSED-SCOPE` |
@@ -13,7 +13,7 @@
 //! | NHI7 Long-Lived Secrets | `NHI-LONG-LIVED`, `NHI-NO-EXPIRY` |
 //! | NHI8 Environment Isolation | `NHI-ENV-MIX` |
 //! | NHI9 NHI Reuse | `NHI-REUSE` |
-//! | NHI10 Human Use of NHI | interactive-use anomalies (`NHI-INTERACTIVE` findings) |
+//! | NHI10 Human Use of NHI | `NHI-INTERACTIVE` (browser or API-tool clients, human networks), `NHI-ANOMALY-WINDOW` |
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -106,7 +106,7 @@ impl Registry {
         let mut unmanaged = 0u64;
         for f in findings.iter().filter(open) {
             match f.kind {
-                FindingKind::Hygiene => {
+                FindingKind::Hygiene | FindingKind::Anomaly => {
                     if let Some(id) = f.identity_id {
                         by_rule.entry(f.rule.as_str()).or_default().insert(id);
                     }
@@ -177,11 +177,28 @@ impl Registry {
             Risk {
                 id: "NHI2",
                 title: "Secret Leakage",
-                checks: vec![(
-                    "POSTURE-LEAKED",
-                    "NHIs with a leaked Warden credential found by the scanner and not yet resolved",
-                    leaked,
-                )],
+                checks: vec![
+                    (
+                        "POSTURE-LEAKED",
+                        "NHIs with a leaked Warden credential found by the scanner and not yet resolved",
+                        leaked,
+                    ),
+                    (
+                        "NHI-ANOMALY-NETWORK",
+                        "NHIs used from a network never seen for them before (a copied credential?)",
+                        rule("NHI-ANOMALY-NETWORK"),
+                    ),
+                    (
+                        "NHI-ANOMALY-VOLUME",
+                        "NHIs whose hourly volume spiked far above their own baseline",
+                        rule("NHI-ANOMALY-VOLUME"),
+                    ),
+                    (
+                        "NHI-ANOMALY-SCOPE",
+                        "NHIs that suddenly used a scope they had never used",
+                        rule("NHI-ANOMALY-SCOPE"),
+                    ),
+                ],
                 population,
             },
             Risk {
@@ -288,11 +305,18 @@ impl Registry {
             Risk {
                 id: "NHI10",
                 title: "Human Use of NHI",
-                checks: vec![(
-                    "NHI-INTERACTIVE",
-                    "NHIs whose use looked interactive (a person using a machine's credential)",
-                    rule("NHI-INTERACTIVE"),
-                )],
+                checks: vec![
+                    (
+                        "NHI-INTERACTIVE",
+                        "NHIs whose tokens were requested by a browser or API tool, or from a human network",
+                        rule("NHI-INTERACTIVE"),
+                    ),
+                    (
+                        "NHI-ANOMALY-WINDOW",
+                        "schedule-bound NHIs used outside their working window",
+                        rule("NHI-ANOMALY-WINDOW"),
+                    ),
+                ],
                 population,
             },
         ];

@@ -146,6 +146,8 @@ pub struct TokenRequest {
     pub client_cert: Option<Arc<ClientCert>>,
     pub request_id: String,
     pub source: String,
+    /// The `User-Agent` header (anomaly detection: interactive use).
+    pub user_agent: Option<String>,
 }
 
 /// RFC 6749 §5.2 errors (and RFC 8707's, RFC 9449's). The description never says which check
@@ -1070,6 +1072,14 @@ impl Registry {
         }
         self.usage
             .record_use(c.as_ref().map(|c| c.id), i.id, &scopes, &req.source, now);
+        self.anomaly.observe(&super::anomaly::Use {
+            identity: &i,
+            credential: c.as_ref().map(|c| c.id),
+            scopes: &scopes,
+            source: &req.source,
+            user_agent: req.user_agent.as_deref(),
+            at: now,
+        });
         Ok(TokenResponse {
             access_token,
             token_type: if jkt.is_some() { "DPoP" } else { "Bearer" }.into(),

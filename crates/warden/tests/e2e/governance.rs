@@ -396,3 +396,227 @@ fn an_access_review_runs_through_the_cli() {
     let audited = s.json(&a, &["audit", "list", "--action", "review.attest"]);
     assert_eq!(audited["items"].as_array().map(Vec::len), Some(2));
 }
+
+/// Usage anomalies end to end: tokens requested over HTTP are scored; a scope used for the first
+/// time after learning, a browser's `User-Agent` and use outside a `schedule` label become
+/// findings and `anomaly.detected` audit events; the baseline survives a graceful restart (a new
+/// scope right after it is still called new — a fresh baseline would be learning).
+#[tokio::test(flavor = "multi_thread")]
+async fn token_requests_are_scored_and_unusual_ones_become_findings() {
+    let mut s = Server::start();
+    let a = s.admin.clone();
+    let config = s.data_dir().join("warden.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[anomaly]\nlearning = \"1s\"\n");
+    std::fs::write(&config, text).unwrap();
+    s.restart();
+    s.ok(&a, &["team", "create", "payments"]);
+    // Works every hour but this one and the next (UTC).
+    let hour = time::OffsetDateTime::now_utc().hour();
+    let schedule = format!("schedule={}-{hour}", (hour + 2) % 24);
+    let made = |name: &str, label: Option<&str>| {
+        let mut args = vec![
+            "identity",
+            "create",
+            "--name",
+            name,
+            "--kind",
+            "service_account",
+            "--owner",
+            "payments",
+            "--purpose",
+            "Posts invoices",
+            "--env",
+            "staging",
+            "--scope",
+            "ledger:read",
+            "--scope",
+            "ledger:write",
+            "--scope",
+            "reports:read",
+        ];
+        if let Some(l) = label {
+            args.extend(["--label", l]);
+        }
+        let id = s.json(&a, &args)["identity"]["client_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let issued = s.json(
+            &a,
+            &[
+                "credential",
+                "issue",
+                name,
+                "--type",
+                "client_secret",
+                "--ttl",
+                "1d",
+            ],
+        );
+        (id, issued["secret"].as_str().unwrap().to_owned())
+    };
+    let (worker, worker_secret) = made("invoicer", None);
+    let (nightly, nightly_secret) = made("nightly-export", Some(&schedule));
+    let token = |url: String,
+                 id: String,
+                 secret: String,
+                 scope: &'static str,
+                 agent: &'static str| async move {
+        let res = reqwest::Client::new()
+            .post(format!("{url}/oauth2/token"))
+            .basic_auth(id, Some(secret))
+            .header("user-agent", agent)
+            .form(&[("grant_type", "client_credentials"), ("scope", scope)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    };
+    let get = |scope, agent| {
+        token(
+            s.url.clone(),
+            worker.clone(),
+            worker_secret.clone(),
+            scope,
+            agent,
+        )
+    };
+    get("ledger:read", "billing/2.1").await;
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    // Learned: the same again is usual; a new scope is not; a browser is not.
+    get("ledger:read", "billing/2.1").await;
+    get("ledger:write", "billing/2.1").await;
+    get("ledger:read", "Mozilla/5.0 (X11; Linux x86_64)").await;
+    token(
+        s.url.clone(),
+        nightly.clone(),
+        nightly_secret.clone(),
+        "ledger:read",
+        "export/1.0",
+    )
+    .await;
+
+    let findings = |s: &Server| {
+        s.json(&a, &["finding", "list", "--kind", "anomaly"])["items"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let mut items = Vec::new();
+    for _ in 0..50 {
+        items = findings(&s);
+        if items.len() >= 3 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let mut rules: Vec<(String, String)> = items
+        .iter()
+        .map(|f| {
+            (
+                f["rule"].as_str().unwrap().to_owned(),
+                f["identity"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    rules.sort();
+    assert_eq!(
+        rules,
+        [
+            ("NHI-ANOMALY-SCOPE".into(), "staging/invoicer".into()),
+            ("NHI-ANOMALY-WINDOW".into(), "staging/nightly-export".into()),
+            ("NHI-INTERACTIVE".into(), "staging/invoicer".into()),
+        ],
+        "{items:?}"
+    );
+    let scope = items
+        .iter()
+        .find(|f| f["rule"] == "NHI-ANOMALY-SCOPE")
+        .unwrap();
+    assert_eq!(scope["evidence"]["scope"], "ledger:write");
+    assert_eq!(scope["owner"], "payments");
+    assert_eq!(scope["kind"], "anomaly");
+    let interactive = items
+        .iter()
+        .find(|f| f["rule"] == "NHI-INTERACTIVE")
+        .unwrap();
+    assert_eq!(interactive["severity"], "high");
+    assert!(
+        interactive["evidence"]["user_agent"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("Mozilla/")),
+        "{interactive}"
+    );
+    let audited = s.json(&a, &["audit", "list", "--action", "anomaly.detected"]);
+    assert_eq!(
+        audited["items"].as_array().map(Vec::len),
+        Some(3),
+        "{audited}"
+    );
+
+    // A graceful stop saves the baselines; the next start restores them.
+    assert!(s.stop().success());
+    s.start_again();
+    get_again(&s, &worker, &worker_secret, "ledger:write").await;
+    get_again(&s, &worker, &worker_secret, "reports:read").await;
+    let mut n = 0;
+    for _ in 0..50 {
+        n = findings(&s)
+            .iter()
+            .filter(|f| f["rule"] == "NHI-ANOMALY-SCOPE")
+            .count();
+        if n >= 2 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(
+        n,
+        2,
+        "reports:read is new to the restored baseline; the server's log:\n{}",
+        std::fs::read_to_string(s.data_dir().join("server.log")).unwrap_or_default()
+    );
+    let after = findings(&s);
+    let write = after
+        .iter()
+        .find(|f| f["rule"] == "NHI-ANOMALY-SCOPE" && f["evidence"]["scope"] == "ledger:write")
+        .unwrap();
+    assert_eq!(
+        write["times_seen"], 1,
+        "ledger:write is known after the restart"
+    );
+    // The posture report counts them under NHI2 and NHI10.
+    let posture = s.json(&a, &["report", "posture", "--format", "json"]);
+    let count = |risk: &str, check: &str| {
+        posture["risks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == risk)
+            .and_then(|r| {
+                r["checks"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|c| c["id"] == check)
+            })
+            .map(|c| c["count"].clone())
+            .unwrap()
+    };
+    assert_eq!(count("NHI10", "NHI-INTERACTIVE"), 1, "{posture}");
+    assert_eq!(count("NHI10", "NHI-ANOMALY-WINDOW"), 1);
+    assert_eq!(count("NHI2", "NHI-ANOMALY-SCOPE"), 1, "one identity");
+}
+
+async fn get_again(s: &Server, id: &str, secret: &str, scope: &str) {
+    let res = reqwest::Client::new()
+        .post(format!("{}/oauth2/token", s.url))
+        .basic_auth(id, Some(secret))
+        .header("user-agent", "billing/2.1")
+        .form(&[("grant_type", "client_credentials"), ("scope", scope)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}

@@ -150,6 +150,26 @@ impl Server {
         }
     }
 
+    /// SIGTERM, as a service manager stops it: a graceful shutdown. Waits for the exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let sent = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        c.wait().unwrap()
+    }
+
+    /// Starts the server again on the same data directory (after [`Server::stop`] or
+    /// [`Server::kill9`]).
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "stop it first");
+        let (child, url) = spawn(self.dir.path());
+        self.child = Some(child);
+        self.url = url;
+    }
+
     pub fn restart(&mut self) {
         self.kill9();
         let (child, url) = spawn(self.dir.path());

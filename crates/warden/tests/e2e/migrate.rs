@@ -45,7 +45,7 @@ fn migrate_upgrades_reports_and_refuses_what_it_must() {
             "DROP TABLE signing_keys; DROP TABLE token_once; DROP TABLE revoked_tokens; DROP TABLE leases; DROP TABLE findings;
              DROP TABLE secrets; DROP TABLE secret_versions; DROP TABLE vault_leases;
              DROP TABLE trusted_issuers; DROP TABLE trust_rules; DROP TABLE delegations; DROP TABLE mcp_servers; DROP TABLE policies;
-             DROP TABLE usage_scopes; DROP TABLE usage_sources; DROP TABLE job_states; DROP TABLE review_campaigns; DROP TABLE review_items;
+             DROP TABLE usage_scopes; DROP TABLE usage_sources; DROP TABLE job_states; DROP TABLE review_campaigns; DROP TABLE review_items; DROP TABLE anomaly_baselines; DROP TABLE sink_cursors;
              UPDATE meta SET value = '2' WHERE key = 'schema_version';",
         )
         .unwrap();
