@@ -458,6 +458,11 @@ impl Client {
         self.get("/v1/audit/verify").await
     }
 
+    /// `GET /v1/audit/sinks`.
+    pub async fn audit_sinks(&self) -> Result<Vec<warden_types::SinkStatus>> {
+        self.get("/v1/audit/sinks").await
+    }
+
     /// `POST /v1/findings` (at most 1,000 per call).
     pub async fn report_findings(
         &self,

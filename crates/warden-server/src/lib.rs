@@ -99,6 +99,7 @@ pub fn app(state: AppState) -> Router {
         .route("/approvals/{id}/deny", post(deny))
         .route("/audit", get(list_audit))
         .route("/audit/verify", get(verify_audit))
+        .route("/audit/sinks", get(routes::audit_sinks))
         .route("/signing-keys", get(list_signing_keys))
         .route("/signing-keys/rotate", post(rotate_signing_key))
         .route("/secrets", get(vault_routes::list_secrets))

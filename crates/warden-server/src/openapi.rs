@@ -32,7 +32,7 @@ impl utoipa::Modify for BearerAuth {
         routes::list_credentials, routes::issue_credential, routes::get_credential,
         routes::rotate_credential, routes::revoke_credential,
         routes::list_approvals, routes::get_approval, routes::approve, routes::deny,
-        routes::list_audit, routes::verify_audit,
+        routes::list_audit, routes::verify_audit, routes::audit_sinks,
         routes::list_signing_keys, routes::rotate_signing_key,
         routes::report_findings, routes::list_findings, routes::update_finding, routes::run_hygiene, routes::list_jobs, routes::posture_report, routes::create_review, routes::list_reviews, routes::review_items, routes::attest, routes::close_review,
         vault_routes::list_secrets, vault_routes::put_secret, vault_routes::read_secret,

@@ -538,6 +538,16 @@ pub(crate) async fn verify_audit(
     Ok(Json(report))
 }
 
+/// The audit sinks: where each delivers, its durable cursor, lag and last error (admins and
+/// auditors).
+#[utoipa::path(get, path = "/v1/audit/sinks", responses((status = 200, body = Vec<warden_types::SinkStatus>)))]
+pub(crate) async fn audit_sinks(
+    State(s): State<AppState>,
+    Caller(a): Caller,
+) -> ApiResult<Json<Vec<warden_types::SinkStatus>>> {
+    Ok(Json(s.registry.sink_statuses(&a)?))
+}
+
 /// The token service's signing keys (admins and auditors).
 #[utoipa::path(get, path = "/v1/signing-keys", responses((status = 200, body = SigningKeyList)))]
 pub(crate) async fn list_signing_keys(

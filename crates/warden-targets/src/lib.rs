@@ -8,6 +8,8 @@
 //! says `sslmode = disable`). Every call has a deadline. Error messages never carry a secret: a database error that quotes
 //! part of a statement has every quoted literal of the statements masked.
 
+pub mod sinks;
+
 use std::time::Duration;
 
 use warden_core::ports::{BoxFuture, PgLogin, PgTls, VaultTargets, WebhookCall};
@@ -87,6 +89,14 @@ fn pg_error(e: &tokio_postgres::Error) -> String {
 
 /// TLS settings for one database: the system's roots plus its own CA certificates.
 fn tls_config(ca_pem: Option<&str>) -> Result<rustls::ClientConfig, String> {
+    tls_client_config(ca_pem, "the database")
+}
+
+/// TLS client settings: the system's roots plus `ca_pem`'s certificates (of `what`).
+pub(crate) fn tls_client_config(
+    ca_pem: Option<&str>,
+    what: &str,
+) -> Result<rustls::ClientConfig, String> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
@@ -96,14 +106,14 @@ fn tls_config(ca_pem: Option<&str>) -> Result<rustls::ClientConfig, String> {
     if let Some(pem) = ca_pem {
         let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("the database's CA certificates: {e}"))?;
+            .map_err(|e| format!("{what}'s CA certificates: {e}"))?;
         if certs.is_empty() {
-            return Err("the database's CA PEM holds no certificate".into());
+            return Err(format!("{what}'s CA PEM holds no certificate"));
         }
         for c in certs {
             roots
                 .add(c)
-                .map_err(|e| format!("a CA certificate of the database: {e}"))?;
+                .map_err(|e| format!("a CA certificate of {what}: {e}"))?;
         }
     }
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());

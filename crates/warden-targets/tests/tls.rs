@@ -77,3 +77,75 @@ async fn databases_are_reached_over_verified_tls() {
     );
     assert!(targets.pg_check(&junk, "SELECT 1").await.is_err());
 }
+
+/// The syslog sink speaks TLS (RFC 5425) to a receiver whose certificate it verifies: the right
+/// CA delivers framed messages; another CA, or only the system's roots, is refused.
+#[tokio::test]
+async fn syslog_over_tls_verifies_the_receiver() {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio::io::AsyncReadExt;
+    use warden_targets::sinks::SyslogConnection;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (ca, cert, key) = issue();
+    let certs = CertificateDer::pem_slice_iter(cert.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let server = tokio::spawn(async move {
+        let mut received = Vec::new();
+        // The refused attempts first (their handshakes fail), then the good one.
+        loop {
+            let (sock, _) = listener.accept().await.unwrap();
+            let Ok(mut tls) = acceptor.accept(sock).await else {
+                continue;
+            };
+            // The client closes without close_notify: what was read before that counts.
+            let _ = tls.read_to_end(&mut received).await;
+            return received;
+        }
+    });
+
+    let (other, _, _) = issue();
+    let e = SyslogConnection::open(&address, true, Some(&other))
+        .await
+        .err()
+        .unwrap();
+    assert!(e.to_lowercase().contains("certificate"), "{e}");
+    assert!(SyslogConnection::open(&address, true, None).await.is_err());
+
+    let mut c = SyslogConnection::open(&address, true, Some(&ca))
+        .await
+        .unwrap();
+    let event = warden_types::AuditEvent {
+        seq: 42,
+        time: time::OffsetDateTime::now_utc(),
+        actor: "system".into(),
+        action: "identity.retire".into(),
+        target: "identity:x".into(),
+        outcome: warden_types::AuditOutcome::Success,
+        request_id: "r".into(),
+        source: "local".into(),
+        details: serde_json::json!({}),
+        prev_hash: "0".repeat(64),
+        hash: "1".repeat(64),
+    };
+    c.send(&[&event], "host", "warden").await.unwrap();
+    drop(c);
+    let got = String::from_utf8(server.await.unwrap()).unwrap();
+    let (len, msg) = got.split_once(' ').unwrap();
+    assert_eq!(
+        len.parse::<usize>().unwrap(),
+        msg.len(),
+        "one octet-counted frame"
+    );
+    assert!(msg.starts_with("<110>1 "), "{msg}");
+    assert!(msg.contains("seq=\"42\""), "{msg}");
+}

@@ -240,3 +240,29 @@ pub struct AttestRequest {
     pub decision: String,
     pub reason: String,
 }
+
+/// An audit sink's delivery state (`GET /v1/audit/sinks`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SinkStatus {
+    pub name: String,
+    /// `file`, `syslog` or `webhook`.
+    pub kind: String,
+    /// Where it delivers (a path, `host:port`, or a URL without credentials).
+    pub target: String,
+    /// The last audit sequence number delivered (durable).
+    pub cursor: u64,
+    /// Events in the log after the cursor (not all of them may match the sink's filter).
+    pub lag: u64,
+    #[serde(
+        default,
+        with = "crate::rfc3339_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub last_delivery_at: Option<OffsetDateTime>,
+    /// Failed attempts since the last success.
+    pub failures: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Whether this node delivers (the jobs-lease holder does).
+    pub active: bool,
+}

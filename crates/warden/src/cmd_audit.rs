@@ -52,6 +52,8 @@ pub enum AuditCmd {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
+    /// The configured audit sinks: where each delivers, its cursor, lag and last error.
+    Sinks,
     /// Walk the hash chain; exit 1 naming the first bad event if anything was edited, deleted or
     /// reordered.
     Verify {
@@ -132,6 +134,36 @@ pub async fn run(g: &crate::Global, cmd: AuditCmd, json: bool) -> Result<ExitCod
             after_seq,
             output,
         } => export(g, since, until, after_seq, output).await,
+        AuditCmd::Sinks => {
+            let sinks = crate::client(g)?.audit_sinks().await?;
+            output::print(json, &sinks, || {
+                if sinks.is_empty() {
+                    return "no audit sinks configured ([[audit.sinks]] in warden.toml)\n".into();
+                }
+                let mut t = String::new();
+                for s in &sinks {
+                    t.push_str(&format!(
+                        "{} ({} → {}): cursor {}, lag {}, {}{}\n",
+                        s.name,
+                        s.kind,
+                        s.target,
+                        s.cursor,
+                        s.lag,
+                        if s.active {
+                            "delivering"
+                        } else {
+                            "standby (another node delivers)"
+                        },
+                        s.last_error
+                            .as_ref()
+                            .map(|e| format!(", {} failures, last: {e}", s.failures))
+                            .unwrap_or_default()
+                    ));
+                }
+                t
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
         AuditCmd::Verify { data_dir } => {
             let report = match data_dir {
                 Some(dir) => {

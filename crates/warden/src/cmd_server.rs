@@ -499,6 +499,8 @@ async fn run_server(cfg: ServerConfig, on_bound: impl FnOnce(&str)) -> Result<Ex
             .build()
             .context("building the vault's HTTP client")?
     };
+    let sink_tasks =
+        warden_targets::sinks::spawn(registry.clone(), cfg.audit_sinks.clone(), http.clone());
     let targets = Arc::new(warden_targets::Targets::new(http));
     registry.set_vault(Arc::new(vault_keys), targets.clone());
     registry.set_fetcher(targets);
@@ -569,6 +571,9 @@ async fn run_server(cfg: ServerConfig, on_bound: impl FnOnce(&str)) -> Result<Ex
         }
     }
     jobs.abort();
+    for t in &sink_tasks {
+        t.abort();
+    }
     let _ = registry.flush_usage().await;
     if let Err(e) = registry
         .save_anomaly_baselines(&cfg.cluster.state_name)

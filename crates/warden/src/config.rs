@@ -140,6 +140,161 @@ pub struct Cluster {
 #[serde(deny_unknown_fields)]
 pub struct AuditFile {
     pub durable_authentication: Option<bool>,
+    /// `[[audit.sinks]]`: where the audit log streams to.
+    pub sinks: Option<Vec<SinkFile>>,
+}
+
+/// One `[[audit.sinks]]` entry.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkFile {
+    pub name: String,
+    /// `file`, `syslog` or `webhook`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Most events per delivery (default 500 for files and syslog, 100 for webhooks).
+    pub batch: Option<usize>,
+    /// Actions delivered: exact (`identity.retire`) or a prefix (`anomaly.*`); default all.
+    pub actions: Option<Vec<String>>,
+    /// file: the JSON Lines file, its rotation size (bytes, default 100 MiB) and rotated copies kept (default 10).
+    pub path: Option<PathBuf>,
+    pub rotate_bytes: Option<u64>,
+    pub keep: Option<usize>,
+    /// syslog: `host:port`, TLS (default false), extra CA certificates (PEM file), APP-NAME, HOSTNAME.
+    pub address: Option<String>,
+    pub tls: Option<bool>,
+    pub ca_file: Option<PathBuf>,
+    pub app_name: Option<String>,
+    pub hostname: Option<String>,
+    /// webhook: the URL (https, or http to a loopback address).
+    pub url: Option<String>,
+}
+
+/// Validates the `[[audit.sinks]]` entries.
+fn sinks(list: Vec<SinkFile>, data_dir: &Path) -> Result<Vec<warden_targets::sinks::SinkConfig>> {
+    use warden_targets::sinks::{SinkConfig, SinkKind};
+    let mut out: Vec<SinkConfig> = Vec::new();
+    for s in list {
+        let at = format!("audit.sinks[{}]", s.name);
+        if s.name.is_empty()
+            || s.name.len() > 64
+            || !s
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            bail!(
+                "audit.sinks: name {:?}: 1 to 64 letters, digits, - or _",
+                s.name
+            );
+        }
+        if out.iter().any(|o| o.name == s.name) {
+            bail!("{at}: the name is used twice (it names the sink's cursor)");
+        }
+        let only = |fields: &[(&str, bool)]| -> Result<()> {
+            for (f, set) in fields {
+                if *set {
+                    bail!("{at}: {f} does not apply to a {} sink", s.kind);
+                }
+            }
+            Ok(())
+        };
+        let kind = match s.kind.as_str() {
+            "file" => {
+                only(&[
+                    ("address", s.address.is_some()),
+                    ("tls", s.tls.is_some()),
+                    ("ca_file", s.ca_file.is_some()),
+                    ("url", s.url.is_some()),
+                ])?;
+                let path = s.path.clone().with_context(|| format!("{at}: set path"))?;
+                let path = if path.is_relative() {
+                    data_dir.join(path)
+                } else {
+                    path
+                };
+                let rotate_bytes = s.rotate_bytes.unwrap_or(100 * 1024 * 1024);
+                if rotate_bytes < 4096 {
+                    bail!("{at}: rotate_bytes must be at least 4096");
+                }
+                SinkKind::File {
+                    path,
+                    rotate_bytes,
+                    keep: s.keep.unwrap_or(10),
+                }
+            }
+            "syslog" => {
+                only(&[
+                    ("path", s.path.is_some()),
+                    ("rotate_bytes", s.rotate_bytes.is_some()),
+                    ("keep", s.keep.is_some()),
+                    ("url", s.url.is_some()),
+                ])?;
+                let address = s
+                    .address
+                    .clone()
+                    .with_context(|| format!("{at}: set address (host:port)"))?;
+                match address.rsplit_once(':') {
+                    Some((host, port))
+                        if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {}
+                    _ => bail!("{at}: address {address:?} is not host:port"),
+                }
+                let ca_pem = match &s.ca_file {
+                    Some(f) => Some(
+                        std::fs::read_to_string(f)
+                            .with_context(|| format!("{at}: reading ca_file {}", f.display()))?,
+                    ),
+                    None => None,
+                };
+                if ca_pem.is_some() && s.tls != Some(true) {
+                    bail!("{at}: ca_file needs tls = true");
+                }
+                SinkKind::Syslog {
+                    address,
+                    tls: s.tls.unwrap_or(false),
+                    ca_pem,
+                    app_name: s.app_name.clone().unwrap_or_else(|| "warden".into()),
+                    hostname: s.hostname.clone().unwrap_or_else(host_name),
+                }
+            }
+            "webhook" => {
+                only(&[
+                    ("path", s.path.is_some()),
+                    ("address", s.address.is_some()),
+                    ("tls", s.tls.is_some()),
+                    ("ca_file", s.ca_file.is_some()),
+                ])?;
+                let url = s.url.clone().with_context(|| format!("{at}: set url"))?;
+                let u = reqwest::Url::parse(&url).map_err(|e| anyhow::anyhow!("{at}: url: {e}"))?;
+                let loopback = matches!(u.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+                if !(u.scheme() == "https" || (u.scheme() == "http" && loopback)) {
+                    bail!("{at}: url must be https (http only to a loopback address)");
+                }
+                SinkKind::Webhook { url }
+            }
+            other => bail!("{at}: type {other:?} is not file, syslog or webhook"),
+        };
+        let batch = s
+            .batch
+            .unwrap_or(if s.kind == "webhook" { 100 } else { 500 });
+        if !(1..=10_000).contains(&batch) {
+            bail!("{at}: batch must be 1 to 10000");
+        }
+        let actions = s.actions.unwrap_or_default();
+        if let Some(a) = actions
+            .iter()
+            .find(|a| a.is_empty() || a.trim_end_matches('*').contains('*'))
+        {
+            bail!("{at}: action {a:?}: an action, or a prefix ending in *");
+        }
+        out.push(SinkConfig {
+            name: s.name,
+            kind,
+            batch,
+            actions,
+        });
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -218,6 +373,8 @@ pub struct ServerConfig {
     pub vault: VaultSettings,
     /// Cron schedule of the hygiene run (`None`: on demand only).
     pub hygiene_schedule: Option<String>,
+    /// Where the audit log streams to.
+    pub audit_sinks: Vec<warden_targets::sinks::SinkConfig>,
 }
 
 /// The hygiene run's default schedule: every night at 03:00 UTC.
@@ -301,7 +458,9 @@ impl ServerConfig {
                 .map_err(|e| anyhow::anyhow!("guardrails.privileged_scopes: {e}"))?;
         }
         policy.extra_privileged_scopes = privileged;
-        let durable = file.audit.and_then(|a| a.durable_authentication);
+        let audit_file = file.audit.unwrap_or_default();
+        let durable = audit_file.durable_authentication;
+        let audit_sinks = sinks(audit_file.sinks.unwrap_or_default(), data_dir)?;
         policy.durable_authentication_events = match env("WARDEN_DURABLE_AUTHENTICATION").as_deref()
         {
             None => durable.unwrap_or(false),
@@ -508,6 +667,7 @@ impl ServerConfig {
         Ok(ServerConfig {
             vault,
             hygiene_schedule,
+            audit_sinks,
             data_dir: data_dir.to_owned(),
             listen,
             public_url: public_url.map(|u| u.trim_end_matches('/').to_owned()),
@@ -551,6 +711,33 @@ mod tests {
             c.policy.extra_privileged_scopes,
             vec!["billing:refund".to_owned()]
         );
+    }
+
+    #[test]
+    fn audit_sinks_are_read() {
+        let file: FileConfig = toml::from_str(
+            "[[audit.sinks]]\nname = \"archive\"\ntype = \"file\"\npath = \"audit/a.jsonl\"\n\
+             [[audit.sinks]]\nname = \"siem\"\ntype = \"syslog\"\naddress = \"siem.example:6514\"\ntls = true\n\
+             [[audit.sinks]]\nname = \"alerts\"\ntype = \"webhook\"\nurl = \"https://hooks.example/w\"\nactions = [\"anomaly.*\"]",
+        )
+        .expect("toml");
+        let c = ServerConfig::from_parts(Path::new("/d"), file, |_| None, None).expect("valid");
+        use warden_targets::sinks::SinkKind;
+        let s = &c.audit_sinks;
+        assert_eq!(s.len(), 3);
+        assert_eq!(
+            s[0].kind,
+            SinkKind::File {
+                path: "/d/audit/a.jsonl".into(),
+                rotate_bytes: 100 * 1024 * 1024,
+                keep: 10
+            }
+        );
+        assert!(
+            matches!(&s[1].kind, SinkKind::Syslog { tls: true, app_name, .. } if app_name == "warden")
+        );
+        assert_eq!((s[1].batch, s[2].batch), (500, 100));
+        assert!(s[2].wants("anomaly.detected") && !s[2].wants("team.create"));
     }
 
     #[test]
@@ -627,6 +814,16 @@ mod tests {
             "[anomaly]\nhuman_networks = [\"10.8.0.0/40\"]",
             "[anomaly]\ninteractive_agents = [\"\"]",
             "[anomaly]\nthreshold = 3",
+            "[[audit.sinks]]\nname = \"a\"\ntype = \"kafka\"",
+            "[[audit.sinks]]\nname = \"a b\"\ntype = \"file\"\npath = \"x\"",
+            "[[audit.sinks]]\nname = \"a\"\ntype = \"file\"",
+            "[[audit.sinks]]\nname = \"a\"\ntype = \"file\"\npath = \"x\"\nrotate_bytes = 10",
+            "[[audit.sinks]]\nname = \"a\"\ntype = \"file\"\npath = \"x\"\nurl = \"https://h/\"",
+            "[[audit.sinks]]\nname = \"a\"\ntype = \"syslog\"\naddress = \"siem\"",
+            "[[audit.sinks]]\nname = \"a\"\ntype = \"webhook\"\nurl = \"http://hooks.example/x\"",
+            "[[audit.sinks]]\nname = \"a\"\ntype = \"webhook\"\nurl = \"https://h/\"\nbatch = 0",
+            "[[audit.sinks]]\nname = \"a\"\ntype = \"webhook\"\nurl = \"https://h/\"\nactions = [\"a*b\"]",
+            "[[audit.sinks]]\nname = \"a\"\ntype = \"file\"\npath = \"x\"\n[[audit.sinks]]\nname = \"a\"\ntype = \"file\"\npath = \"y\"",
         ] {
             let file: Result<FileConfig, _> = toml::from_str(bad);
             let refused = match file {

@@ -19,6 +19,7 @@ mod policy;
 mod posture;
 mod reviews;
 mod rotation;
+pub mod sinks;
 pub mod store_credential;
 mod teams;
 mod token_check;
@@ -63,6 +64,8 @@ pub struct Registry {
     usage: UsageTracker,
     /// Usage anomaly baselines and pending alerts.
     anomaly: anomaly::AnomalyWatch,
+    /// The audit sinks' delivery state, as their runners last reported it.
+    sink_status: std::sync::Mutex<std::collections::BTreeMap<String, warden_types::SinkStatus>>,
     /// Operator token hash → operator.
     operators: Arc<GenCache<[u8; 32], OperatorRecord>>,
     /// API key hash → the credential and its identity.
@@ -164,6 +167,7 @@ impl Registry {
             checkpoint_hasher: key.hasher(CHECKPOINT_LABEL),
             usage: UsageTracker::default(),
             anomaly: anomaly::AnomalyWatch::new(anomaly_policy),
+            sink_status: std::sync::Mutex::new(std::collections::BTreeMap::new()),
             operators,
             keys,
             clients,

@@ -653,7 +653,7 @@ impl Registry {
 
     /// A signed call: the body's digest in a JWS (`typ: warden-webhook+jwt`) signed with the token
     /// service's current key, so the receiver verifies it with `/oauth2/jwks`.
-    pub(crate) fn signed_call(
+    pub fn signed_call(
         &self,
         url: &str,
         body: &serde_json::Value,

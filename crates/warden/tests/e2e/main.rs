@@ -17,6 +17,7 @@ mod governance;
 mod migrate;
 mod scan;
 mod security;
+mod sinks;
 mod tamper;
 mod tokens;
 mod tour;
