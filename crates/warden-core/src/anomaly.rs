@@ -4,9 +4,10 @@
 //! What is noticed, once the identity has been observed for the learning period:
 //! - a scope never carried before;
 //! - a source network (IPv4 /24, IPv6 /64) never seen before;
-//! - volume: the events of the current hour exceed a robust bound over the identity's own last
-//!   168 hourly counts — median + 6 × (1.4826 × MAD), and at least [`MIN_SPIKE`] events (the
-//!   bound is recomputed once per hour, not per event);
+//! - volume: the events of the current hour exceed a robust bound over the identity's own
+//!   hourly counts (the last 167 hours, or fewer since its first use) — median + 6 × (1.4826 × MAD), and at least [`MIN_SPIKE`] events (the
+//!   bound is computed at most once per hour, and only once the hour has more than [`MIN_SPIKE`]
+//!   events — the usual quiet hour costs nothing);
 //! - use outside a schedule-bound identity's window of UTC hours.
 //!
 //! The token endpoint feeds it through `registry::anomaly`, which turns what it returns into
@@ -55,7 +56,8 @@ pub struct Baseline {
     counts: Box<[u32; HOURS]>,
     /// The hour (unix seconds / 3600) `counts` was last advanced to.
     hour: i64,
-    /// The spike bound for the current hour, and whether it already alerted.
+    /// The spike bound for the current hour (0: not computed yet this hour), and whether it
+    /// already alerted.
     bound: u32,
     spiked: bool,
 }
@@ -73,7 +75,7 @@ impl Baseline {
         }
     }
 
-    /// Moves the ring to `hour`, clearing the hours skipped, and recomputes the bound.
+    /// Moves the ring to `hour`, clearing the hours skipped; the bound is computed when needed.
     fn advance(&mut self, hour: i64) {
         if hour <= self.hour {
             return;
@@ -85,17 +87,33 @@ impl Baseline {
         }
         self.hour = hour;
         self.spiked = false;
-        // The bound over the other 167 hours (the current one is empty now).
+        self.bound = 0;
+    }
+
+    /// The bound over the hours before the current one that the identity existed in (at most
+    /// 167 — hours before its first use would read as quiet ones): median + 6 × 1.4826 × MAD, at
+    /// least [`MIN_SPIKE`]. No history: no bound.
+    fn compute_bound(&self) -> u32 {
+        let lived = (self.hour - self.first_seen.div_euclid(3600)).clamp(0, HOURS as i64 - 1);
+        let n = lived as usize;
+        if n == 0 {
+            return u32::MAX;
+        }
         // On the stack (no allocation): 168 × 4 bytes, twice.
-        let mut past: [u32; HOURS] = *self.counts;
-        let med = median(&mut past);
-        let mut dev: [u32; HOURS] = [0; HOURS];
-        for (d, c) in dev.iter_mut().zip(self.counts.iter()) {
+        let mut past = [0u32; HOURS];
+        for (k, p) in past.iter_mut().take(n).enumerate() {
+            let slot = (self.hour - 1 - k as i64).rem_euclid(HOURS as i64) as usize;
+            *p = self.counts[slot];
+        }
+        let mut sorted = past;
+        let med = median(&mut sorted[..n]);
+        let mut dev = [0u32; HOURS];
+        for (d, c) in dev.iter_mut().zip(past.iter()).take(n) {
             *d = c.abs_diff(med);
         }
-        let mad = median(&mut dev);
+        let mad = median(&mut dev[..n]);
         let spread = (1.4826 * f64::from(mad) * 6.0).ceil() as u32;
-        self.bound = med.saturating_add(spread).max(MIN_SPIKE);
+        med.saturating_add(spread).max(MIN_SPIKE)
     }
 }
 
@@ -296,12 +314,17 @@ impl Baselines {
         b.advance(e.at.div_euclid(3600));
         let slot = b.hour.rem_euclid(HOURS as i64) as usize;
         b.counts[slot] = b.counts[slot].saturating_add(1);
-        if learned && !b.spiked && b.counts[slot] > b.bound {
-            b.spiked = true;
-            out.push(Anomaly::VolumeSpike {
-                count: b.counts[slot],
-                bound: b.bound,
-            });
+        if learned && !b.spiked && b.counts[slot] > MIN_SPIKE {
+            if b.bound == 0 {
+                b.bound = b.compute_bound();
+            }
+            if b.counts[slot] > b.bound {
+                b.spiked = true;
+                out.push(Anomaly::VolumeSpike {
+                    count: b.counts[slot],
+                    bound: b.bound,
+                });
+            }
         }
         if let Some((from, to)) = e.window {
             let hour = (e.at.rem_euclid(86_400) / 3600) as u8;
@@ -395,6 +418,41 @@ mod tests {
         };
         assert_eq!(bound, MIN_SPIKE, "steady 10/h: the bound is the floor");
         assert_eq!(count, bound + 1);
+    }
+
+    #[test]
+    fn the_bound_follows_the_identitys_own_volume() {
+        let mut b = Baselines::new(DAY);
+        let id = Uuid::now_v7();
+        let sc = scopes(&["ledger:read"]);
+        let t0 = 1_700_000_000 - 1_700_000_000 % 3600;
+        let mut out = Vec::new();
+        // 50 an hour for 8 days: the bound is 50 (no spread).
+        for h in 0..8 * 24 {
+            for k in 0..50 {
+                b.observe(
+                    &ev(id, &sc, "10.1.2.0/24", t0 + h * 3600 + k * 60),
+                    &mut out,
+                );
+            }
+        }
+        assert!(out.is_empty(), "{out:?}");
+        let hour = t0 + 8 * DAY;
+        for k in 0..50 {
+            b.observe(&ev(id, &sc, "10.1.2.0/24", hour + k * 60), &mut out);
+        }
+        assert!(
+            out.is_empty(),
+            "50 in an hour is usual here (above the floor of 20)"
+        );
+        b.observe(&ev(id, &sc, "10.1.2.0/24", hour + 3_000), &mut out);
+        assert_eq!(
+            out,
+            [Anomaly::VolumeSpike {
+                count: 51,
+                bound: 50
+            }]
+        );
     }
 
     #[test]
