@@ -381,6 +381,7 @@ pub async fn access_reviews_are_attested_escalated_and_closed(open: Open) {
     create(reg, admin, "a", "payments", &["a:r"]).await;
     create(reg, admin, "b", "payments", &["a:r"]).await;
     create(reg, admin, "c", "ghosts", &["a:r"]).await;
+    create(reg, admin, "d", "payments", &["a:r", "a:w"]).await;
     let req = || CreateReviewRequest {
         name: "Q1 review".into(),
         due_in_days: 7,
@@ -391,13 +392,13 @@ pub async fn access_reviews_are_attested_escalated_and_closed(open: Open) {
         "members may not start one"
     );
     let c = reg.create_review(admin, req()).await.unwrap();
-    assert_eq!((c.summary.items, c.summary.unattested), (3, 3));
+    assert_eq!((c.summary.items, c.summary.unattested), (4, 4));
     let names = |items: Vec<warden_types::ReviewItem>| {
         items.into_iter().map(|i| i.identity).collect::<Vec<_>>()
     };
     assert_eq!(
         names(reg.review_queue(&alice, c.id).unwrap()),
-        ["staging/a", "staging/b"]
+        ["staging/a", "staging/b", "staging/d"]
     );
     assert_eq!(names(reg.review_queue(&gus, c.id).unwrap()), ["staging/c"]);
     assert!(
@@ -428,6 +429,28 @@ pub async fn access_reviews_are_attested_escalated_and_closed(open: Open) {
         reg.identity(admin, "staging/b").unwrap().status,
         IdentityStatus::Retired
     );
+    // Reduce, taking a scope away now; what it does not hold, or all it holds, is refused.
+    let reduce = |remove: &[&str]| warden_types::AttestRequest {
+        identity: "staging/d".into(),
+        decision: "reduce".into(),
+        reason: "never writes".into(),
+        remove_scopes: remove.iter().map(|s| (*s).to_owned()).collect(),
+    };
+    for bad in [&["b:w"][..], &["a:r", "a:w"][..]] {
+        assert!(
+            reg.attest(&alice, c.id, reduce(bad)).await.is_err(),
+            "{bad:?}"
+        );
+    }
+    let mut keep_with_scopes = reduce(&["a:w"]);
+    keep_with_scopes.decision = "keep".into();
+    assert!(reg.attest(&alice, c.id, keep_with_scopes).await.is_err());
+    assert_eq!(
+        reg.identity(admin, "staging/d").unwrap().scopes,
+        ["a:r", "a:w"]
+    );
+    reg.attest(&alice, c.id, reduce(&["a:w"])).await.unwrap();
+    assert_eq!(reg.identity(admin, "staging/d").unwrap().scopes, ["a:r"]);
 
     // Not yet due: nothing escalates. Past due: the one unattested item, once.
     assert_eq!(reg.escalate_reviews().await.unwrap(), 0);
@@ -466,7 +489,7 @@ pub async fn access_reviews_are_attested_escalated_and_closed(open: Open) {
             s.unattested,
             s.escalated
         ),
-        (3, 1, 0, 1, 1, 1)
+        (4, 1, 1, 1, 1, 1)
     );
     assert!(
         attest_as(reg, c.id, &gus, "staging/c", "keep", "late")
@@ -491,6 +514,7 @@ async fn attest_as(
             identity: identity.into(),
             decision: decision.into(),
             reason: reason.into(),
+            remove_scopes: Vec::new(),
         },
     )
     .await

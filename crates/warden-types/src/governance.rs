@@ -239,6 +239,9 @@ pub struct AttestRequest {
     /// `keep`, `reduce` or `retire` (retiring it now).
     pub decision: String,
     pub reason: String,
+    /// With `reduce`: scopes to take away now (each must be held; at least one must stay).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove_scopes: Vec<String>,
 }
 
 /// An audit sink's delivery state (`GET /v1/audit/sinks`).

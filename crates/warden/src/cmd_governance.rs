@@ -38,6 +38,9 @@ pub enum ReviewCmd {
         decision: String,
         #[arg(long)]
         reason: String,
+        /// With `--decision reduce`: a scope to take away now (repeat for several).
+        #[arg(long = "remove-scope")]
+        remove_scopes: Vec<String>,
     },
     /// Close a campaign (admins).
     Close { id: String },
@@ -111,6 +114,7 @@ pub async fn run_review(c: &warden_client::Client, cmd: ReviewCmd, json: bool) -
             identity,
             decision,
             reason,
+            remove_scopes,
         } => {
             let i = c
                 .attest(
@@ -119,6 +123,7 @@ pub async fn run_review(c: &warden_client::Client, cmd: ReviewCmd, json: bool) -
                         identity,
                         decision,
                         reason,
+                        remove_scopes,
                     },
                 )
                 .await?;

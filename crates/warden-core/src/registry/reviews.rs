@@ -158,8 +158,38 @@ impl Registry {
         let reason =
             crate::validate::reason("reason", Some(&req.reason), true)?.unwrap_or_default();
         let identity = self.identity(actor, &req.identity)?;
+        if !req.remove_scopes.is_empty() {
+            if req.decision != "reduce" {
+                return Err(CoreError::field(
+                    "remove_scopes",
+                    "only with the decision reduce",
+                ));
+            }
+            if let Some(s) = req
+                .remove_scopes
+                .iter()
+                .find(|s| !identity.scopes.contains(s))
+            {
+                return Err(CoreError::field(
+                    "remove_scopes",
+                    format!("{s} is not one of its scopes"),
+                ));
+            }
+            if identity
+                .scopes
+                .iter()
+                .all(|s| req.remove_scopes.contains(s))
+            {
+                return Err(CoreError::field(
+                    "remove_scopes",
+                    "it would hold no scope: retire it instead",
+                ));
+            }
+        }
+        let remove_scopes = req.remove_scopes.clone();
         let (actor_c, decision) = (actor.clone(), req.decision.clone());
         let reason_c = reason.clone();
+        let remove_scopes_c = remove_scopes.clone();
         let item = self
             .write(move |tx, job| {
                 let Some(mut c) = tx.review_campaign(id)? else {
@@ -191,7 +221,13 @@ impl Registry {
                 tx.put_review_item(&item)?;
                 let all: Vec<ReviewItem> = items
                     .into_iter()
-                    .map(|i| if i.identity_id == item.identity_id { item.clone() } else { i })
+                    .map(|i| {
+                        if i.identity_id == item.identity_id {
+                            item.clone()
+                        } else {
+                            i
+                        }
+                    })
                     .collect();
                 c.summary = summarize(&all);
                 tx.put_review_campaign(&c)?;
@@ -201,7 +237,12 @@ impl Registry {
                     "review.attest",
                     target,
                     AuditOutcome::Success,
-                    json!({ "identity": item.identity_id, "decision": decision, "reason": reason_c }),
+                    json!({
+                        "identity": item.identity_id,
+                        "decision": decision,
+                        "reason": reason_c,
+                        "remove_scopes": remove_scopes_c,
+                    }),
                 )?;
                 Ok(Ok(item))
             })
@@ -212,6 +253,19 @@ impl Registry {
                 &item.identity_id.to_string(),
                 Transition::Retire,
                 Some(format!("access review: {reason}")),
+            )
+            .await?;
+        }
+        if item.decision.as_deref() == Some("reduce") && !remove_scopes.is_empty() {
+            // Narrowing needs no approval; it goes through the ordinary update (audited, caches
+            // invalidated).
+            self.update_identity(
+                actor,
+                &item.identity_id.to_string(),
+                warden_types::UpdateIdentityRequest {
+                    remove_scopes,
+                    ..Default::default()
+                },
             )
             .await?;
         }

@@ -313,7 +313,7 @@ fn an_access_review_runs_through_the_cli() {
     s.ok(&a, &["team", "create", "payments"]);
     s.ok(&a, &["team", "create", "search"]);
     let mia = s.operator("mia", "member", &["payments"]);
-    s.identity(&a, "payouts", "payments", &["ledger:write"]);
+    s.identity(&a, "payouts", "payments", &["ledger:write", "ledger:read"]);
     s.identity(&a, "old-batch", "payments", &["ledger:read"]);
     s.identity(&a, "indexer", "search", &["docs:read"]);
 
@@ -342,10 +342,18 @@ fn an_access_review_runs_through_the_cli() {
             &id,
             "prod/payouts",
             "--decision",
-            "keep",
+            "reduce",
+            "--remove-scope",
+            "ledger:write",
             "--reason",
-            "pays suppliers",
+            "only reads the ledger now",
         ],
+    );
+    let reduced = s.json(&a, &["identity", "show", "prod/payouts"]);
+    assert_eq!(
+        reduced["scopes"],
+        serde_json::json!(["ledger:read"]),
+        "{reduced}"
     );
     s.ok(
         &mia,
@@ -385,7 +393,7 @@ fn an_access_review_runs_through_the_cli() {
 
     let closed = s.json(&a, &["review", "close", &id]);
     assert_eq!(closed["status"], "closed");
-    assert_eq!(closed["summary"]["keep"], 1);
+    assert_eq!(closed["summary"]["reduce"], 1);
     assert_eq!(closed["summary"]["retire"], 1);
     assert_eq!(closed["summary"]["unattested"], 1);
     let listed = s.ok(&a, &["review", "list"]);
