@@ -88,7 +88,15 @@ async fn run(runs: usize, identities: usize, events: usize) -> Result<()> {
     for j in 0..n {
         let i = &sample[j % sample.len()];
         let at = now + time::Duration::hours(1 + (j / sample.len()) as i64);
-        reg.observe_usage(i, None, &i.scopes[..1], "", None, at);
+        reg.observe_usage(&warden_core::registry::anomaly::Use {
+            identity: i,
+            credential: None,
+            scopes: &i.scopes[..1],
+            audiences: &i.audiences,
+            source: "",
+            user_agent: None,
+            at,
+        });
     }
     let observe_ns = t.elapsed().as_nanos() as f64 / n as f64;
     reg.flush_usage().await?;

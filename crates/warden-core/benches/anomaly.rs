@@ -14,6 +14,9 @@ fn main() {
         .map(|s| vec![format!("svc{s}:read"), format!("svc{s}:write")])
         .collect();
     let nets: Vec<String> = (0..250).map(|n| format!("10.1.{n}.0/24")).collect();
+    let audiences: Vec<Vec<String>> = (0..7)
+        .map(|s| vec![format!("https://svc{s}.example")])
+        .collect();
     let mut b = Baselines::new(0);
     let mut out = Vec::new();
     let t0: i64 = 1_700_000_000;
@@ -23,6 +26,7 @@ fn main() {
             &Event {
                 identity: *id,
                 scopes: &scopes[i % 7],
+                audiences: &audiences[i % 7],
                 network: Some(&nets[i % 250]),
                 at: t0,
                 window: None,
@@ -41,6 +45,7 @@ fn main() {
                 &Event {
                     identity: ids[i],
                     scopes: &scopes[i % 7],
+                    audiences: &audiences[i % 7],
                     network: Some(&nets[i % 250]),
                     // Time moves on: about an hour per round, so bounds are recomputed too.
                     at: t0 + (r * n + j) as i64 / 1_400,

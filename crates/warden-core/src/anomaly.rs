@@ -3,6 +3,7 @@
 //!
 //! What is noticed, once the identity has been observed for the learning period:
 //! - a scope never carried before;
+//! - an audience (RFC 8707 resource) never addressed before;
 //! - a source network (IPv4 /24, IPv6 /64) never seen before;
 //! - volume: the events of the current hour exceed a robust bound over the identity's own
 //!   hourly counts (the last 167 hours, or fewer since its first use) — median + 6 × (1.4826 × MAD), and at least [`MIN_SPIKE`] events (the
@@ -33,6 +34,10 @@ pub enum Anomaly {
     NewScope {
         index: u8,
     },
+    /// `index` into the event's audiences.
+    NewAudience {
+        index: u8,
+    },
     NewNetwork,
     /// Events in the current hour crossed the bound.
     VolumeSpike {
@@ -52,6 +57,7 @@ pub struct Baseline {
     first_seen: i64,
     scopes: Vec<u64>,
     networks: Vec<u64>,
+    audiences: Vec<u64>,
     /// Events per hour, a ring indexed by `hour % HOURS`.
     counts: Box<[u32; HOURS]>,
     /// The hour (unix seconds / 3600) `counts` was last advanced to.
@@ -68,6 +74,7 @@ impl Baseline {
             first_seen: at,
             scopes: Vec::new(),
             networks: Vec::new(),
+            audiences: Vec::new(),
             counts: Box::new([0; HOURS]),
             hour: at.div_euclid(3600),
             bound: u32::MAX,
@@ -143,6 +150,8 @@ fn remember(set: &mut Vec<u64>, h: u64) -> bool {
 pub struct Event<'a> {
     pub identity: Uuid,
     pub scopes: &'a [String],
+    /// The token's audiences.
+    pub audiences: &'a [String],
     /// The source network (see `registry::source_network`), if known.
     pub network: Option<&'a str>,
     /// Unix seconds.
@@ -158,8 +167,8 @@ fn fnv1a(s: &str) -> u64 {
     })
 }
 
-/// The format version of [`Baselines::encode`].
-const FORMAT: u8 = 1;
+/// The format version of [`Baselines::encode`] (1: without audiences, still read).
+const FORMAT: u8 = 2;
 
 /// A saved baseline that could not be read back.
 #[derive(Debug, thiserror::Error)]
@@ -167,17 +176,24 @@ const FORMAT: u8 = 1;
 pub struct Malformed;
 
 impl Baseline {
-    /// A compact binary form: version, first seen, hour, bound, spiked, the two sets, 168 counts.
+    /// A compact binary form: version, first seen, hour, bound, spiked, the three sets, 168
+    /// counts.
     fn encode(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(
-            1 + 8 + 8 + 4 + 1 + 2 + 8 * (self.scopes.len() + self.networks.len()) + 4 * HOURS,
+            1 + 8
+                + 8
+                + 4
+                + 1
+                + 3
+                + 8 * (self.scopes.len() + self.networks.len() + self.audiences.len())
+                + 4 * HOURS,
         );
         v.push(FORMAT);
         v.extend_from_slice(&self.first_seen.to_le_bytes());
         v.extend_from_slice(&self.hour.to_le_bytes());
         v.extend_from_slice(&self.bound.to_le_bytes());
         v.push(u8::from(self.spiked));
-        for set in [&self.scopes, &self.networks] {
+        for set in [&self.scopes, &self.networks, &self.audiences] {
             // At most MAX_SEEN (32) entries: fits a byte.
             v.push(set.len() as u8);
             for h in set {
@@ -207,15 +223,17 @@ impl Baseline {
             let a: [u8; 4] = take(b, 4)?.try_into().map_err(|_| Malformed)?;
             Ok(u32::from_le_bytes(a))
         }
-        if take(&mut b, 1)? != [FORMAT] {
+        let version = take(&mut b, 1)?[0];
+        if version != FORMAT && version != 1 {
             return Err(Malformed);
         }
         let first_seen = u64_of(&mut b)? as i64;
         let hour = u64_of(&mut b)? as i64;
         let bound = u32_of(&mut b)?;
         let spiked = take(&mut b, 1)?[0] != 0;
-        let mut sets = [Vec::new(), Vec::new()];
-        for set in &mut sets {
+        let mut sets = [Vec::new(), Vec::new(), Vec::new()];
+        let n_sets = if version == 1 { 2 } else { 3 };
+        for set in sets.iter_mut().take(n_sets) {
             let n = usize::from(take(&mut b, 1)?[0]);
             if n > MAX_SEEN {
                 return Err(Malformed);
@@ -231,11 +249,12 @@ impl Baseline {
         if !b.is_empty() {
             return Err(Malformed);
         }
-        let [scopes, networks] = sets;
+        let [scopes, networks, audiences] = sets;
         Ok(Baseline {
             first_seen,
             scopes,
             networks,
+            audiences,
             counts,
             hour,
             bound,
@@ -294,6 +313,13 @@ impl Baselines {
             a
         };
         let net_hash = e.network.map(fnv1a);
+        let audience_hashes: [u64; 4] = {
+            let mut a = [0u64; 4];
+            for (slot, s) in a.iter_mut().zip(e.audiences.iter()) {
+                *slot = fnv1a(s);
+            }
+            a
+        };
         let learning = self.learning_secs;
         let b = self
             .map
@@ -303,6 +329,15 @@ impl Baselines {
         for (index, h) in scope_hashes.iter().take(e.scopes.len().min(4)).enumerate() {
             if remember(&mut b.scopes, *h) && learned {
                 out.push(Anomaly::NewScope { index: index as u8 });
+            }
+        }
+        for (index, h) in audience_hashes
+            .iter()
+            .take(e.audiences.len().min(4))
+            .enumerate()
+        {
+            if remember(&mut b.audiences, *h) && learned {
+                out.push(Anomaly::NewAudience { index: index as u8 });
             }
         }
         if let Some(h) = net_hash
@@ -359,6 +394,7 @@ mod tests {
                     &Event {
                         identity: id,
                         scopes: sc,
+                        audiences: &[],
                         network: Some("10.1.2.0/24"),
                         at: start + h * 3600 + k * 300,
                         window: None,
@@ -374,6 +410,7 @@ mod tests {
         Event {
             identity,
             scopes,
+            audiences: &[],
             network: Some(net),
             at,
             window: None,
@@ -421,6 +458,52 @@ mod tests {
     }
 
     #[test]
+    fn a_new_audience_is_noticed_and_old_saved_baselines_still_read() {
+        let mut b = Baselines::new(DAY);
+        let id = Uuid::now_v7();
+        let sc = scopes(&["ledger:read"]);
+        let ledger = scopes(&["https://ledger.example"]);
+        let t0 = 1_700_000_000;
+        let mut out = Vec::new();
+        let at = |identity, audiences, at| Event {
+            identity,
+            scopes: &sc,
+            audiences,
+            network: None,
+            at,
+            window: None,
+        };
+        b.observe(&at(id, &ledger, t0), &mut out);
+        b.observe(&at(id, &ledger, t0 + 2 * DAY), &mut out);
+        assert!(out.is_empty());
+        let payroll = scopes(&["https://ledger.example", "https://payroll.example"]);
+        b.observe(&at(id, &payroll, t0 + 2 * DAY), &mut out);
+        assert_eq!(out, [Anomaly::NewAudience { index: 1 }]);
+        // A version-1 save (no audience set) reads back with an empty one.
+        let v2 = b.encode(id).expect("held");
+        let mut v1 = vec![1u8];
+        let sets_at = 1 + 8 + 8 + 4 + 1;
+        v1.extend_from_slice(&v2[1..sets_at]);
+        let mut rest = &v2[sets_at..];
+        for _ in 0..2 {
+            let n = 1 + 8 * usize::from(rest[0]);
+            v1.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
+        }
+        let n = 1 + 8 * usize::from(rest[0]);
+        v1.extend_from_slice(&rest[n..]);
+        let mut c = Baselines::new(DAY);
+        c.restore(id, &v1).expect("version 1 reads");
+        out.clear();
+        c.observe(&at(id, &ledger, t0 + 3 * DAY), &mut out);
+        assert_eq!(
+            out,
+            [Anomaly::NewAudience { index: 0 }],
+            "it had no audiences"
+        );
+    }
+
+    #[test]
     fn the_bound_follows_the_identitys_own_volume() {
         let mut b = Baselines::new(DAY);
         let id = Uuid::now_v7();
@@ -465,6 +548,7 @@ mod tests {
                 &Event {
                     identity: id,
                     scopes: &scopes(&[s]),
+                    audiences: &[],
                     network: Some(["10.0.0.0/24", "10.0.1.0/24", "10.0.2.0/24"][i]),
                     at: 1_700_000_000 + i as i64,
                     window: None,
@@ -489,6 +573,7 @@ mod tests {
                 &Event {
                     identity: id,
                     scopes: &sc,
+                    audiences: &[],
                     network: None,
                     at: at(hour),
                     window: Some(window),
@@ -550,6 +635,7 @@ mod tests {
                 &Event {
                     identity: id,
                     scopes: &[format!("s{i}:r")],
+                    audiences: &[],
                     network: Some(&format!("10.{}.{}.0/24", i / 250, i % 250)),
                     at: 1_700_000_000 + i,
                     window: None,

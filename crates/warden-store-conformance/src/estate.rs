@@ -3,7 +3,7 @@
 //! and usage events fed through the same aggregation and anomaly scoring the token endpoint uses
 //! — with planted stale, orphaned, over-privileged, long-lived, never-expiring, expiring, reused
 //! and cross-environment cases, and anomalous ones (a new scope, a new network, a volume spike,
-//! use outside a schedule, a browser using an NHI's credential). Everything else is clean, so the
+//! use outside a schedule, a browser using an NHI's credential, a new audience). Everything else is clean, so the
 //! hygiene checks and the anomaly scorer must find exactly the planted cases.
 //!
 //! Time: every identity's usage runs in order; all but its last round fall in the first 20 of
@@ -22,6 +22,7 @@ use time::Duration;
 use uuid::Uuid;
 use warden_core::policy::HygienePolicy;
 use warden_core::ports::Store;
+use warden_core::registry::anomaly::Use;
 use warden_core::{Actor, Policy, Registry};
 use warden_types::{
     Constraints, CreateOperatorRequest, CreateTeamRequest, Credential, CredentialKind, Identity,
@@ -88,11 +89,13 @@ enum Unusual {
     Volume,
     Window,
     Interactive,
+    Audience,
 }
 
 /// The anomaly rules the estate plants, with the finding rule each produces.
-pub const ANOMALY_RULES: [&str; 5] = [
+pub const ANOMALY_RULES: [&str; 6] = [
     "NHI-ANOMALY-SCOPE",
+    "NHI-ANOMALY-AUDIENCE",
     "NHI-ANOMALY-NETWORK",
     "NHI-ANOMALY-VOLUME",
     "NHI-ANOMALY-WINDOW",
@@ -110,6 +113,7 @@ fn unusual(i: usize) -> Unusual {
         10..15 => Unusual::Volume,
         15..20 => Unusual::Window,
         20..25 => Unusual::Interactive,
+        25..30 => Unusual::Audience,
         _ => Unusual::None,
     }
 }
@@ -254,6 +258,7 @@ pub async fn generate(
                 Unusual::Volume => Some("NHI-ANOMALY-VOLUME"),
                 Unusual::Window => Some("NHI-ANOMALY-WINDOW"),
                 Unusual::Interactive => Some("NHI-INTERACTIVE"),
+                Unusual::Audience => Some("NHI-ANOMALY-AUDIENCE"),
             };
             if let Some(r) = anomaly {
                 *planted.entry(r).or_default() += 1;
@@ -276,7 +281,14 @@ pub async fn generate(
                 suspended_by_admin: false,
                 privileged: false,
                 scopes: scopes.clone(),
-                audiences: vec![],
+                audiences: if odd == Unusual::Audience {
+                    vec![
+                        "https://svc.example".to_owned(),
+                        "https://other.example".to_owned(),
+                    ]
+                } else {
+                    vec![]
+                },
                 constraints: Constraints::default(),
                 labels,
                 parent_id: None,
@@ -423,15 +435,22 @@ pub async fn generate(
         } else {
             1
         };
+        // An audience-planted identity addresses its first resource, then the other one.
+        let audiences = match (odd, last) {
+            (Unusual::Audience, false) => &identity.audiences[..1],
+            (Unusual::Audience, true) => &identity.audiences[1..],
+            _ => &[][..],
+        };
         for _ in 0..repeat {
-            reg.observe_usage(
+            reg.observe_usage(&Use {
                 identity,
-                Some(credential),
-                std::slice::from_ref(scope),
-                &source,
-                agent,
+                credential: Some(credential),
+                scopes: std::slice::from_ref(scope),
+                audiences,
+                source: &source,
+                user_agent: agent,
                 at,
-            );
+            });
         }
         // Below the tracker's bound on distinct pairs held between flushes.
         if j % 50_000 == 49_999 {

@@ -6,6 +6,7 @@
 //! | rule | what | deduplicated per |
 //! |---|---|---|
 //! | `NHI-ANOMALY-SCOPE` | a scope the identity never carried before | identity and scope |
+//! | `NHI-ANOMALY-AUDIENCE` | an audience (resource) the identity never addressed before | identity and audience |
 //! | `NHI-ANOMALY-NETWORK` | a source network never seen for the identity | identity and network |
 //! | `NHI-ANOMALY-VOLUME` | an hour's volume over median + 6 MAD of its own hours | identity and day |
 //! | `NHI-ANOMALY-WINDOW` | use outside the identity's `schedule` label (`08-18`, UTC hours) | identity and day |
@@ -74,10 +75,12 @@ pub struct AnomalyWatch {
 }
 
 /// A token issued: what the watch is told.
-pub(crate) struct Use<'a> {
+#[derive(Debug, Clone, Copy)]
+pub struct Use<'a> {
     pub identity: &'a Identity,
     pub credential: Option<Uuid>,
     pub scopes: &'a [String],
+    pub audiences: &'a [String],
     pub source: &'a str,
     pub user_agent: Option<&'a str>,
     pub at: OffsetDateTime,
@@ -127,6 +130,7 @@ impl AnomalyWatch {
             &Event {
                 identity: u.identity.id,
                 scopes: u.scopes,
+                audiences: u.audiences,
                 network: network.as_deref(),
                 at,
                 window,
@@ -148,6 +152,19 @@ impl AnomalyWatch {
                         "medium",
                         format!("first token carrying scope {scope}"),
                         json!({ "scope": scope, "source": u.source }),
+                    )
+                }
+                Anomaly::NewAudience { index } => {
+                    let aud = u
+                        .audiences
+                        .get(usize::from(index))
+                        .map_or("", String::as_str);
+                    (
+                        format!("anomaly:NHI-ANOMALY-AUDIENCE:{}:{aud}", u.identity.id),
+                        "NHI-ANOMALY-AUDIENCE",
+                        "medium",
+                        format!("first token for audience {aud}"),
+                        json!({ "audience": aud, "source": u.source }),
                     )
                 }
                 Anomaly::NewNetwork => {

@@ -216,25 +216,10 @@ impl Registry {
     /// aggregates and scored for anomalies (alerts become findings at the next
     /// [`Registry::flush_usage`]). For importers of usage recorded elsewhere, and the estate
     /// generator.
-    pub fn observe_usage(
-        &self,
-        identity: &Identity,
-        credential: Option<Uuid>,
-        scopes: &[String],
-        source: &str,
-        user_agent: Option<&str>,
-        at: OffsetDateTime,
-    ) {
+    pub fn observe_usage(&self, u: &anomaly::Use<'_>) {
         self.usage
-            .record_use(credential, identity.id, scopes, source, at);
-        self.anomaly.observe(&anomaly::Use {
-            identity,
-            credential,
-            scopes,
-            source,
-            user_agent,
-            at,
-        });
+            .record_use(u.credential, u.identity.id, u.scopes, u.source, u.at);
+        self.anomaly.observe(u);
     }
 
     pub fn policy(&self) -> &Policy {

@@ -5,7 +5,7 @@
 //! | risk | measured by |
 //! |---|---|
 //! | NHI1 Improper Offboarding | `NHI-STALE`, `NHI-ORPHAN`; suspended identities still holding usable credentials |
-//! | NHI2 Secret Leakage | open scanner findings (leaked Warden credentials, unmanaged secrets); signs of a credential used by someone else: `NHI-ANOMALY-NETWORK`, `NHI-ANOMALY-VOLUME`, `NHI-ANOMALY-SCOPE` |
+//! | NHI2 Secret Leakage | open scanner findings (leaked Warden credentials, unmanaged secrets); signs of a credential used by someone else: `NHI-ANOMALY-NETWORK`, `NHI-ANOMALY-VOLUME`, `NHI-ANOMALY-SCOPE`, `NHI-ANOMALY-AUDIENCE` |
 //! | NHI3 Vulnerable Third-Party NHI | integrations and OAuth clients with privileged scopes or no expiry |
 //! | NHI4 Insecure Authentication | NHIs holding static secrets; prod NHIs whose tokens need not be sender-constrained |
 //! | NHI5 Overprivileged NHI | privileged scopes; `NHI-UNUSED-SCOPE` |
@@ -197,6 +197,11 @@ impl Registry {
                         "NHI-ANOMALY-SCOPE",
                         "NHIs that suddenly used a scope they had never used",
                         rule("NHI-ANOMALY-SCOPE"),
+                    ),
+                    (
+                        "NHI-ANOMALY-AUDIENCE",
+                        "NHIs that suddenly asked for a resource they had never addressed",
+                        rule("NHI-ANOMALY-AUDIENCE"),
                     ),
                 ],
                 population,

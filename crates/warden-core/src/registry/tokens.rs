@@ -1076,6 +1076,7 @@ impl Registry {
             identity: &i,
             credential: c.as_ref().map(|c| c.id),
             scopes: &scopes,
+            audiences: &audiences,
             source: &req.source,
             user_agent: req.user_agent.as_deref(),
             at: now,
