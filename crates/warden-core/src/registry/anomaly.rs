@@ -25,7 +25,6 @@ use uuid::Uuid;
 use warden_types::{AuditOutcome, Finding, FindingKind, FindingStatus, Identity};
 
 use super::Registry;
-use super::auth::source_network;
 use super::tokens::in_cidr;
 use crate::actor::Actor;
 use crate::anomaly::{Anomaly, Baselines, Event};
@@ -110,11 +109,11 @@ impl AnomalyWatch {
     }
 
     /// Scores one use; alerts wait for the next flush.
-    pub(crate) fn observe(&self, u: &Use<'_>) {
+    /// Scores one use from `network` (the source's, see `source_network`).
+    pub(crate) fn observe(&self, u: &Use<'_>, network: Option<&str>) {
         if !self.policy.enabled {
             return;
         }
-        let network = source_network(u.source);
         let window = u
             .identity
             .labels
@@ -131,7 +130,7 @@ impl AnomalyWatch {
                 identity: u.identity.id,
                 scopes: u.scopes,
                 audiences: u.audiences,
-                network: network.as_deref(),
+                network,
                 at,
                 window,
             },
@@ -168,7 +167,7 @@ impl AnomalyWatch {
                     )
                 }
                 Anomaly::NewNetwork => {
-                    let net = network.as_deref().unwrap_or("");
+                    let net = network.unwrap_or("");
                     (
                         format!("anomaly:NHI-ANOMALY-NETWORK:{}:{net}", u.identity.id),
                         "NHI-ANOMALY-NETWORK",

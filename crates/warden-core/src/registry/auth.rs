@@ -57,16 +57,17 @@ impl UsageTracker {
         }
     }
 
-    /// A token issued to `identity` with `credential` from `source`, carrying `scopes`.
+    /// A token issued to `identity` with `credential` from `network` (see [`source_network`]),
+    /// carrying `scopes`.
     pub fn record_use(
         &self,
         credential: Option<Uuid>,
         identity: Uuid,
         scopes: &[String],
-        source: &str,
+        network: Option<&str>,
         at: OffsetDateTime,
     ) {
-        let network = credential.and_then(|_| source_network(source));
+        let network = credential.and(network);
         let Ok(mut m) = self.0.lock() else { return };
         if let Some(c) = credential {
             m.last_used.insert(c, (identity, at));
@@ -79,7 +80,7 @@ impl UsageTracker {
         }
         if let (Some(c), Some(n)) = (credential, network) {
             let full = m.sources.len() >= MAX_USAGE_PAIRS;
-            match m.sources.entry((c, n)) {
+            match m.sources.entry((c, n.to_owned())) {
                 std::collections::hash_map::Entry::Occupied(mut e) => {
                     let v = e.get_mut();
                     v.2 = at;

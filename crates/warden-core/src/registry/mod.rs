@@ -208,8 +208,9 @@ impl Registry {
         source: &str,
         at: OffsetDateTime,
     ) {
+        let network = auth::source_network(source);
         self.usage
-            .record_use(credential, identity, scopes, source, at);
+            .record_use(credential, identity, scopes, network.as_deref(), at);
     }
 
     /// A token issued to `identity`, as the token endpoint sees it: recorded in the usage
@@ -217,9 +218,16 @@ impl Registry {
     /// [`Registry::flush_usage`]). For importers of usage recorded elsewhere, and the estate
     /// generator.
     pub fn observe_usage(&self, u: &anomaly::Use<'_>) {
-        self.usage
-            .record_use(u.credential, u.identity.id, u.scopes, u.source, u.at);
-        self.anomaly.observe(u);
+        // The source's network, worked out once for both.
+        let network = auth::source_network(u.source);
+        self.usage.record_use(
+            u.credential,
+            u.identity.id,
+            u.scopes,
+            network.as_deref(),
+            u.at,
+        );
+        self.anomaly.observe(u, network.as_deref());
     }
 
     pub fn policy(&self) -> &Policy {

@@ -1070,9 +1070,7 @@ impl Registry {
                 refuse(OAuthError::InvalidDpopProof, "dpop jti replayed", id)
             });
         }
-        self.usage
-            .record_use(c.as_ref().map(|c| c.id), i.id, &scopes, &req.source, now);
-        self.anomaly.observe(&super::anomaly::Use {
+        self.observe_usage(&super::anomaly::Use {
             identity: &i,
             credential: c.as_ref().map(|c| c.id),
             scopes: &scopes,
