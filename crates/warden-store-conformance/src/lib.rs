@@ -119,6 +119,7 @@ macro_rules! conformance {
         an_identity_expiry_caps_its_credentials_and_ends_them,
         rotation_overlap_ends_and_the_sweeper_revokes,
         last_used_is_written_in_batches_not_per_authentication,
+        sink_cursors_move_only_for_the_lease_holder,
         a_failing_job_in_a_batch_leaves_no_trace_and_others_commit,
         a_job_that_appends_audit_then_fails_is_rolled_back_whole,
         lifecycle_transitions_are_recorded_with_reason,
@@ -388,6 +389,39 @@ pub async fn rotation_overlap_ends_and_the_sweeper_revokes(open: Open) {
     let c = e.reg.credential(&e.admin, old.credential.id).unwrap();
     assert_eq!(c.revoke_reason.as_deref(), Some("rotation overlap ended"));
     assert_eq!(c.replaced_by, Some(new.credential.id));
+}
+
+/// An audit sink's cursor moves only by the jobs-lease holder, and only forward in what it is
+/// told: a node without the lease (or that lost it) is refused, so it cannot move the cursor of
+/// the node that now delivers.
+pub async fn sink_cursors_move_only_for_the_lease_holder(open: Open) {
+    use warden_core::registry::cluster::JOBS_LEASE;
+    let e = env(open).await;
+    assert_eq!(e.reg.sink_cursor("siem").unwrap(), 0);
+    assert!(
+        e.reg.advance_sink("siem", 5).await.is_err(),
+        "no lease held: refused"
+    );
+    assert_eq!(e.reg.sink_cursor("siem").unwrap(), 0, "nothing written");
+    e.reg
+        .hold_lease(JOBS_LEASE, "node-a", time::Duration::seconds(30))
+        .await
+        .unwrap()
+        .expect("the lease is free");
+    e.reg.advance_sink("siem", 5).await.unwrap();
+    assert_eq!(e.reg.sink_cursor("siem").unwrap(), 5);
+    assert_eq!(
+        e.reg.sink_cursor("other").unwrap(),
+        0,
+        "one cursor per sink"
+    );
+    // The lease runs out without renewal (another node may hold it now): refused again.
+    e.clock.advance(time::Duration::seconds(31));
+    assert!(
+        e.reg.advance_sink("siem", 9).await.is_err(),
+        "lost the lease"
+    );
+    assert_eq!(e.reg.sink_cursor("siem").unwrap(), 5);
 }
 
 pub async fn last_used_is_written_in_batches_not_per_authentication(open: Open) {

@@ -29,8 +29,16 @@ impl Registry {
     /// Moves `sink`'s cursor to `seq` (delivered). Refused unless this node still holds the jobs
     /// lease: a node that lost it must not move the cursor of the one that now delivers.
     pub async fn advance_sink(&self, sink: &str, seq: u64) -> Result<(), CoreError> {
+        // Strict, unlike other leader writes (which one-off callers may run unfenced): without
+        // a fence there is no proof this node delivers.
+        let Some(fence) = self.fence.lock().ok().and_then(|f| f.clone()) else {
+            return Err(CoreError::InvalidState(
+                "this node does not hold the jobs lease".into(),
+            ));
+        };
         let sink = sink.to_owned();
-        self.write_as_leader(move |tx, job| {
+        self.write(move |tx, job| {
+            super::cluster::check_fence(tx, &fence, job.now())?;
             tx.put_sink_cursor(&sink, seq, job.now())?;
             Ok(())
         })
